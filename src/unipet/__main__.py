@@ -1,0 +1,5 @@
+import sys
+
+from unipet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Errors raised for user mistakes and bad input.
+
+Every message says what was wrong and what to do; the CLI prints it on one line and exits non-zero.
+Programming errors (bugs) stay ordinary Python exceptions so that they keep their traceback.
+"""
+
+
+class UnipetError(Exception):
+    """Base class of every error that a user can cause and fix."""
+
+
+class InputFileError(UnipetError):
+    """A file is missing, unreadable, corrupt or of the wrong kind."""
+
+
+class ImageGeometryError(UnipetError):
+    """An image has the wrong dimensionality, or two grids that must agree do not."""
+
+
+class IntensityError(UnipetError):
+    """Voxel values are impossible for what the image claims to be (NaN, Bq/mL where SUV is expected, ...)."""
+
+
+class LabelError(UnipetError):
+    """A label / mask volume holds values it must not (e.g. not 0/1 for a binary mask)."""
+
+
+class DicomError(UnipetError):
+    """A DICOM folder or header cannot give what was asked (no PET series, a missing SUV tag, ...)."""
+
+
+class OutputExistsError(UnipetError):
+    """An output path exists already; unipet refuses to overwrite without ``overwrite=True``."""
+
+
+class UnknownTaskError(UnipetError):
+    """A task (cancer type / target) name is not in the task set in use."""
+
+
+class MissingInputError(UnipetError):
+    """A model or stage needs an input (task prompt, text embedding, organ map, ...) that was not given."""
+
+
+class ConfigError(UnipetError):
+    """A configuration, recipe, manifest or checkpoint is malformed or inconsistent."""

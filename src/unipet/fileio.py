@@ -1,0 +1,86 @@
+"""Atomic, non-destructive file writing shared by every writer in unipet.
+
+Writes go to a temporary file in the destination folder and are moved into place with ``os.replace``,
+so a crash never leaves a half-written output. Existing outputs are refused unless ``overwrite=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from unipet.errors import OutputExistsError
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Return ``path`` as a Path after checking that writing it destroys nothing unasked.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another output or pass --overwrite to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it onto ``path`` atomically.
+
+    ``suffix`` defaults to the destination's full suffix (``.nii.gz`` stays ``.nii.gz``) so that writers
+    which pick their format from the file name keep working. On an exception the temporary file is removed
+    and ``path`` is left untouched.
+    """
+    path = check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically. Returns the final path."""
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically. Returns the final path."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Path:
+    """Write ``obj`` as indented JSON atomically. Returns the final path."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", overwrite)
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
+    with atomic_path(path, overwrite) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    """Serialise NumPy scalars/arrays and paths that ``json`` does not know."""
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

@@ -1,0 +1,231 @@
+"""The manifest: a JSON list of cases that every importer writes and every later stage reads.
+
+Schema (paths are relative to the manifest's folder when they lie below it, else absolute)::
+
+    {"version": 1, "source": "autopet", "task_set": {...TaskSet.to_dict()...},
+     "cases": [{"case_id": "...", "patient_id": "...", "task": "lung_cancer" | null,
+                "images": {"PET": "a/SUV.nii.gz", "CT": "a/CTres.nii.gz"},
+                "label": "a/SEG.nii.gz" | null, "organs": "a/ORGANS.nii.gz" | null,
+                "split": "train" | "val" | "test" | null, "meta": {...de-identified...}}]}
+
+PET images referenced by a manifest are in SUV and CT in HU; ``load_study`` resamples the CT onto the
+PET grid when the grids differ, checks that they overlap, applies the non-finite rule and refuses PET
+that looks like Bq/mL.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError
+from unipet.fileio import atomic_write_json
+from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid, same_grid
+from unipet.tasks import TaskSet
+
+MANIFEST_VERSION = 1
+# SUV above this is physically implausible for any clinical tracer; values like this mean Bq/mL.
+SUV_PLAUSIBLE_MAX = 300.0
+
+
+@dataclass
+class Case:
+    """One study in a manifest (paths absolute once loaded)."""
+
+    case_id: str
+    images: dict[str, str]
+    patient_id: str | None = None
+    task: str | None = None
+    label: str | None = None
+    organs: str | None = None
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.patient_id is None:
+            self.patient_id = self.case_id
+
+
+class Manifest:
+    """A list of cases plus the task set they refer to."""
+
+    def __init__(self, cases: Sequence[Case], task_set: TaskSet | None = None, source: str = "custom",
+                 root: Path | None = None) -> None:
+        self.cases = list(cases)
+        self.task_set = task_set or TaskSet.load()
+        self.source = source
+        self.root = Path(root) if root is not None else Path.cwd()
+        ids = [c.case_id for c in self.cases]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise ConfigError(f"manifest repeats case ids {dup}; case ids must be unique")
+        for c in self.cases:
+            if c.task is not None:
+                c.task = self.task_set.resolve(c.task)  # raises UnknownTaskError with the known names
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+    def by_id(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise ConfigError(f"case {case_id!r} is not in the manifest")
+
+    def split(self, name: str) -> list[Case]:
+        return [c for c in self.cases if c.split == name]
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self, relative_to: Path | None = None) -> dict[str, Any]:
+        def rel(p: str | None) -> str | None:
+            if p is None or relative_to is None:
+                return p
+            try:
+                return os.path.relpath(Path(p).resolve(), relative_to.resolve()) if _is_below(Path(p), relative_to) else str(Path(p).resolve())
+            except ValueError:
+                return str(p)
+
+        cases = []
+        for c in self.cases:
+            d = asdict(c)
+            d["images"] = {k: rel(v) for k, v in c.images.items()}
+            d["label"], d["organs"] = rel(c.label), rel(c.organs)
+            cases.append(d)
+        return {"version": MANIFEST_VERSION, "source": self.source, "task_set": self.task_set.to_dict(), "cases": cases}
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        path = Path(path)
+        return atomic_write_json(path, self.to_dict(relative_to=path.parent), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        path = Path(path)
+        if not path.exists():
+            raise InputFileError(f"manifest {path} does not exist; create one with `unipet import`")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"manifest {path} is not valid JSON ({exc}); re-create it with `unipet import`") from None
+        if not isinstance(data, dict) or "cases" not in data:
+            raise ConfigError(f"manifest {path} has no 'cases' list; re-create it with `unipet import`")
+        task_set = TaskSet.from_dict(data["task_set"]) if isinstance(data.get("task_set"), dict) else TaskSet.load(data.get("task_set"))
+        base = path.parent
+
+        def absolute(p: str | None) -> str | None:
+            return None if p is None else str((base / p) if not os.path.isabs(p) else Path(p))
+
+        cases = []
+        for raw in data["cases"]:
+            try:
+                c = Case(**{k: raw.get(k) for k in ("case_id", "images", "patient_id", "task", "label", "organs", "split")},
+                         meta=raw.get("meta") or {})
+            except TypeError as exc:
+                raise ConfigError(f"manifest {path}: malformed case {raw!r} ({exc})") from None
+            if not c.case_id or not isinstance(c.images, dict):
+                raise ConfigError(f"manifest {path}: every case needs 'case_id' and an 'images' mapping")
+            c.images = {k.upper(): absolute(v) for k, v in c.images.items()}
+            c.label, c.organs = absolute(c.label), absolute(c.organs)
+            cases.append(c)
+        return cls(cases, task_set=task_set, source=data.get("source", "custom"), root=base)
+
+
+def _is_below(p: Path, root: Path) -> bool:
+    try:
+        p.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_suv_range(pet: np.ndarray, source: str) -> None:
+    """Refuse a PET volume that is evidently in Bq/mL (or counts) where SUV is expected."""
+    peak = float(np.percentile(pet, 99.9)) if pet.size else 0.0
+    if peak > SUV_PLAUSIBLE_MAX:
+        raise IntensityError(
+            f"{source} looks like activity concentration, not SUV (99.9th percentile {peak:.0f} > "
+            f"{SUV_PLAUSIBLE_MAX:.0f}); convert it first: `unipet suv` for DICOM, or give dose, weight and "
+            "times to the autoPET importer (--dose-bq, --weight-kg, --delay-s)")
+
+
+def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = True) -> Study:
+    """Read a case's NIfTI files into a Study on the PET grid (CT-only cases keep the CT grid).
+
+    Raises InputFileError, ImageGeometryError, IntensityError or LabelError with what to fix.
+    """
+    from unipet.io.nifti import load_volume, replace_non_finite
+
+    pet = ct = None
+    affine = None
+    if "PET" in case.images and case.images["PET"]:
+        pet, affine = load_volume(case.images["PET"], what=f"case {case.case_id} PET")
+        pet, _ = replace_non_finite(pet, "PET", f"case {case.case_id} PET")
+        check_suv_range(pet, f"case {case.case_id} PET ({case.images['PET']})")
+    if "CT" in case.images and case.images["CT"]:
+        ct, ct_affine = load_volume(case.images["CT"], what=f"case {case.case_id} CT")
+        ct, _ = replace_non_finite(ct, "CT", f"case {case.case_id} CT")
+        if pet is None:
+            affine = ct_affine
+        elif not same_grid(ct.shape, ct_affine, pet.shape, affine):
+            if not grids_overlap(ct.shape, ct_affine, pet.shape, affine):
+                raise ImageGeometryError(
+                    f"case {case.case_id}: the PET and CT grids do not overlap in space; they are not from the "
+                    "same examination or one of the headers is wrong")
+            ct = resample_to_grid(ct, ct_affine, pet.shape, affine, order=1, fill=-1024.0)
+    if affine is None:
+        raise InputFileError(f"case {case.case_id} names no PET or CT image; give images.PET and/or images.CT")
+    shape = (pet if pet is not None else ct).shape
+    label = organs = None
+    if with_label and case.label:
+        label = _load_on_grid(case.label, f"case {case.case_id} label", shape, affine, np.uint8)
+    if case.organs:
+        organs = _load_on_grid(case.organs, f"case {case.case_id} organ map", shape, affine, np.uint16)
+    meta = StudyMeta.from_dict(case.meta)
+    task = case.task if (task_set is None or case.task is None) else task_set.resolve(case.task)
+    return Study(study_id=case.case_id, patient_id=case.patient_id, pet=pet, ct=ct, affine=affine, task=task,
+                 label=label, organs=organs, meta=meta)
+
+
+def _load_on_grid(path: str, what: str, shape, affine, dtype) -> np.ndarray:
+    from unipet.io.nifti import load_volume
+
+    arr, arr_affine = load_volume(path, what=what, dtype=np.float32)
+    if not same_grid(arr.shape, arr_affine, shape, affine, tol_mm=1e-2):
+        raise ImageGeometryError(
+            f"{what} grid {arr.shape} differs from the image grid {tuple(shape)} (shape or affine); labels must be "
+            "on the PET grid — resample it with nearest-neighbour interpolation first")
+    if not np.isfinite(arr).all() or np.any(arr != np.round(arr)) or arr.min() < 0:
+        raise ImageGeometryError(f"{what} holds non-integer or negative values; a label map must hold integers >= 0")
+    return arr.astype(dtype)
+
+
+def assign_splits(cases: Sequence[Case], fractions: dict[str, float] | None = None, seed: int = 0) -> None:
+    """Assign ``case.split`` by *patient* so that no patient is in two splits; reproducible from ``seed``.
+
+    ``fractions`` defaults to ``{"train": 0.7, "val": 0.1, "test": 0.2}``; the counts are rounded per
+    patient, in sorted patient order shuffled by ``seed``.
+    """
+    fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
+    total = sum(fractions.values())
+    if total <= 0:
+        raise ConfigError("split fractions must sum to a positive number")
+    patients = sorted({c.patient_id for c in cases})
+    random.Random(seed).shuffle(patients)
+    bounds, acc = [], 0.0
+    for name, frac in fractions.items():
+        acc += frac / total
+        bounds.append((name, round(acc * len(patients))))
+    assignment, start = {}, 0
+    for name, end in bounds:
+        for p in patients[start:end]:
+            assignment[p] = name
+        start = end
+    for c in cases:
+        c.split = assignment.get(c.patient_id, bounds[-1][0])

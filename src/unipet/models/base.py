@@ -1,0 +1,81 @@
+"""The one call every unipet model shares.
+
+``model(x, task=None, text=None, organs=None) -> logits`` where ``x`` is ``[B, C, D, H, W]`` and the logits
+are ``[B, K, D, H, W]`` (a list, full resolution first, when ``deep_supervision`` is on and the model is in
+training mode). A model lists the optional inputs it *needs* in ``requires``; ``check_inputs`` turns a
+missing one into a clear ``MissingInputError``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from unipet.errors import MissingInputError
+
+INPUT_HELP = {
+    "task": "pass task=LongTensor[B] with each sample's task index (TaskSet.index(name))",
+    "text": "pass text=FloatTensor[T, E] text embeddings (unipet.models.text.encode_tasks)",
+    "organs": "pass organs=LongTensor[B, D, H, W] organ label maps (the Study's organ map)",
+}
+
+
+class UnipetModel(nn.Module):
+    """Base class: records its constructor config and which optional inputs it needs.
+
+    Subclasses set ``requires`` (subset of ``{"task", "text", "organs"}``) and ``accepts`` (inputs they
+    can use when given), and implement ``forward(x, task=None, text=None, organs=None)``.
+    """
+
+    requires: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
+    #: "softmax" (mutually exclusive classes, CE + Dice) or "sigmoid" (per-class, partial labels)
+    output_activation: str = "softmax"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deep_supervision = False
+        self.config: dict[str, Any] = {}
+
+    def check_inputs(self, x: torch.Tensor, task=None, text=None, organs=None) -> None:
+        """Raise MissingInputError naming any required input that is None."""
+        given = {"task": task, "text": text, "organs": organs}
+        for name in self.requires:
+            if given[name] is None:
+                raise MissingInputError(f"{type(self).__name__} needs the '{name}' input; {INPUT_HELP[name]}")
+        if x.ndim != 5:
+            raise MissingInputError(f"{type(self).__name__} expects x of shape [B, C, D, H, W], got {tuple(x.shape)}")
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        """Return a list of logits (full resolution first) in training mode when enabled."""
+        self.deep_supervision = bool(enabled)
+
+
+def task_tensor(task, batch: int, device: torch.device) -> torch.Tensor | None:
+    """Normalise a task argument (int, sequence, tensor or None) to ``LongTensor[B]`` on ``device``."""
+    if task is None:
+        return None
+    if isinstance(task, int):
+        return torch.full((batch,), task, dtype=torch.long, device=device)
+    t = torch.as_tensor(task, dtype=torch.long, device=device).reshape(-1)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise MissingInputError(f"task has {t.numel()} entries but the batch has {batch} samples; give one per sample")
+    return t
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def as_tuple3(v: int | Sequence[int]) -> tuple[int, int, int]:
+    """``3`` -> ``(3, 3, 3)``; a 3-sequence stays as is."""
+    if isinstance(v, int):
+        return (v, v, v)
+    t = tuple(int(x) for x in v)
+    if len(t) != 3:
+        raise ValueError(f"expected 3 values, got {t}")
+    return t  # type: ignore[return-value]
