@@ -15,6 +15,7 @@ that looks like Bq/mL.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -23,10 +24,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError
+from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError, LabelError
 from unipet.fileio import atomic_write_json
 from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid, same_grid
 from unipet.tasks import TaskSet
+
+log = logging.getLogger("unipet")
 
 MANIFEST_VERSION = 1
 # SUV above this is physically implausible for any clinical tracer; values like this mean Bq/mL.
@@ -166,11 +169,13 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
     affine = None
     if "PET" in case.images and case.images["PET"]:
         pet, affine = load_volume(case.images["PET"], what=f"case {case.case_id} PET")
-        pet, _ = replace_non_finite(pet, "PET", f"case {case.case_id} PET")
+        pet, n_bad = replace_non_finite(pet, "PET", f"case {case.case_id} PET")
+        _report_non_finite(case.case_id, "PET", n_bad)
         check_suv_range(pet, f"case {case.case_id} PET ({case.images['PET']})")
     if "CT" in case.images and case.images["CT"]:
         ct, ct_affine = load_volume(case.images["CT"], what=f"case {case.case_id} CT")
-        ct, _ = replace_non_finite(ct, "CT", f"case {case.case_id} CT")
+        ct, n_bad = replace_non_finite(ct, "CT", f"case {case.case_id} CT")
+        _report_non_finite(case.case_id, "CT", n_bad)
         if pet is None:
             affine = ct_affine
         elif not same_grid(ct.shape, ct_affine, pet.shape, affine):
@@ -193,6 +198,12 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
                  label=label, organs=organs, meta=meta)
 
 
+def _report_non_finite(case_id: str, modality: str, n_bad: int) -> None:
+    if n_bad:
+        log.warning("case %s: %d NaN/-Inf %s voxels set to the background (%s)", case_id, n_bad, modality,
+                    "0 SUV" if modality == "PET" else "-1024 HU")
+
+
 def _load_on_grid(path: str, what: str, shape, affine, dtype) -> np.ndarray:
     from unipet.io.nifti import load_volume
 
@@ -202,7 +213,8 @@ def _load_on_grid(path: str, what: str, shape, affine, dtype) -> np.ndarray:
             f"{what} grid {arr.shape} differs from the image grid {tuple(shape)} (shape or affine); labels must be "
             "on the PET grid — resample it with nearest-neighbour interpolation first")
     if not np.isfinite(arr).all() or np.any(arr != np.round(arr)) or arr.min() < 0:
-        raise ImageGeometryError(f"{what} holds non-integer or negative values; a label map must hold integers >= 0")
+        raise LabelError(f"{what} holds non-integer or negative values; a label map must hold integers >= 0 "
+                         "(resample labels with nearest-neighbour interpolation)")
     return arr.astype(dtype)
 
 

@@ -1,0 +1,1 @@
+"""Data: phantom cohorts, preprocessing, the training cache, sampling and augmentation."""

@@ -1,0 +1,160 @@
+"""Preprocessing of one Study for training and prediction: crop to the body, resample, normalise.
+
+The same ``preprocess_study`` runs when the cache is built and when a checkpoint predicts, driven by the
+``PreprocessConfig`` recorded in the cache and in the checkpoint, so prediction repeats training exactly.
+``restore_to_study_grid`` undoes crop and resampling for a predicted mask.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from unipet.data.normalize import apply_normalisation
+from unipet.errors import ConfigError
+from unipet.study import Study, index_to_world_zyx, resample_to_grid
+
+_REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+#: HU above which a CT voxel belongs to the body (air is −1000, lung parenchyma about −850 but enclosed).
+BODY_HU = -500.0
+#: SUV above which a PET voxel counts as body when there is no CT.
+BODY_SUV = 0.05
+
+
+@dataclass
+class PreprocessConfig:
+    """What preprocessing does, recorded with the cache and every checkpoint.
+
+    Attributes:
+        channels: channel order of the network input (``("CT", "PET")`` by default).
+        normalisation: ``{modality: spec}`` (see ``unipet.data.normalize``).
+        target_spacing: ``(z, y, x)`` mm to resample to, or None to keep the native grid.
+        crop_to_body: crop to the body's bounding box (plus ``crop_margin`` voxels) before resampling.
+    """
+
+    channels: tuple[str, ...] = ("CT", "PET")
+    normalisation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_spacing: tuple[float, float, float] | None = None
+    crop_to_body: bool = True
+    crop_margin: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["target_spacing"] = list(self.target_spacing) if self.target_spacing else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessConfig":
+        return cls(channels=tuple(d.get("channels", ("CT", "PET"))), normalisation=dict(d.get("normalisation", {})),
+                   target_spacing=tuple(d["target_spacing"]) if d.get("target_spacing") else None,
+                   crop_to_body=bool(d.get("crop_to_body", True)), crop_margin=int(d.get("crop_margin", 2)))
+
+
+@dataclass
+class Preprocessed:
+    """A study ready for the network.
+
+    Attributes:
+        image: ``(C, z, y, x)`` float32 normalised channels.
+        label: ``(z, y, x)`` uint8 or None; organs likewise (uint16).
+        affine: NIfTI affine of the preprocessed grid.
+        crop: ``((z0, z1), (y0, y1), (x0, x1))`` crop on the study grid (half-open).
+        study_shape, study_affine: the original grid, to put predictions back.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    organs: np.ndarray | None
+    affine: np.ndarray
+    crop: tuple[tuple[int, int], ...]
+    study_shape: tuple[int, int, int]
+    study_affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        from unipet.study import spacing_from_affine
+
+        return spacing_from_affine(self.affine)
+
+
+def body_bbox(study: Study, margin: int = 2) -> tuple[tuple[int, int], ...]:
+    """Bounding box ``((z0, z1), (y0, y1), (x0, x1))`` of the body (CT > −500 HU, else PET > 0.05 SUV).
+
+    Axis projections with a small count threshold ignore isolated noise voxels and the scanner table's edge.
+    """
+    body = study.ct > BODY_HU if study.ct is not None else study.pet > BODY_SUV
+    if not body.any():
+        return tuple((0, n) for n in study.shape)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        counts = body.sum(axis=other)
+        keep = np.flatnonzero(counts > max(1, 0.002 * counts.max()))
+        lo, hi = int(keep[0]), int(keep[-1]) + 1
+        box.append((max(0, lo - margin), min(study.shape[axis], hi + margin)))
+    return tuple(box)
+
+
+def resampled_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float]) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine of the grid covering the same field of view at ``spacing`` (z, y, x mm)."""
+    from unipet.study import spacing_from_affine
+
+    old = np.array(spacing_from_affine(affine))
+    new = np.asarray(spacing, dtype=np.float64)
+    factor = new / old
+    new_shape = tuple(int(max(1, round(n / f))) for n, f in zip(shape, factor))
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(factor)
+    scale[:3, 3] = 0.5 * factor - 0.5  # voxel centres: the field of view's edges stay where they were
+    new_affine = index_to_world_zyx(affine) @ scale @ _REVERSE
+    return new_shape, new_affine
+
+
+def crop_affine(affine: np.ndarray, start_zyx: Sequence[int]) -> np.ndarray:
+    """Affine of a sub-volume starting at voxel ``start_zyx``."""
+    shift = np.eye(4)
+    shift[:3, 3] = np.asarray(start_zyx, dtype=np.float64)
+    return index_to_world_zyx(affine) @ shift @ _REVERSE
+
+
+def preprocess_study(study: Study, config: PreprocessConfig, with_label: bool = True) -> Preprocessed:
+    """Crop, resample and normalise a study into network input (see ``Preprocessed``)."""
+    for ch in config.channels:
+        if ch not in config.normalisation:
+            raise ConfigError(f"preprocessing config has no normalisation for channel {ch}; give one per channel")
+    crop = body_bbox(study, config.crop_margin) if config.crop_to_body else tuple((0, n) for n in study.shape)
+    sl = tuple(slice(a, b) for a, b in crop)
+    affine = crop_affine(study.affine, [a for a, _ in crop])
+    image = study.image(config.channels)[(slice(None), *sl)]
+    label = study.label[sl] if (with_label and study.label is not None) else None
+    organs = study.organs[sl] if study.organs is not None else None
+    if config.target_spacing is not None:
+        shape, new_affine = resampled_grid(image.shape[1:], affine, config.target_spacing)
+        if shape != tuple(image.shape[1:]) or not np.allclose(new_affine, affine, atol=1e-4):
+            image = np.stack([resample_to_grid(c, affine, shape, new_affine, order=1,
+                                               fill=float(c.min())) for c in image])
+            label = None if label is None else resample_to_grid(label, affine, shape, new_affine, order=0)
+            organs = None if organs is None else resample_to_grid(organs, affine, shape, new_affine, order=0)
+            affine = new_affine
+    image = np.stack([apply_normalisation(c, config.normalisation[ch]) for c, ch in zip(image, config.channels)])
+    return Preprocessed(image=np.ascontiguousarray(image, dtype=np.float32),
+                        label=None if label is None else np.ascontiguousarray(label, dtype=np.uint8),
+                        organs=None if organs is None else np.ascontiguousarray(organs, dtype=np.uint16),
+                        affine=affine, crop=crop, study_shape=study.shape, study_affine=study.affine)
+
+
+def restore_to_study_grid(volume: np.ndarray, pre: Preprocessed, order: int = 0, fill: float = 0.0) -> np.ndarray:
+    """Put a volume on the preprocessed grid back onto the study grid (resample, then un-crop).
+
+    Use ``order=0`` for label maps and ``order=1`` for probabilities.
+    """
+    crop_shape = tuple(b - a for a, b in pre.crop)
+    crop_aff = crop_affine(pre.study_affine, [a for a, _ in pre.crop])
+    if tuple(volume.shape) != crop_shape or not np.allclose(pre.affine, crop_aff, atol=1e-4):
+        volume = resample_to_grid(volume, pre.affine, crop_shape, crop_aff, order=order, fill=fill)
+    out = np.full(pre.study_shape, fill, dtype=volume.dtype)
+    out[tuple(slice(a, b) for a, b in pre.crop)] = volume
+    return out
