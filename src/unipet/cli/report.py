@@ -1,0 +1,41 @@
+"""``unipet report``: one self-contained HTML report of a cohort."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unipet.cli._common import console
+from unipet.cli.app import app
+
+
+@app.command("report")
+def report_command(
+    out: Path = typer.Option(..., "--out", "-o", help="HTML file to write."),
+    manifest: Path = typer.Option(None, "--manifest", help="Manifest of the studies (PET, reference label)."),
+    pred: Path = typer.Option(None, "--pred", help="Folder of predicted masks <case_id>.nii.gz."),
+    eval_dir: Path = typer.Option(None, "--eval", help="Folder of `unipet evaluate` (per_case.csv, summary.json)."),
+    quant_pred: Path = typer.Option(None, "--quant-pred", help="`unipet quantify` folder of the predicted masks."),
+    quant_ref: Path = typer.Option(None, "--quant-ref", help="`unipet quantify` folder of the reference masks."),
+    survival: Path = typer.Option(None, "--survival", help="Folder of `unipet survival`."),
+    max_studies: int = typer.Option(None, "--max-studies", help="Show the MIPs of at most N studies."),
+    title: str = typer.Option("unipet cohort report", "--title", help="Title of the page."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing HTML file."),
+) -> None:
+    """Write one self-contained HTML report: metrics, MIPs with outlines, biomarker agreement, survival.
+
+    Every input is optional; a section whose input is missing is replaced by a note.
+
+    Examples:
+
+        unipet report --manifest cohort.json --pred preds --eval eval --out report.html
+
+        unipet report --manifest cohort.json --pred preds --eval eval --quant-pred q_pred --quant-ref q_ref --survival surv --max-studies 20 --out report.html
+    """
+    from unipet.report import build_report
+
+    settings = {"max_studies": "all" if max_studies is None else max_studies}
+    path = build_report(out, manifest=manifest, pred_dir=pred, eval_dir=eval_dir, quant_pred=quant_pred,
+                        quant_ref=quant_ref, survival_dir=survival, settings=settings, max_studies=max_studies,
+                        title=title, overwrite=overwrite)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

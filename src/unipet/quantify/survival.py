@@ -1,0 +1,480 @@
+"""Survival analysis of PET biomarkers: cut-offs, Kaplan–Meier, log-rank, Cox hazard ratios, C-index.
+
+All statistics come from lifelines (``KaplanMeierFitter``, ``logrank_test``, ``CoxPHFitter``,
+``concordance_index``); this module only organises them into the protocol used by PET outcome papers
+(e.g. DpDNet): a **median cut-off derived on a derivation cohort and applied to a validation cohort**,
+then hazard ratios, log-rank p and C-index on the validation cohort.
+
+Conventions, used everywhere in unipet:
+
+* Input is a patient table (one row per patient) with a time column (any unit; days by default in
+  labels), an event column (1 = event observed, e.g. death or progression; 0 = censored) and
+  biomarker columns (MTV in mL, TLG in mL·SUV, SUVmax, ...).
+* **Dichotomisation**: a patient is *high* when ``marker > cut-off`` (strictly), else *low*. With a
+  median cut-off and many patients at 0 (no lesion), "high" is "any disease above the median".
+* **Risk-score sign**: *a higher risk score means shorter survival*. A biomarker is used as its own
+  risk score (larger tumour burden = higher risk), so a C-index above 0.5 means the marker is
+  prognostic in the expected direction. lifelines' ``concordance_index`` expects the opposite sign
+  (higher = longer survival), so it is called with ``-risk``; scikit-survival's
+  ``concordance_index_censored`` expects ours.
+* Hazard ratios are per unit of the covariate: high vs low for a dichotomised marker, per unit of the
+  marker (or of ``log1p(marker)`` when ``log=True``) for a continuous one. Intervals are 95 %
+  (Wald, as lifelines reports them); p values are two-sided.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from unipet.errors import ConfigError
+from unipet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
+
+# The smallest cohort (derivation or validation) on which unipet fits a survival model.
+MIN_PATIENTS = 10
+HIGH_RULE = "high if marker > cut-off, else low"
+RISK_CONVENTION = "higher risk score (marker value) = shorter survival; C-index > 0.5 = prognostic in that direction"
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_survival_table(df: pd.DataFrame, time: str, event: str, markers: Sequence[str] = (),
+                         min_patients: int = MIN_PATIENTS) -> pd.DataFrame:
+    """Validate a patient table and return a clean copy (complete cases, ``event`` as int 0/1).
+
+    Rows with a missing time, event or marker value are dropped (complete-case analysis); the number
+    dropped is stored in ``result.attrs["n_excluded_missing"]``.
+
+    Raises:
+        ConfigError: a column is missing or not numeric, times are negative, the event column is not
+            0/1, there are fewer than ``min_patients`` complete rows, or no event at all.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"the survival table must be a pandas DataFrame, got {type(df).__name__}; "
+                          "read the CSV with pandas.read_csv first")
+    columns = [time, event, *markers]
+    for col in columns:
+        if col not in df.columns:
+            shown = ", ".join(map(str, list(df.columns)[:20]))
+            raise ConfigError(f"column {col!r} is not in the survival table (it has: {shown}); "
+                              "pass the right --time / --event / --markers names")
+    if len(set(columns)) != len(columns):
+        raise ConfigError(f"time, event and marker columns must be distinct, got {columns}; name each column once")
+    out = df.copy()
+    for col in columns:
+        if not pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            converted = pd.to_numeric(out[col], errors="coerce")
+            bad = out[col][converted.isna() & out[col].notna()]
+            if len(bad):
+                raise ConfigError(f"column {col!r} holds non-numeric values such as {bad.iloc[0]!r}; "
+                                  "survival columns must be numbers (fix or remove those rows)")
+            out[col] = converted
+        out[col] = out[col].astype(float)
+    complete = out[columns].notna().all(axis=1) & np.isfinite(out[columns]).all(axis=1)
+    n_missing = int((~complete).sum())
+    out = out.loc[complete].copy()
+    if (out[time] < 0).any():
+        raise ConfigError(f"time column {time!r} holds negative values; follow-up times must be >= 0")
+    values = set(np.unique(out[event]).tolist())
+    if not values <= {0.0, 1.0}:
+        shown = sorted(values - {0.0, 1.0})[:5]
+        raise ConfigError(f"event column {event!r} holds values {shown}; it must be 1 (event observed) or "
+                          "0 (censored)")
+    out[event] = out[event].astype(int)
+    if len(out) < min_patients:
+        raise ConfigError(f"only {len(out)} patients have complete {columns} values ({n_missing} dropped for "
+                          f"missing values); survival analysis needs at least {min_patients}")
+    if out[event].sum() == 0:
+        raise ConfigError(f"event column {event!r} has no events (all 0 = censored); a survival analysis needs "
+                          "at least one observed event — check the column or its coding")
+    out.attrs["n_excluded_missing"] = n_missing
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- split / cut-offs
+def split_derivation_validation(df: pd.DataFrame, fraction: float, seed: int,
+                                stratify: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a patient table at random into a derivation and a validation cohort.
+
+    Args:
+        df: one row per patient.
+        fraction: share of patients in the derivation cohort, 0 < fraction < 1 (rounded per stratum).
+        seed: seed of ``numpy.random.default_rng``; the split is reproducible from it and the row order.
+        stratify: column whose values are kept in the same proportion in both cohorts (typically the
+            event column), or None for a plain random split.
+
+    Returns:
+        ``(derivation, validation)``, each keeping the original row order and index.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(f"derive fraction must be strictly between 0 and 1, got {fraction}")
+    if stratify is not None and stratify not in df.columns:
+        raise ConfigError(f"stratification column {stratify!r} is not in the table; pass an existing column or None")
+    rng = np.random.default_rng(seed)
+    positions = np.arange(len(df))
+    strata = [positions] if stratify is None else [
+        positions[(df[stratify] == value).to_numpy()] for value in sorted(df[stratify].unique())]
+    chosen: list[np.ndarray] = []
+    for members in strata:
+        n_take = int(round(float(fraction) * len(members)))
+        chosen.append(rng.permutation(members)[:n_take])
+    is_derivation = np.zeros(len(df), dtype=bool)
+    is_derivation[np.concatenate(chosen)] = True
+    if is_derivation.all() or not is_derivation.any():
+        raise ConfigError(f"derive fraction {fraction} leaves one cohort empty with {len(df)} patients; "
+                          "use a fraction nearer 0.5 or more patients")
+    return df.iloc[is_derivation], df.iloc[~is_derivation]
+
+
+def derive_cutoffs(df: pd.DataFrame, markers: Iterable[str], method: str | float = "median") -> dict[str, float]:
+    """Cut-off of each marker on ``df`` (pass the *derivation* cohort only).
+
+    Args:
+        method: ``"median"``, ``"mean"``, or a quantile in (0, 1) such as 0.75. NaNs are ignored.
+
+    Returns:
+        ``{marker: cut-off}`` in the marker's own units.
+    """
+    cutoffs = {}
+    for marker in markers:
+        if marker not in df.columns:
+            raise ConfigError(f"marker column {marker!r} is not in the table; check the --markers names")
+        values = pd.to_numeric(df[marker], errors="coerce").dropna().to_numpy(dtype=float)
+        if values.size == 0:
+            raise ConfigError(f"marker {marker!r} has no numeric values in the derivation cohort")
+        if method == "median":
+            cutoffs[marker] = float(np.median(values))
+        elif method == "mean":
+            cutoffs[marker] = float(np.mean(values))
+        elif isinstance(method, (int, float)) and 0.0 < float(method) < 1.0:
+            cutoffs[marker] = float(np.quantile(values, float(method)))
+        else:
+            raise ConfigError(f"unknown cut-off method {method!r}; use 'median', 'mean' or a quantile in (0, 1)")
+    return cutoffs
+
+
+def dichotomise(values: pd.Series | np.ndarray, cutoff: float) -> np.ndarray:
+    """1 where ``value > cutoff`` (high), else 0 (low) — unipet's one dichotomisation rule."""
+    return (np.asarray(values, dtype=float) > float(cutoff)).astype(int)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def cox_hazard_ratio(df: pd.DataFrame, marker: str, time: str, event: str, dichotomise_at: float | None = None,
+                     log: bool = False) -> dict[str, Any]:
+    """Univariable Cox proportional-hazards model of one marker (lifelines ``CoxPHFitter``, Efron ties).
+
+    Args:
+        dichotomise_at: cut-off; the covariate is then high (> cut-off) vs low. None: continuous marker.
+        log: for a continuous marker, use ``log1p(marker)`` (volumes, TLG); ignored when dichotomised.
+
+    Returns:
+        dict with ``hr``, ``lo``, ``hi`` (95 % CI of the HR), ``p``, ``coef``, ``se``, ``n``, ``events``,
+        ``covariate`` (a description of what one unit of the covariate is).
+    """
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError, ConvergenceWarning
+
+    x = pd.to_numeric(df[marker], errors="coerce").to_numpy(dtype=float)
+    if dichotomise_at is not None:
+        covariate = f"{marker} > {dichotomise_at:.6g} (high vs low)"
+        x = dichotomise(x, dichotomise_at).astype(float)
+        if x.min() == x.max():
+            side = "above" if x[0] else "at or below"
+            raise ConfigError(f"every patient has {marker} {side} the cut-off {dichotomise_at:.6g}; the hazard ratio "
+                              "of high vs low is undefined — use another cut-off or more patients")
+    elif log:
+        if np.nanmin(x) < 0:
+            raise ConfigError(f"marker {marker!r} has negative values, so log1p is undefined; drop --log for it")
+        covariate = f"log1p({marker})"
+        x = np.log1p(x)
+    else:
+        covariate = marker
+    if np.nanstd(x) == 0:
+        raise ConfigError(f"marker {marker!r} is constant in this cohort; a hazard ratio needs varying values")
+    data = pd.DataFrame({"x": x, "t": df[time].to_numpy(dtype=float), "e": df[event].to_numpy(dtype=int)})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitter = CoxPHFitter().fit(data, duration_col="t", event_col="e")
+    except ConvergenceError as exc:
+        raise ConfigError(f"the Cox model of {marker!r} did not converge ({str(exc).splitlines()[0]}); the groups "
+                          "are probably perfectly separated by the events — use more patients") from None
+    row = fitter.summary.loc["x"]
+    return {"hr": float(row["exp(coef)"]), "lo": float(row["exp(coef) lower 95%"]),
+            "hi": float(row["exp(coef) upper 95%"]), "p": float(row["p"]), "coef": float(row["coef"]),
+            "se": float(row["se(coef)"]), "n": int(len(data)), "events": int(data["e"].sum()),
+            "covariate": covariate}
+
+
+def logrank(df: pd.DataFrame, marker: str, time: str, event: str, cutoff: float) -> dict[str, float]:
+    """Log-rank test of high (> cut-off) vs low (lifelines ``logrank_test``). Returns ``{statistic, p}``."""
+    from lifelines.statistics import logrank_test
+
+    high = dichotomise(df[marker], cutoff).astype(bool)
+    t, e = df[time].to_numpy(dtype=float), df[event].to_numpy(dtype=int)
+    if high.all() or not high.any():
+        raise ConfigError(f"every patient falls on one side of the {marker} cut-off {cutoff:.6g}; the log-rank test "
+                          "needs two groups")
+    result = logrank_test(t[high], t[~high], event_observed_A=e[high], event_observed_B=e[~high])
+    return {"statistic": float(result.test_statistic), "p": float(result.p_value)}
+
+
+def c_index(df: pd.DataFrame, risk_col: str, time: str, event: str, n_boot: int = 1000, seed: int = 0,
+            alpha: float = 0.05) -> dict[str, Any]:
+    """Harrell's C-index of a risk score with a percentile-bootstrap interval.
+
+    Sign convention: a *higher* ``risk_col`` value means *shorter* survival (so lifelines'
+    ``concordance_index`` is given ``-risk``). Bootstrap: ``n_boot`` resamples of patients with
+    replacement from ``numpy.random.default_rng(seed)``; resamples without any comparable pair are
+    skipped (their count is ``n_boot - n_boot_used``).
+
+    Returns:
+        ``{"value", "lo", "hi", "n_boot", "n_boot_used", "level"}``; lo/hi are NaN when ``n_boot`` is 0.
+    """
+    from lifelines.utils import concordance_index
+
+    t = df[time].to_numpy(dtype=float)
+    e = df[event].to_numpy(dtype=int)
+    risk = pd.to_numeric(df[risk_col], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(risk).all():
+        raise ConfigError(f"risk column {risk_col!r} has missing or non-finite values; drop those patients first")
+    try:
+        value = float(concordance_index(t, -risk, e))
+    except ZeroDivisionError:
+        raise ConfigError("no pair of patients is comparable (no event before another patient's time); the C-index "
+                          "is undefined for this cohort") from None
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, len(t), len(t))
+        try:
+            samples.append(concordance_index(t[idx], -risk[idx], e[idx]))
+        except ZeroDivisionError:  # no admissible pair in this resample
+            continue
+    lo = hi = float("nan")
+    if samples:
+        lo, hi = (float(v) for v in np.percentile(samples, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+    return {"value": value, "lo": lo, "hi": hi, "n_boot": int(n_boot), "n_boot_used": len(samples),
+            "level": 1 - alpha}
+
+
+# ---------------------------------------------------------------------------------------------- figure
+def kaplan_meier_plot(df: pd.DataFrame, marker: str, time: str, event: str, cutoff: float, out_png: str | Path, *,
+                      hr: Mapping[str, float] | None = None, logrank_p: float | None = None,
+                      time_unit: str = "days", title: str | None = None, overwrite: bool = False) -> Path:
+    """Kaplan–Meier curves of low (≤ cut-off) and high (> cut-off) patients with a numbers-at-risk table.
+
+    ``hr`` (``{"hr", "lo", "hi"}`` of high vs low) and ``logrank_p`` are computed when not given. The PNG
+    is written atomically (matplotlib Agg, no pyplot state). Returns ``out_png``.
+    """
+    from lifelines import KaplanMeierFitter
+
+    from unipet.report.plots import figure_png, km_figure
+
+    out_png = check_writable(out_png, overwrite)
+    high = dichotomise(df[marker], cutoff).astype(bool)
+    if high.all() or not high.any():
+        raise ConfigError(f"every patient falls on one side of the {marker} cut-off {cutoff:.6g}; a Kaplan–Meier "
+                          "comparison needs two groups")
+    hr = hr if hr is not None else cox_hazard_ratio(df, marker, time, event, dichotomise_at=cutoff)
+    logrank_p = logrank_p if logrank_p is not None else logrank(df, marker, time, event, cutoff)["p"]
+    t, e = df[time].to_numpy(dtype=float), df[event].to_numpy(dtype=int)
+    fitters = []
+    for name, sel in (("low", ~high), ("high", high)):
+        sign = "≤" if name == "low" else ">"
+        label = f"{name}: {marker} {sign} {cutoff:.3g} (n={int(sel.sum())})"
+        fitters.append(KaplanMeierFitter(label=label).fit(t[sel], e[sel]))
+    stats = f"HR {hr['hr']:.2f} (95% CI {hr['lo']:.2f}–{hr['hi']:.2f}), log-rank {_format_p(logrank_p)}"
+    fig = km_figure(fitters, title=title or f"Kaplan–Meier by {marker}", subtitle=stats, time_unit=time_unit)
+    return atomic_write_bytes(out_png, figure_png(fig, dpi=120), overwrite=overwrite)
+
+
+def _format_p(p: float) -> str:
+    """``"p < 0.001"`` or ``"p = 0.012"``."""
+    return "p < 0.001" if p < 1e-3 else f"p = {p:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str], derive_fraction: float = 0.4,
+                 seed: int = 0, out_dir: str | Path | None = None, *, log: bool = False, id_col: str | None = None,
+                 stratify: bool = True, n_boot: int = 1000, cutoff_method: str | float = "median",
+                 time_unit: str = "days", overwrite: bool = False) -> dict[str, Any]:
+    """Derive cut-offs on a random derivation cohort and evaluate every marker on the validation cohort.
+
+    Per marker (all statistics on the **validation** cohort): the cut-off (from the derivation cohort),
+    group sizes, Cox HR of high vs low and of the continuous marker (``log1p`` when ``log``) with 95 % CI
+    and p, log-rank p, and the C-index of the continuous marker with a bootstrap 95 % interval.
+
+    Args:
+        df: one row per patient; ``id_col`` (optional) names a pseudonymous id recorded with the split.
+        derive_fraction: share of patients in the derivation cohort (DpDNet: 480 of 1,210 ≈ 0.4).
+        stratify: keep the event rate equal in both cohorts (stratified by ``event``).
+        out_dir: when given, writes ``summary.json`` and ``km_<marker>.png`` there (refuses existing
+            files unless ``overwrite``).
+
+    Returns:
+        The summary dict written to ``summary.json``.
+    """
+    markers = list(markers)
+    if not markers:
+        raise ConfigError("no marker columns given; pass --markers with at least one column name")
+    clean = check_survival_table(df, time, event, markers)
+    ids = None
+    if id_col is not None:
+        if id_col not in df.columns:
+            raise ConfigError(f"id column {id_col!r} is not in the survival table; pass an existing --id-col")
+        ids = clean[id_col].astype(str)
+        if ids.duplicated().any():
+            raise ConfigError(f"id column {id_col!r} repeats {ids[ids.duplicated()].iloc[0]!r}; the survival table "
+                              "needs one row per patient")
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        for name in ["summary.json", *[f"km_{_safe(m)}.png" for m in markers]]:
+            check_writable(out_dir / name, overwrite)
+
+    derivation, validation = split_derivation_validation(clean, derive_fraction, seed,
+                                                         stratify=event if stratify else None)
+    for name, part in (("derivation", derivation), ("validation", validation)):
+        if len(part) < MIN_PATIENTS or part[event].sum() == 0:
+            raise ConfigError(f"the {name} cohort has {len(part)} patients and {int(part[event].sum())} events; it "
+                              f"needs at least {MIN_PATIENTS} patients and one event — use more patients or another "
+                              "--derive-fraction")
+    cutoffs = derive_cutoffs(derivation, markers, cutoff_method)
+    results: dict[str, Any] = {}
+    for marker in markers:
+        results[marker] = _evaluate_marker(validation, marker, time, event, cutoffs[marker], log, n_boot, seed)
+        if out_dir is not None:
+            png = kaplan_meier_plot(validation, marker, time, event, cutoffs[marker], out_dir / f"km_{_safe(marker)}.png",
+                                    hr=results[marker]["hr_dichotomised"], logrank_p=results[marker]["logrank_p"],
+                                    time_unit=time_unit, title=f"{marker}: validation cohort", overwrite=overwrite)
+            results[marker]["km_png"] = png.name
+
+    split = {
+        "derive_fraction": float(derive_fraction), "seed": int(seed),
+        "stratified_by": event if stratify else None, "method": "numpy.random.default_rng(seed) permutation per stratum",
+        "n_derivation": int(len(derivation)), "n_validation": int(len(validation)),
+        "events_derivation": int(derivation[event].sum()), "events_validation": int(validation[event].sum()),
+    }
+    if ids is not None:
+        split["derivation_ids"] = ids.loc[derivation.index].tolist()
+        split["validation_ids"] = ids.loc[validation.index].tolist()
+    summary = {
+        "time": time, "event": event, "time_unit": time_unit, "markers": markers,
+        "n_patients": int(len(clean)), "n_excluded_missing": int(clean.attrs.get("n_excluded_missing", 0)),
+        "cutoff_method": cutoff_method, "dichotomisation": HIGH_RULE, "risk_convention": RISK_CONVENTION,
+        "cohort_for_statistics": "validation", "log_continuous": bool(log), "ci_level": 0.95,
+        "split": split, "results": results,
+    }
+    if out_dir is not None:
+        atomic_write_json(out_dir / "summary.json", summary, overwrite=overwrite)
+    return summary
+
+
+def _evaluate_marker(cohort: pd.DataFrame, marker: str, time: str, event: str, cutoff: float, log: bool,
+                     n_boot: int, seed: int) -> dict[str, Any]:
+    """Every statistic of one marker on one cohort at a fixed cut-off."""
+    high = dichotomise(cohort[marker], cutoff)
+    return {
+        "cutoff": float(cutoff),
+        "n": int(len(cohort)), "events": int(cohort[event].sum()),
+        "n_high": int(high.sum()), "n_low": int(len(high) - high.sum()),
+        "events_high": int(cohort[event].to_numpy()[high == 1].sum()),
+        "events_low": int(cohort[event].to_numpy()[high == 0].sum()),
+        "hr_dichotomised": _hr_only(cox_hazard_ratio(cohort, marker, time, event, dichotomise_at=cutoff)),
+        "hr_continuous": _hr_only(cox_hazard_ratio(cohort, marker, time, event, log=log)),
+        "logrank_p": logrank(cohort, marker, time, event, cutoff)["p"],
+        "c_index": c_index(cohort, marker, time, event, n_boot=n_boot, seed=seed),
+    }
+
+
+def _hr_only(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result[k] for k in ("hr", "lo", "hi", "p", "covariate")}
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a column name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, markers: Sequence[str], *,
+                    outcome: pd.DataFrame | None = None, id_col: str = "case", derive_fraction: float = 0.4,
+                    seed: int = 0, stratify: bool = True, log: bool = False, n_boot: int = 1000,
+                    cutoff_method: str | float = "median", out_csv: str | Path | None = None,
+                    overwrite: bool = False) -> pd.DataFrame:
+    """Prognostic value of the same biomarkers measured from several segmentation sources (Table-3 layout).
+
+    Every source is analysed on the **same patients and the same split**: the patients present in all
+    sources (joined on ``id_col``, in the first table's row order) are split once, exactly as
+    ``run_survival`` splits them; each source's cut-off is derived on its own derivation values and
+    applied to its validation values.
+
+    Args:
+        tables: ``{source name: patient table}`` e.g. ``{"reference": ..., "model A": ...}``, each with
+            ``id_col`` and the marker columns (e.g. ``patients.csv`` of ``unipet quantify``).
+        outcome: table with ``id_col``, ``time`` and ``event``; None when every source table holds them.
+        out_csv: write the table there as CSV (atomically).
+
+    Returns:
+        One row per (marker, source): ``marker, source, n, events, cutoff, hr, hr_lo, hr_hi, p,
+        hr_cont, hr_cont_lo, hr_cont_hi, p_cont, c_index, c_lo, c_hi`` plus the formatted columns
+        ``"HR (95% CI)"`` (high vs low) and ``"C-index (95% CI)"``.
+    """
+    if not tables:
+        raise ConfigError("no segmentation sources given; pass at least one patient table")
+    if out_csv is not None:
+        check_writable(out_csv, overwrite)
+    merged: dict[str, pd.DataFrame] = {}
+    for name, table in tables.items():
+        if id_col not in table.columns:
+            raise ConfigError(f"source {name!r} has no id column {id_col!r}; every table must name its patients")
+        if outcome is not None:
+            for col in (id_col, time, event):
+                if col not in outcome.columns:
+                    raise ConfigError(f"the outcome table has no column {col!r}; it needs {id_col}, {time}, {event}")
+            keep = [id_col, *[m for m in markers if m in table.columns]]
+            table = table[keep].merge(outcome[[id_col, time, event]], on=id_col, how="inner")
+        clean = check_survival_table(table, time, event, markers)
+        clean[id_col] = clean[id_col].astype(str)
+        if clean[id_col].duplicated().any():
+            raise ConfigError(f"source {name!r} repeats patient {clean[id_col][clean[id_col].duplicated()].iloc[0]!r}; "
+                              "give one row per patient")
+        merged[name] = clean.set_index(id_col)
+    # Patients of every source, in the first source's row order: with one source this is exactly run_survival's split.
+    shared = set.intersection(*(set(t.index) for t in merged.values()))
+    first = next(iter(merged.values()))
+    common = [i for i in first.index if i in shared]
+    first = first.loc[common]
+    if len(common) < 2 * MIN_PATIENTS:
+        raise ConfigError(f"only {len(common)} patients are in every source; a comparison needs at least "
+                          f"{2 * MIN_PATIENTS}")
+    derivation, validation = split_derivation_validation(first, derive_fraction, seed,
+                                                         stratify=event if stratify else None)
+    rows = []
+    for marker in markers:
+        for name, table in merged.items():
+            cohort_d, cohort_v = table.loc[derivation.index], table.loc[validation.index]
+            # Outcomes must agree between sources for the same patient; otherwise the comparison is meaningless.
+            if not np.array_equal(cohort_v[[time, event]].to_numpy(), validation[[time, event]].to_numpy()):
+                raise ConfigError(f"source {name!r} gives other survival times/events than the first source for the "
+                                  "same patients; pass one outcome table with outcome=")
+            cut = derive_cutoffs(cohort_d, [marker], cutoff_method)[marker]
+            stats = _evaluate_marker(cohort_v, marker, time, event, cut, log, n_boot, seed)
+            hd, hc, ci = stats["hr_dichotomised"], stats["hr_continuous"], stats["c_index"]
+            rows.append({
+                "marker": marker, "source": name, "n": stats["n"], "events": stats["events"], "cutoff": cut,
+                "hr": hd["hr"], "hr_lo": hd["lo"], "hr_hi": hd["hi"], "p": hd["p"],
+                "hr_cont": hc["hr"], "hr_cont_lo": hc["lo"], "hr_cont_hi": hc["hi"], "p_cont": hc["p"],
+                "logrank_p": stats["logrank_p"], "c_index": ci["value"], "c_lo": ci["lo"], "c_hi": ci["hi"],
+                "HR (95% CI)": f"{hd['hr']:.2f} ({hd['lo']:.2f}–{hd['hi']:.2f})",
+                "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
+            })
+    result = pd.DataFrame(rows)
+    result.attrs["split"] = {"derive_fraction": derive_fraction, "seed": seed,
+                             "stratified_by": event if stratify else None,
+                             "n_derivation": len(derivation), "n_validation": len(validation)}
+    if out_csv is not None:
+        atomic_write_text(out_csv, result.to_csv(index=False), overwrite=overwrite)
+    return result

@@ -1,0 +1,261 @@
+"""Survival analysis: equivalence with lifelines on GBSG2, C-index sign, derivation/validation cut-offs, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from lifelines.datasets import load_gbsg2
+from lifelines.statistics import logrank_test
+from lifelines.utils import concordance_index
+
+from unipet.cli import main
+from unipet.errors import ConfigError
+from unipet.quantify.survival import (
+    c_index,
+    check_survival_table,
+    compare_sources,
+    cox_hazard_ratio,
+    derive_cutoffs,
+    kaplan_meier_plot,
+    logrank,
+    run_survival,
+    split_derivation_validation,
+)
+
+
+@pytest.fixture(scope="module")
+def gbsg2() -> pd.DataFrame:
+    return load_gbsg2()
+
+
+def synthetic_cohort(n: int = 160, seed: int = 0, beta: float = 0.8) -> pd.DataFrame:
+    """Exponential survival with hazard 0.002·exp(beta·log(mtv)), uniform censoring; mtv log-normal."""
+    rng = np.random.default_rng(seed)
+    mtv = np.exp(rng.normal(2.0, 1.0, n))
+    suv = rng.gamma(4.0, 2.0, n)  # unrelated to the outcome
+    t_event = rng.exponential(1.0 / (0.002 * np.exp(beta * np.log(mtv))))
+    t_cens = rng.uniform(50, 1500, n)
+    return pd.DataFrame({"case": [f"c{i:03d}" for i in range(n)], "mtv": mtv, "suvmax": suv,
+                         "os": np.minimum(t_event, t_cens).round(1), "dead": (t_event <= t_cens).astype(int)})
+
+
+def direct_cox(x: np.ndarray, df: pd.DataFrame) -> pd.Series:
+    data = pd.DataFrame({"x": x, "time": df["time"], "cens": df["cens"]})
+    return CoxPHFitter().fit(data, "time", "cens").summary.loc["x"]
+
+
+# ---------------------------------------------------------------------------------------------- GBSG2
+def test_gbsg2_matches_direct_lifelines(gbsg2):
+    assert len(gbsg2) == 686 and gbsg2["cens"].sum() == 299
+    # continuous, raw and log1p
+    for log, x in ((False, gbsg2["pnodes"].to_numpy(float)), (True, np.log1p(gbsg2["pnodes"].to_numpy(float)))):
+        ours = cox_hazard_ratio(gbsg2, "pnodes", "time", "cens", log=log)
+        ref = direct_cox(x, gbsg2)
+        assert ours["hr"] == pytest.approx(ref["exp(coef)"], rel=1e-10)
+        assert ours["lo"] == pytest.approx(ref["exp(coef) lower 95%"], rel=1e-10)
+        assert ours["hi"] == pytest.approx(ref["exp(coef) upper 95%"], rel=1e-10)
+        assert ours["p"] == pytest.approx(ref["p"], rel=1e-8)
+        assert ours["n"] == 686 and ours["events"] == 299
+    # more positive nodes = worse prognosis (known for this trial)
+    assert cox_hazard_ratio(gbsg2, "pnodes", "time", "cens")["hr"] > 1.03
+    # dichotomised at the median tumour size
+    cut = float(np.median(gbsg2["tsize"]))
+    assert derive_cutoffs(gbsg2, ["tsize"]) == {"tsize": cut}
+    high = (gbsg2["tsize"] > cut).astype(int).to_numpy()
+    ours = cox_hazard_ratio(gbsg2, "tsize", "time", "cens", dichotomise_at=cut)
+    ref = direct_cox(high, gbsg2)
+    assert (ours["hr"], ours["lo"], ours["hi"]) == pytest.approx(
+        (ref["exp(coef)"], ref["exp(coef) lower 95%"], ref["exp(coef) upper 95%"]), rel=1e-10)
+    assert ours["p"] == pytest.approx(ref["p"], rel=1e-8)
+    # log-rank
+    h = high.astype(bool)
+    lr = logrank_test(gbsg2["time"][h], gbsg2["time"][~h], gbsg2["cens"][h], gbsg2["cens"][~h])
+    assert logrank(gbsg2, "tsize", "time", "cens", cut)["p"] == pytest.approx(lr.p_value, rel=1e-10)
+    assert lr.p_value < 0.05
+    # C-index
+    ci = c_index(gbsg2, "pnodes", "time", "cens", n_boot=100, seed=0)
+    assert ci["value"] == pytest.approx(concordance_index(gbsg2["time"], -gbsg2["pnodes"], gbsg2["cens"]), rel=1e-12)
+    assert 0.6 < ci["value"] < 0.7
+
+
+# ---------------------------------------------------------------------------------------------- C-index sign
+def test_c_index_sign_convention_against_lifelines_and_sksurv():
+    sksurv_metrics = pytest.importorskip("sksurv.metrics")
+    rng = np.random.default_rng(3)
+    n = 120
+    risk = rng.normal(size=n)
+    time = rng.exponential(np.exp(-1.5 * risk)) * 100  # higher risk -> shorter survival
+    event = rng.random(n) < 0.7
+    df = pd.DataFrame({"risk": risk, "t": time, "e": event.astype(int)})
+    ours = c_index(df, "risk", "t", "e", n_boot=0)["value"]
+    sk = sksurv_metrics.concordance_index_censored(event, time, risk)[0]  # expects higher = higher risk
+    ll_wrong_sign = concordance_index(time, risk, event)  # lifelines expects higher = longer survival
+    assert ours == pytest.approx(sk, abs=1e-12)
+    assert ours == pytest.approx(concordance_index(time, -risk, event), abs=1e-12)
+    assert ours == pytest.approx(1.0 - ll_wrong_sign, abs=1e-12)  # no ties in risk
+    assert ours > 0.7
+    # perfectly ordered risk: C = 1 in our convention
+    perfect = pd.DataFrame({"risk": -np.arange(20.0), "t": np.arange(1.0, 21.0), "e": np.ones(20, int)})
+    assert c_index(perfect, "risk", "t", "e", n_boot=0)["value"] == 1.0
+
+
+def test_c_index_bootstrap_interval_is_seeded():
+    df = synthetic_cohort(120, seed=1)
+    a = c_index(df, "mtv", "os", "dead", n_boot=200, seed=7)
+    b = c_index(df, "mtv", "os", "dead", n_boot=200, seed=7)
+    c = c_index(df, "mtv", "os", "dead", n_boot=200, seed=8)
+    assert a == b and (a["lo"], a["hi"]) != (c["lo"], c["hi"])
+    assert a["lo"] < a["value"] < a["hi"] and a["hi"] - a["lo"] < 0.3
+    assert a["n_boot_used"] == 200
+
+
+# ---------------------------------------------------------------------------------------------- split / cut-offs
+def test_split_is_reproducible_disjoint_and_stratified():
+    df = synthetic_cohort(200, seed=2)
+    d1, v1 = split_derivation_validation(df, 0.4, seed=5, stratify="dead")
+    d2, v2 = split_derivation_validation(df, 0.4, seed=5, stratify="dead")
+    d3, _ = split_derivation_validation(df, 0.4, seed=6, stratify="dead")
+    assert d1.index.equals(d2.index) and v1.index.equals(v2.index) and not d1.index.equals(d3.index)
+    assert set(d1.index).isdisjoint(v1.index) and len(d1) + len(v1) == len(df)
+    for value in (0, 1):  # each stratum is split at the fraction, to rounding
+        n_stratum = int((df["dead"] == value).sum())
+        assert int((d1["dead"] == value).sum()) == round(0.4 * n_stratum)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        split_derivation_validation(df, 1.0, seed=0)
+
+
+def test_cutoff_is_derived_on_derivation_cohort_only(tmp_path):
+    df = synthetic_cohort(200, seed=4)
+    deriv, valid = split_derivation_validation(df, 0.4, seed=11, stratify="dead")
+    df.loc[valid.index, "mtv"] *= 3.0  # the two cohorts now have clearly different medians
+    med_deriv = float(np.median(df.loc[deriv.index, "mtv"]))
+    med_valid = float(np.median(df.loc[valid.index, "mtv"]))
+    assert med_valid > 2 * med_deriv
+    summary = run_survival(df, "os", "dead", ["mtv"], derive_fraction=0.4, seed=11, n_boot=50, id_col="case")
+    r = summary["results"]["mtv"]
+    assert r["cutoff"] == med_deriv
+    assert r["cutoff"] != float(np.median(df["mtv"]))
+    assert r["n"] == len(valid) and r["n_high"] == int((df.loc[valid.index, "mtv"] > med_deriv).sum())
+    assert r["n_high"] > r["n_low"]  # applied unchanged to the (shifted) validation cohort
+    assert summary["split"]["derivation_ids"] == df.loc[deriv.index, "case"].tolist()
+    assert summary["split"]["stratified_by"] == "dead" and summary["split"]["seed"] == 11
+    # the statistics are those of the validation cohort at that cut-off
+    direct = cox_hazard_ratio(df.loc[valid.index], "mtv", "os", "dead", dichotomise_at=med_deriv)
+    assert r["hr_dichotomised"]["hr"] == pytest.approx(direct["hr"], rel=1e-12)
+    assert r["hr_dichotomised"]["hr"] > 1.0 and r["c_index"]["value"] > 0.6  # mtv is prognostic by construction
+
+
+def test_table_checks_raise_config_errors():
+    df = synthetic_cohort(40, seed=5)
+    with pytest.raises(ConfigError, match="'nope'"):
+        check_survival_table(df, "os", "dead", ["nope"])
+    with pytest.raises(ConfigError, match="no events"):
+        check_survival_table(df.assign(dead=0), "os", "dead", ["mtv"])
+    with pytest.raises(ConfigError, match="at least 10"):
+        check_survival_table(df.head(6), "os", "dead", ["mtv"])
+    with pytest.raises(ConfigError, match="1 \\(event observed\\) or 0"):
+        check_survival_table(df.assign(dead=df["dead"] * 2), "os", "dead", ["mtv"])
+    with pytest.raises(ConfigError, match="negative"):
+        check_survival_table(df.assign(os=-df["os"]), "os", "dead", ["mtv"])
+    with pytest.raises(ConfigError, match="one side of the cut-off|above the cut-off"):
+        cox_hazard_ratio(df, "mtv", "os", "dead", dichotomise_at=-1.0)
+    clean = check_survival_table(df.assign(mtv=df["mtv"].where(df.index % 10 != 0)), "os", "dead", ["mtv"])
+    assert len(clean) == 36 and clean.attrs["n_excluded_missing"] == 4
+
+
+# ---------------------------------------------------------------------------------------------- figure
+def test_kaplan_meier_png_is_written_and_shows_both_curves(tmp_path):
+    import matplotlib.image as mpimg
+
+    df = synthetic_cohort(120, seed=6)
+    cut = float(np.median(df["mtv"]))
+    png = kaplan_meier_plot(df, "mtv", "os", "dead", cut, tmp_path / "km.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    img = mpimg.imread(png)[..., :3]
+    assert img.shape[0] > 500 and img.shape[1] > 700
+    # both group colours (Okabe–Ito blue #0072B2 and vermillion #D55E00) are drawn
+    for rgb in ((0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00)):
+        close = np.all(np.abs(img - np.array(rgb) / 255.0) < 0.05, axis=-1)
+        assert close.sum() > 200
+    with pytest.raises(Exception, match="already exists"):
+        kaplan_meier_plot(df, "mtv", "os", "dead", cut, png)
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def test_compare_sources_uses_one_split_and_ranks_sources(tmp_path):
+    df = synthetic_cohort(200, seed=8, beta=1.0)
+    rng = np.random.default_rng(0)
+    outcome = df[["case", "os", "dead"]]
+    reference = df[["case", "mtv"]]
+    noisy = df[["case"]].assign(mtv=df["mtv"] * np.exp(rng.normal(0, 2.0, len(df))))
+    table = compare_sources({"reference": reference, "noisy": noisy}, "os", "dead", ["mtv"], outcome=outcome,
+                            id_col="case", n_boot=50, out_csv=tmp_path / "cmp.csv")
+    assert list(table["source"]) == ["reference", "noisy"]
+    assert table["n"].nunique() == 1
+    ref_row, noisy_row = table.iloc[0], table.iloc[1]
+    assert ref_row["c_index"] > noisy_row["c_index"] and ref_row["c_index"] > 0.65
+    assert ref_row["c_lo"] < ref_row["c_index"] < ref_row["c_hi"]
+    # the reference row equals a direct analysis on the same split
+    # the reference row equals run_survival on the reference table alone (same split, same statistics)
+    single = run_survival(reference.merge(outcome, on="case"), "os", "dead", ["mtv"], n_boot=50)["results"]["mtv"]
+    assert ref_row["cutoff"] == single["cutoff"] and ref_row["n"] == single["n"]
+    assert ref_row["hr"] == pytest.approx(single["hr_dichotomised"]["hr"], rel=1e-12)
+    assert ref_row["p_cont"] == pytest.approx(single["hr_continuous"]["p"], rel=1e-12)
+    assert (ref_row["c_index"], ref_row["c_lo"]) == (single["c_index"]["value"], single["c_index"]["lo"])
+    assert ref_row["HR (95% CI)"].startswith(f"{ref_row['hr']:.2f} (")
+    saved = pd.read_csv(tmp_path / "cmp.csv")
+    assert list(saved["source"]) == ["reference", "noisy"] and "C-index (95% CI)" in saved.columns
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_survival_contract(tmp_path, capsys):
+    csv = tmp_path / "patients.csv"
+    synthetic_cohort(150, seed=9).to_csv(csv, index=False)
+    out = tmp_path / "surv"
+    args = ["survival", str(csv), "--time", "os", "--event", "dead", "--markers", "mtv,suvmax", "--out", str(out),
+            "--seed", "3", "--n-boot", "50", "--log", "--id-col", "case"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"]["seed"] == 3 and summary["split"]["derive_fraction"] == 0.4
+    assert summary["split"]["n_derivation"] + summary["split"]["n_validation"] == 150
+    for marker in ("mtv", "suvmax"):
+        r = summary["results"][marker]
+        for key in ("cutoff", "hr_dichotomised", "hr_continuous", "logrank_p", "c_index"):
+            assert key in r
+        assert set(r["hr_dichotomised"]) >= {"hr", "lo", "hi", "p"} and set(r["c_index"]) >= {"value", "lo", "hi"}
+        assert (out / f"km_{marker}.png").stat().st_size > 10_000
+    assert summary["results"]["mtv"]["hr_continuous"]["covariate"] == "log1p(mtv)"
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert main(args[:6] + ["--markers", "mtv,tlg", "--out", str(tmp_path / "x")]) == 2
+    assert "'tlg'" in capsys.readouterr().err
+    no_events = tmp_path / "none.csv"
+    synthetic_cohort(50, seed=1).assign(dead=0).to_csv(no_events, index=False)
+    assert main(["survival", str(no_events), "--time", "os", "--event", "dead", "--markers", "mtv",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "no events" in capsys.readouterr().err
+    few = tmp_path / "few.csv"
+    synthetic_cohort(15, seed=1).to_csv(few, index=False)
+    assert main(["survival", str(few), "--time", "os", "--event", "dead", "--markers", "mtv",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "cohort has" in capsys.readouterr().err
+
+
+def test_cli_survival_with_clinical_join_and_compare(tmp_path):
+    df = synthetic_cohort(120, seed=10)
+    df[["case", "mtv", "suvmax"]].to_csv(tmp_path / "q.csv", index=False)
+    df[["case", "os", "dead"]].rename(columns={"case": "study_id"}).to_csv(tmp_path / "clin.csv", index=False)
+    assert main(["survival", str(tmp_path / "q.csv"), "--clinical", str(tmp_path / "clin.csv"), "--id-col", "case",
+                 "--clinical-id", "study_id", "--time", "os", "--event", "dead", "--markers", "mtv",
+                 "--n-boot", "20", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["n_patients"] == 120
+    assert main(["survival-compare", "--source", f"a={tmp_path / 'q.csv'}", "--source", f"b={tmp_path / 'q.csv'}",
+                 "--clinical", str(tmp_path / "clin.csv"), "--clinical-id", "study_id", "--time", "os", "--event",
+                 "dead", "--markers", "mtv,suvmax", "--n-boot", "20", "--out", str(tmp_path / "cmp.csv")]) == 0
+    cmp = pd.read_csv(tmp_path / "cmp.csv")
+    assert len(cmp) == 4
+    # identical sources give identical statistics
+    a, b = cmp[cmp["source"] == "a"].reset_index(), cmp[cmp["source"] == "b"].reset_index()
+    assert np.allclose(a["hr"], b["hr"]) and np.allclose(a["c_index"], b["c_index"])
