@@ -62,8 +62,24 @@ def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = Fals
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Path:
-    """Write ``obj`` as indented JSON atomically. Returns the final path."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", overwrite)
+    """Write ``obj`` as indented, strict JSON atomically (NaN and ±Inf become ``null``). Returns the final path."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n", overwrite)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON accepts: NumPy values to Python, NaN/±Inf to None, paths to str."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return json_safe(_json_default(obj))
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = False) -> Path:
