@@ -138,6 +138,9 @@ def test_quantify_single_study(cohort, capsys):
     for col in ("case", "total_mtv_ml", "total_tlg", "suv_max", "suv_peak", "lesion_count", "dmax_mm", "sdmax_per_m"):
         assert col in patients.columns
     assert patients.loc[0, "lesion_count"] == 2 and patients.loc[0, "sdmax_per_m"] > 0
+    pytest.importorskip("pyarrow")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "lesions.parquet"), lesions, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "patients.parquet"), patients, check_dtype=False)
     record = json.loads((out / "quantify.json").read_text())
     assert record["connectivity"] == 18 and record["delineation"] == "mask"
     assert record["suv_peak"]["sphere_radius_mm"] == pytest.approx(6.2035, abs=1e-4)
