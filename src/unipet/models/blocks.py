@@ -1,0 +1,145 @@
+"""Convolutional building blocks shared by the STU-Net family and the prompt-driven models built on it.
+
+All blocks take and return ``[B, C, D, H, W]`` tensors. Module attribute names follow STU-Net's released
+checkpoints (``conv1/norm1/conv2/norm2/conv3`` in a residual block, ``conv`` in an upsampling layer) so that
+public STU-Net weights load by name (``unipet.models.weights.load_pretrained``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch import nn
+
+from unipet.errors import ImageGeometryError
+
+LEAKY_SLOPE = 0.01
+
+
+def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
+    """``Conv3d(k, padding k//2, bias) -> InstanceNorm3d(affine) -> LeakyReLU(0.01)``; keeps the spatial size."""
+    return Convolution(
+        spatial_dims=3, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+        act=("leakyrelu", {"negative_slope": LEAKY_SLOPE, "inplace": True}),
+        norm=("instance", {"affine": True}), bias=True,
+    )
+
+
+class ResBlock(nn.Module):
+    """STU-Net's residual block: ``conv3-IN-LReLU-conv3-IN`` + shortcut, then LReLU.
+
+    The shortcut is the identity, or a strided 1x1x1 convolution ("projection", ``conv3``) when the channel
+    count or the stride changes. Written by hand rather than MONAI's ``UnetResBlock`` because that block drops
+    the convolution biases and normalises the shortcut, which changes both the parameter count and the
+    checkpoint layout of STU-Net.
+
+    Args:
+        in_channels, out_channels: channels of the input ``[B, in, D, H, W]`` and output.
+        stride: downsampling stride of the first convolution (and of the projection).
+        projection: force a 1x1x1 projection shortcut even when shapes agree (STU-Net puts one on the first
+            block of every stage).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int] | int = 1,
+                 projection: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1)
+        self.norm1 = nn.InstanceNorm3d(out_channels, affine=True)
+        self.act1 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1)
+        self.norm2 = nn.InstanceNorm3d(out_channels, affine=True)
+        self.act2 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        strided = any(s != 1 for s in ((stride,) * 3 if isinstance(stride, int) else stride))
+        needs_projection = projection or in_channels != out_channels or strided
+        self.conv3 = nn.Conv3d(in_channels, out_channels, 1, stride=stride) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        shortcut = x if self.conv3 is None else self.conv3(x)
+        return self.act2(y + shortcut)
+
+
+def res_stage(in_channels: int, out_channels: int, depth: int, stride: Sequence[int] | int = 1) -> nn.Sequential:
+    """One STU-Net stage: a (strided) block with a projection shortcut, then ``depth - 1`` identity blocks."""
+    blocks = [ResBlock(in_channels, out_channels, stride=stride, projection=True)]
+    blocks += [ResBlock(out_channels, out_channels) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+class UpsampleNearest(nn.Module):
+    """Nearest-neighbour upsampling by ``scale`` followed by a 1x1x1 convolution (STU-Net's upsampling layer).
+
+    ``[B, in, d, h, w] -> [B, out, d*sz, h*sy, w*sx]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, scale: Sequence[int]) -> None:
+        super().__init__()
+        self.scale = tuple(int(s) for s in scale)
+        self.conv = nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(s != 1 for s in self.scale):
+            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return self.conv(x)
+
+
+def cumulative_stride(strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """Product of per-stage strides per axis: the factor between input and bottleneck size."""
+    total = [1, 1, 1]
+    for s in strides:
+        total = [t * int(v) for t, v in zip(total, s)]
+    return tuple(total)  # type: ignore[return-value]
+
+
+def bottleneck_size(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
+    """Spatial size ``(d, h, w)`` of the bottleneck for an input of ``patch_size`` (voxels)."""
+    total = cumulative_stride(strides)
+    return tuple(int(p) // t for p, t in zip(patch_size, total))  # type: ignore[return-value]
+
+
+def check_divisible(shape: Sequence[int], strides: Sequence[Sequence[int]], model: str) -> None:
+    """Raise ImageGeometryError unless every spatial size is divisible by the network's total stride."""
+    total = cumulative_stride(strides)
+    if any(int(s) % t for s, t in zip(shape, total)):
+        raise ImageGeometryError(
+            f"{model} needs an input whose size (z, y, x) is divisible by {total}, got {tuple(shape)}; "
+            "pad the volume or run it through the sliding-window predictor with the model's patch size")
+
+
+def group_by_task(task: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+    """Split a batch by task: ``[(task_id, sample_indices), ...]``; indices are None when all samples share it.
+
+    On the meta device (shape-only runs such as parameter / MAC counting) task values cannot be read; the
+    whole batch is then treated as task 0, which has the same shapes and cost as any single-task batch.
+    """
+    if task.device.type == "meta":
+        return [(0, None)]
+    ids = task.tolist()
+    unique = sorted(set(ids))
+    if len(unique) == 1:
+        return [(unique[0], None)]
+    return [(t, (task == t).nonzero(as_tuple=True)[0]) for t in unique]
+
+
+def run_grouped(task: torch.Tensor, x: torch.Tensor, modules: nn.ModuleList) -> torch.Tensor:
+    """Apply ``modules[task[b]]`` to each sample ``x[b]``, running each module once on its samples only.
+
+    Args:
+        task: ``LongTensor[B]``.
+        x: ``[B, ...]`` input.
+        modules: one module per task, all mapping ``[n, ...]`` to outputs of one common shape.
+
+    Returns:
+        ``[B, ...]`` outputs in the original sample order.
+    """
+    groups = group_by_task(task)
+    if len(groups) == 1:
+        return modules[groups[0][0]](x)
+    outs = [(idx, modules[t](x.index_select(0, idx))) for t, idx in groups]
+    result = outs[0][1].new_empty((x.shape[0], *outs[0][1].shape[1:]))
+    for idx, out in outs:
+        result.index_copy_(0, idx, out)
+    return result
