@@ -43,3 +43,7 @@ class MissingInputError(UnipetError):
 
 class ConfigError(UnipetError):
     """A configuration, recipe, manifest or checkpoint is malformed or inconsistent."""
+
+
+class BatchError(UnipetError):
+    """Some cases of a batch job failed; the others were written and a re-run retries only the failed ones."""
