@@ -1,0 +1,61 @@
+"""``unipet models``: list the registered architectures with their parameters and MACs."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+from unipet.cli._common import console
+from unipet.cli.app import app
+
+
+@app.command("models")
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    patch: tuple[int, int, int] = typer.Option((112, 160, 128), "--patch", help="Patch size D H W (voxels) the "
+                                               "models are built for and MACs counted at."),
+    in_channels: int = typer.Option(2, "--in-channels", min=1, help="Input channels (2 = CT + PET)."),
+    classes: int = typer.Option(2, "--classes", min=1, help="Output classes."),
+    tasks: int = typer.Option(4, "--tasks", min=1, help="Number of tasks for prompt-driven models."),
+    no_macs: bool = typer.Option(False, "--no-macs", help="Count parameters only (skip the forward pass)."),
+) -> None:
+    """List every registered model with its parameters, MACs (multiply-accumulates of one forward pass of one
+    patch, counted on the meta device) and the prompts it takes.
+
+    A model that cannot take the patch (e.g. Swin UNETR needs multiples of 32) is listed with the reason.
+
+    Examples:
+
+        unipet models
+
+        unipet models --patch 128 160 128 --json
+
+        unipet models --in-channels 1 --classes 3 --no-macs
+    """
+    from unipet.models.profile import profile_models
+
+    rows = profile_models(patch=patch, in_channels=in_channels, num_classes=classes, tasks=tasks,
+                          count_macs=not no_macs)
+    if as_json:
+        keys = ("name", "params", "macs", "prompts", "description", "reason")
+        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"unipet models at patch {' x '.join(map(str, patch))}, {in_channels} input channel(s), "
+                        f"{classes} classes")
+    for col, justify in (("name", "left"), ("params (M)", "right"), ("MACs (G)", "right"), ("prompts", "left"),
+                         ("description", "left")):
+        table.add_column(col, justify=justify)
+    notes = []
+    for row in rows:
+        params = "-" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
+        macs = "-" if row["macs"] is None else f"{row['macs'] / 1e9:.2f}"
+        cells = (row["name"], params, macs, ", ".join(row["prompts"]) or "none", row["description"])
+        table.add_row(*(Text(c) for c in cells))  # plain text: descriptions may hold [brackets]
+        if row["reason"]:
+            notes.append(f"{row['name']}: {row['reason']}")
+    console.print(table)
+    for note in notes:
+        console.print(note, style="dim", markup=False)
