@@ -1,0 +1,56 @@
+"""DICOM-SEG export of a lesion mask referencing its PET series."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unipet.errors import ImageGeometryError, LabelError, OutputExistsError
+from unipet.io.dicom import find_series, sort_slices
+from unipet.io.dicom_write import write_dicom_study
+from unipet.io.seg_export import write_dicom_seg
+from unipet.study import Study, StudyMeta, make_affine
+
+hd = pytest.importorskip("highdicom")
+
+
+@pytest.fixture
+def pet_folder(tmp_path):
+    rng = np.random.default_rng(3)
+    study = Study(study_id="s", patient_id="anon", pet=rng.uniform(0, 2, (6, 12, 14)).astype(np.float32), ct=None,
+                  affine=make_affine((3.0, 2.0, 2.0)), meta=StudyMeta(weight_kg=70.0))
+    return write_dicom_study(study, tmp_path / "study") / "PT"
+
+
+def _mask() -> np.ndarray:
+    mask = np.zeros((6, 12, 14), np.uint8)
+    mask[1:4, 2:6, 3:9] = 1
+    mask[5, 10, 12] = 1
+    return mask
+
+
+def test_seg_round_trip_matches_mask_and_references_pet(pet_folder, tmp_path):
+    import pydicom
+
+    mask = _mask()
+    out = write_dicom_seg(mask, pet_folder, tmp_path / "seg.dcm", label_name="lymphoma lesion")
+    seg = hd.seg.segread(out)
+    assert seg.SegmentSequence[0].SegmentLabel == "lymphoma lesion"
+    pet = next(s for s in find_series(pet_folder) if s.modality == "PT")
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in pet.files]
+    order, _ = sort_slices(headers)
+    uids = [headers[i].SOPInstanceUID for i in order]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pet.uid
+    back = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                             assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(back[..., 0].astype(np.uint8), mask)
+
+
+def test_seg_rejects_wrong_shape_non_binary_and_existing_output(pet_folder, tmp_path):
+    with pytest.raises(ImageGeometryError, match="resample the mask"):
+        write_dicom_seg(np.zeros((5, 12, 14), np.uint8), pet_folder, tmp_path / "a.dcm")
+    with pytest.raises(LabelError):
+        write_dicom_seg(_mask() * 2, pet_folder, tmp_path / "b.dcm")
+    write_dicom_seg(_mask(), pet_folder, tmp_path / "c.dcm")
+    with pytest.raises(OutputExistsError):
+        write_dicom_seg(_mask(), pet_folder, tmp_path / "c.dcm")
+    write_dicom_seg(_mask(), pet_folder, tmp_path / "c.dcm", overwrite=True)
