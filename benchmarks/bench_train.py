@@ -1,0 +1,145 @@
+"""Training throughput: iterations/s, share of time waiting for data, peak GPU memory. Prints JSON.
+
+GPU run (DpDNet, batch 2, 112x160x128, bf16, from the cache of a phantom cohort)::
+
+    python benchmarks/bench_train.py --device cuda
+
+CPU smoke check::
+
+    python benchmarks/bench_train.py --tiny
+
+``--cache DIR`` uses an existing cache instead of generating a phantom cohort.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+def phantom_cache(work: Path, n: int, size: str, seed: int = 0, workers: int = 1, tiny: bool = False):
+    """A cache of an ``n``-study phantom cohort in ``work`` (reused when present).
+
+    ``tiny`` writes unipet's smallest synthetic studies instead (no phantom generator needed).
+    """
+    from unipet.data.cache import Cache, build_cache
+    from unipet.io.layouts import import_phantom
+
+    if (work / "cache" / "cache.json").exists():
+        return Cache(work / "cache")
+    cohort = work / "cohort"
+    if not (cohort / "clinical.csv").exists():
+        if tiny:
+            _tiny_cohort(cohort, n, seed)
+        else:
+            from unipet.data.phantom import write_phantom_cohort
+
+            write_phantom_cohort(cohort, n=n, seed=seed, size=size, workers=workers, overwrite=cohort.exists())
+    manifest = import_phantom(cohort, split_seed=seed)
+    return build_cache(manifest, work / "cache", workers=workers)
+
+
+def _tiny_cohort(root: Path, n: int, seed: int) -> None:
+    """``n`` 24x32x32 studies (a body box, 1-3 hot spheres, lymphoma / lung cancer) in the autoPET layout."""
+    import numpy as np
+
+    from unipet.io.nifti import save_volume
+    from unipet.study import make_affine
+
+    rng = np.random.default_rng(seed)
+    rows = ["study_id,patient_id,task"]
+    zz, yy, xx = np.mgrid[:24, :32, :32]
+    for i in range(n):
+        ct = np.full((24, 32, 32), -1000.0, np.float32)
+        ct[2:-2, 4:-4, 4:-4] = 40 + rng.normal(0, 10, (20, 24, 24))
+        pet = np.where(ct > -500, 1.0 + rng.normal(0, 0.1, ct.shape), 0.0).astype(np.float32).clip(0)
+        label = np.zeros(ct.shape, np.uint8)
+        for _ in range(int(rng.integers(0 if i % 4 == 3 else 1, 4))):
+            c = rng.integers([5, 8, 8], [19, 24, 24])
+            r = rng.uniform(1.5, 4.0)
+            sphere = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
+            label[sphere], pet[sphere] = 1, rng.uniform(4, 12)
+        sid, pid = f"s{i:03d}", f"p{i:03d}"
+        affine = make_affine((3.0, 2.0, 2.0))
+        for name, vol in (("SUV", pet), ("CTres", ct), ("SEG", label)):
+            save_volume(vol, affine, root / pid / sid / f"{name}.nii.gz")
+        rows.append(f"{sid},{pid},{('lymphoma', 'lung_cancer')[i % 2]}")
+    (root / "clinical.csv").write_text("\n".join(rows) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", type=Path, help="existing cache folder (default: a generated phantom cohort)")
+    p.add_argument("--work", type=Path, help="working folder for the cohort/cache/run (default: a temp folder)")
+    p.add_argument("--model", default="dpdnet")
+    p.add_argument("--patch", type=int, nargs=3, default=(112, 160, 128))
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "none"))
+    p.add_argument("--iterations", type=int, default=60, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
+    p.add_argument("--workers", type=int, default=8, help="data-loader processes")
+    p.add_argument("--cases", type=int, default=16, help="phantom studies to generate")
+    p.add_argument("--size", default="small", help="phantom size")
+    p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--model-kw", default="{}", help="JSON builder options")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny data, model and patch")
+    args = p.parse_args()
+
+    import torch
+
+    from unipet.data.cache import Cache
+    from unipet.train import load_recipe, train
+
+    model_kw = json.loads(args.model_kw)
+    if args.tiny:
+        args.patch, args.batch, args.iterations, args.warmup, args.workers = (16, 32, 32), 2, 6, 2, 1
+        args.device, args.amp, args.cases = args.device or "cpu", "none", 6
+        model_kw = {"base_width": 4, "min_feature": 2, **model_kw}
+    work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-train-"))
+    cache = Cache(args.cache) if args.cache else phantom_cache(work, args.cases, args.size, tiny=args.tiny)
+    total = args.warmup + args.iterations
+    timed: list[tuple[float, float]] = []
+    marks: dict[str, float] = {}
+
+    def clock(it: int, logs: dict) -> None:
+        if it == args.warmup:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            marks["start"] = time.perf_counter()
+        elif it > args.warmup:
+            timed.append((logs["data_s"], logs["step_s"]))
+        if it == total:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            marks["end"] = time.perf_counter()
+
+    run = work / f"run-{int(time.time())}"
+    recipe = load_recipe("dpdnet" if args.model == "dpdnet" else "nnunet", amp=args.amp, compile=args.compile,
+                         iterations=total, patch_size=tuple(args.patch), batch_size=args.batch,
+                         workers=args.workers, checkpoint_every=10 ** 9)
+    result = train(cache, args.model, run, recipe=recipe, model_kw=model_kw, device=args.device, progress=False,
+                   tensorboard=False, callbacks=[clock])
+    seconds = marks["end"] - marks["start"]
+    data_wait = sum(d for d, _ in timed)
+    device = result.model.parameters().__next__().device
+    out = {
+        "benchmark": "train", "recipe": recipe.name, "model": args.model, "model_kw": model_kw, "patch": list(args.patch),
+        "batch": args.batch, "amp": args.amp, "compile": args.compile, "workers": args.workers,
+        "timed_iterations": args.iterations, "it_per_s": round(args.iterations / seconds, 3),
+        "samples_per_s": round(args.iterations * args.batch / seconds, 3),
+        "data_wait_share": round(data_wait / seconds, 4),
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 3) if device.type == "cuda" else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "cache": str(cache.root), "cases": len(cache),
+        "final_loss": round(result.losses[-1], 4),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``unipet predict``: segment studies with a trained checkpoint; mask NIfTI + lesion table per study."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unipet.cli._common import console, err_console
+from unipet.cli.app import app
+from unipet.errors import BatchError
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint folder written by `unipet train`."),
+    inputs: Path = typer.Argument(..., help="Manifest JSON, autoPET or nnU-Net raw folder, or DICOM folder."),
+    out_dir: Path = typer.Argument(..., help="Output folder: <study>.nii.gz and <study>_lesions.csv."),
+    task: str = typer.Option(None, "--task", help="Task name, or 'auto' (prompt-free). Default: each study's own task, else auto."),
+    tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation."),
+    tta_axes: str = typer.Option("0,1,2", "--tta-axes", help="Axes to mirror (0=z, 1=y, 2=x)."),
+    tta_budget: float = typer.Option(None, "--tta-budget", help="Seconds per study after which no further mirrored pass starts."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Tile overlap fraction."),
+    tile_batch: int = typer.Option(2, "--tile-batch", help="Tiles per forward pass."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-predict studies whose outputs exist (default: skip)."),
+) -> None:
+    """Predict lesion masks; resumable (finished studies are skipped), a failing study is reported and skipped.
+
+    Under torchrun every rank predicts every K-th study. The checkpoint's metadata decides the preprocessing.
+
+    Examples:
+
+        unipet predict runs/dpdnet autopet/ preds/
+
+        unipet predict runs/dpdnet cohort.json preds/ --task auto --tta --overlap 0.5
+
+        torchrun --nproc_per_node=4 -m unipet predict runs/dpdnet autopet/ preds/ --device cuda
+    """
+    from unipet.infer import Predictor, predict_batch
+
+    axes = [int(a) for a in tta_axes.split(",") if a.strip()]
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=overlap, tta=tta, tta_axes=axes,
+                                          tta_budget_s=tta_budget, tile_batch=tile_batch)
+    report = predict_batch(predictor, inputs, out_dir, task=task, overwrite=overwrite)
+    for r in report.records:
+        inferred = f" (p={r['task_probability']:.2f})" if r["task_probability"] is not None else ""
+        console.print(f"{r['case_id']}: task {r['task']}{inferred}, {r['lesions']} lesions, {r['volume_ml']:.1f} mL, "
+                      f"{r['seconds']:.1f} s")
+    for case_id, message in report.failed.items():
+        err_console.print(f"failed: {case_id}: {message}")
+    console.print(f"{len(report.done)} predicted, {len(report.skipped)} skipped (done before), "
+                  f"{len(report.failed)} failed; outputs in {out_dir}")
+    if report.failed:
+        raise BatchError(f"{len(report.failed)} of {len(report.failed) + len(report.done) + len(report.skipped)} "
+                         f"studies failed (listed above and in {out_dir}/summary.json); fix them and re-run the "
+                         "same command to predict only those")

@@ -1,0 +1,70 @@
+"""``unipet train``: train a registered model on a cache (or a manifest, cached first) into a run folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from unipet.cli._common import console
+from unipet.cli.app import app
+from unipet.errors import ConfigError
+
+
+def parse_model_kw(pairs: list[str] | None) -> dict:
+    """``["base_width=8", "pa_head=released"]`` -> ``{"base_width": 8, "pa_head": "released"}`` (values parsed as
+    JSON when they are JSON, else kept as strings)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-kw {pair!r} is not key=value; write e.g. --model-kw base_width=8")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`) or manifest JSON (cached into OUT/cache)."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (`unipet models`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint/, log.jsonl, tb/."),
+    recipe: str = typer.Option("nnunet", "--recipe", help="Shipped recipe (nnunet, dpdnet, transformer) or a JSON/YAML file."),
+    iterations: int = typer.Option(None, "--iterations", help="Optimizer steps (overrides the recipe)."),
+    patch: tuple[int, int, int] = typer.Option(None, "--patch", help="Patch size D H W in voxels."),
+    batch: int = typer.Option(None, "--batch", help="Samples per step (per process under torchrun)."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    model_kw: list[str] = typer.Option(None, "--model-kw", help="Builder option key=value (repeatable)."),
+    workers: int = typer.Option(None, "--workers", "-j", help="Data-loader processes (overrides the recipe)."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Iterations between checkpoints."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log.jsonl is still written)."),
+) -> None:
+    """Train a model; writes OUT/checkpoint/ (model.safetensors + meta.json + training state).
+
+    Checkpoints are written every --checkpoint-every iterations and at the end; SIGTERM saves and exits;
+    --resume continues exactly where the last checkpoint left off. Under torchrun it trains with DDP.
+
+    Examples:
+
+        unipet train cache/ --model dpdnet --out runs/dpdnet --recipe dpdnet
+
+        unipet train cohort.json --model stunet-s --out runs/s --iterations 2000 --patch 64 96 96 --batch 2
+
+        unipet train cache/ --model dpdnet --out runs/dpdnet --resume
+
+        torchrun --nproc_per_node=4 -m unipet train cache/ --model dpdnet --out runs/ddp --device cuda
+    """
+    from unipet.train import train
+    from unipet.train.distributed import env_world
+
+    result = train(data, model, out, recipe=recipe, model_kw=parse_model_kw(model_kw), device=device, resume=resume,
+                   iterations=iterations, patch_size=patch, batch_size=batch, workers=workers,
+                   checkpoint_every=checkpoint_every, progress=not no_progress)
+    if env_world()[0] != 0:  # under torchrun only rank 0 reports
+        return
+    state = "stopped (SIGTERM) at" if result.stopped else "finished at"
+    last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
+    console.print(f"training {state} iteration {result.iteration}{last}; checkpoint in {out / 'checkpoint'}")

@@ -1,0 +1,306 @@
+"""Patch sampling from the cache: lesion-instance-balanced foreground, random and lesion-free patches.
+
+Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "random": 0.3, "negative": 0.2}``):
+
+- ``lesion``: pick one lesion **uniformly over all lesions** of the training cases (so a 0.1 mL node is seen
+  as often as a 500 mL bulk), then a random foreground voxel inside its bounding box; the patch contains that
+  voxel at a random position within the central half of the patch.
+- ``random``: a uniformly random patch of a uniformly random training case.
+- ``negative``: a random patch of a random lesion-free case (a case whose lesion index is empty).
+
+A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
+``PatchSampler.mix`` holds the effective mix that is recorded with the run.
+
+Determinism and resume: the sampler is *counter-based*. Batch ``i`` of rank ``r`` is drawn from
+``numpy.random.default_rng([seed, r, i])``, so the stream is the same whatever the number of DataLoader
+workers, and resuming needs only ``(seed, rank, next_batch)`` (``state_dict``). Patches are read from the
+memory-mapped arrays (only the patch region is touched); outside the volume the image is padded with the
+channel's normalised minimum and the label with 0.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from unipet.data.cache import Cache, CachedCase
+from unipet.data.normalize import apply_normalisation
+from unipet.data.preprocess import PreprocessConfig
+from unipet.errors import ConfigError
+
+KINDS = ("lesion", "random", "negative")
+#: memory-mapped cases kept open per process
+OPEN_CASES = 64
+DEFAULT_MIX = {"lesion": 0.5, "random": 0.3, "negative": 0.2}
+
+
+def channel_pad_values(config: PreprocessConfig) -> np.ndarray:
+    """Normalised minimum of every channel ``[C]`` (float32): the value of air / zero uptake after normalisation.
+
+    Every scheme clips or floors its input, so the normalised value of a very low intensity is the smallest
+    value the channel can hold; patches and sliding windows are padded with it.
+    """
+    cfg = config
+    return np.array([apply_normalisation(np.array([-1e6], np.float32), cfg.normalisation[ch])[0]
+                     for ch in cfg.channels], dtype=np.float32)
+
+
+def read_patch(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float | np.ndarray) -> np.ndarray:
+    """Read ``array[..., start:start+size]`` (last three axes), padding outside the array with ``fill``.
+
+    Args:
+        array: ``(..., z, y, x)`` array or memmap; only the overlapping region is read.
+        start: ``(z, y, x)`` first voxel (may be negative or beyond the array).
+        size: ``(D, H, W)`` patch size.
+        fill: scalar, or one value per leading channel (``[C]`` for a ``(C, z, y, x)`` array).
+
+    Returns:
+        ``(..., D, H, W)`` array of ``array``'s dtype.
+    """
+    lead = array.shape[:-3]
+    out = np.empty((*lead, *size), dtype=array.dtype)
+    if np.ndim(fill):
+        out[...] = np.asarray(fill, dtype=array.dtype).reshape(*lead, 1, 1, 1)
+    else:
+        out[...] = fill
+    src, dst = [], []
+    for s, n, dim in zip(start, size, array.shape[-3:]):
+        lo, hi = max(int(s), 0), min(int(s) + int(n), int(dim))
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(s), hi - int(s)))
+    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    return out
+
+
+@dataclass
+class Patch:
+    """One training sample: image ``(C, D, H, W)`` float32, label ``(D, H, W)`` uint8, organs or None, task index."""
+
+    image: np.ndarray
+    label: np.ndarray
+    organs: np.ndarray | None
+    task: int
+    kind: str
+    case_id: str
+    lesion: tuple[str, int] | None = None  # (case_id, lesion id) of a lesion patch
+
+
+class PatchSampler:
+    """Draws patches from a cache (see the module docstring).
+
+    Args:
+        cache: the preprocessing cache.
+        case_ids: training cases (default: split ``"train"``, or every case when no case has a split).
+        patch_size: ``(D, H, W)`` voxels.
+        mix: ``{"lesion": p, "random": p, "negative": p}`` (normalised; missing kinds are 0).
+        seed: base seed; ``rank`` separates distributed processes.
+        batch_mode: ``"mixed"`` (each sample its own task) or ``"single-task"`` (UniSeg's scheme: one task per
+            batch, drawn uniformly over the tasks with training cases).
+        with_organs: also return organ-map patches (cases without one give zeros).
+        jitter: fraction of the patch within which a lesion voxel is placed around the centre (0 = centred).
+    """
+
+    def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
+                 mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
+                 with_organs: bool = False, jitter: float = 0.5) -> None:
+        if batch_mode not in ("mixed", "single-task"):
+            raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
+        self.cache, self.seed, self.rank, self.batch_mode = cache, int(seed), int(rank), batch_mode
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.with_organs, self.jitter = with_organs, float(jitter)
+        if case_ids is None:
+            case_ids = cache.split("train") or list(cache.case_ids)
+        if not case_ids:
+            raise ConfigError(f"cache {cache.root} has no training cases; assign splits or pass case ids")
+        self.case_ids = list(case_ids)
+        self.infos = {c: cache.info(c) for c in self.case_ids}
+        self.pad_values = channel_pad_values(cache.config)
+        task_set = cache.task_set
+        # Cases without a task (e.g. lesion-free controls) get a random task per draw: a prompted model must
+        # learn to output nothing on a lesion-free study whatever the prompt.
+        self.case_task = {c: (task_set.index(i["task"]) if i.get("task") else None) for c, i in self.infos.items()}
+        self.num_tasks = len(task_set)
+        self.lesions = [(c, les) for c in self.case_ids for les in self.infos[c].get("lesions", [])]
+        self.negatives = [c for c in self.case_ids if not self.infos[c].get("lesions")]
+        self.mix = self._effective_mix(mix or DEFAULT_MIX)
+        self._open: OrderedDict[str, CachedCase] = OrderedDict()
+        self._pools: dict[tuple[str, int | None], list] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # worker processes started by 'spawn' get the sampler pickled: send no open memmaps (they would be
+        # pickled as whole arrays); each process opens its own
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
+
+    # ------------------------------------------------------------------ configuration
+    def _effective_mix(self, mix: dict[str, float]) -> dict[str, float]:
+        unknown = set(mix) - set(KINDS)
+        if unknown:
+            raise ConfigError(f"unknown sampling kinds {sorted(unknown)}; use {', '.join(KINDS)}")
+        weights = {k: float(mix.get(k, 0.0)) for k in KINDS}
+        if any(v < 0 for v in weights.values()):
+            raise ConfigError(f"sampling mix {mix} has a negative share; give shares >= 0")
+        if not self.lesions:
+            weights["lesion"] = 0.0
+        if not self.negatives:
+            weights["negative"] = 0.0
+        total = sum(weights.values())
+        if total <= 0:
+            raise ConfigError(f"sampling mix {mix} leaves nothing to draw (no lesions or no lesion-free cases); "
+                              "give a 'random' share")
+        return {k: v / total for k, v in weights.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able record of the sampler's configuration (for the run's metadata)."""
+        return {"mix": self.mix, "batch_mode": self.batch_mode, "patch_size": list(self.patch_size),
+                "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
+                "jitter": self.jitter, "seed": self.seed}
+
+    # ------------------------------------------------------------------ drawing
+    def rng(self, batch_index: int) -> np.random.Generator:
+        """The generator of batch ``batch_index`` (counter-based; see the module docstring)."""
+        return np.random.default_rng([self.seed, self.rank, int(batch_index)])
+
+    def _case(self, case_id: str) -> CachedCase:
+        """The memory-mapped case, from a small LRU (each open memmap holds a file descriptor)."""
+        if case_id in self._open:
+            self._open.move_to_end(case_id)
+        else:
+            self._open[case_id] = self.cache.load(case_id, mmap=True)
+            if len(self._open) > OPEN_CASES:
+                self._open.popitem(last=False)
+        return self._open[case_id]
+
+    def _task_for(self, case_id: str, rng: np.random.Generator, forced: int | None) -> int:
+        if forced is not None:
+            return forced
+        t = self.case_task[case_id]
+        return int(rng.integers(self.num_tasks)) if t is None else t
+
+    def _random_start(self, shape: Sequence[int], rng: np.random.Generator) -> list[int]:
+        # Uniform over positions keeping the patch inside; a volume smaller than the patch is centred (padded).
+        return [int(rng.integers(0, n - p + 1)) if n >= p else -((p - n) // 2) for n, p in zip(shape, self.patch_size)]
+
+    def _lesion_start(self, case: CachedCase, lesion: dict[str, Any], rng: np.random.Generator) -> list[int]:
+        box = lesion["bbox"]
+        if case.label is not None:
+            region = np.asarray(case.label[tuple(slice(a, b) for a, b in box)])
+            fg = np.flatnonzero(region)
+        else:
+            fg = np.empty(0, dtype=np.int64)
+        if fg.size:
+            offset = np.unravel_index(int(fg[rng.integers(fg.size)]), region.shape)
+            voxel = [a + int(o) for (a, _), o in zip(box, offset)]
+        else:  # index and label disagree (should not happen): use the recorded centroid
+            voxel = [int(round(c)) for c in lesion["centroid"]]
+        start = []
+        for v, p in zip(voxel, self.patch_size):
+            half = int(p * self.jitter / 2)
+            shift = int(rng.integers(-half, half + 1)) if half else 0
+            start.append(v - p // 2 + shift)
+        return start
+
+    def _pool(self, kind: str, task: int | None) -> list:
+        """Lesions (``kind="lesion"``) or case ids to draw from, restricted to ``task`` (memoised)."""
+        key = (kind, task)
+        if key not in self._pools:
+            def ok(case_id: str) -> bool:
+                return task is None or self.case_task[case_id] in (task, None)
+
+            if kind == "lesion":
+                pool: list = [x for x in self.lesions if task is None or self.case_task[x[0]] == task]
+            else:
+                pool = [c for c in (self.negatives if kind == "negative" else self.case_ids) if ok(c)]
+                # a task without lesion-free cases falls back to any case of the task
+                pool = pool or [c for c in self.case_ids if ok(c)] or list(self.case_ids)
+            self._pools[key] = pool
+        return self._pools[key]
+
+    def draw(self, rng: np.random.Generator, kind: str | None = None, task: int | None = None) -> Patch:
+        """Draw one patch (of ``kind``, or a kind drawn from the mix); ``task`` restricts it to one task."""
+        kind = kind or str(rng.choice(KINDS, p=[self.mix[k] for k in KINDS]))
+        lesion_key = None
+        pool = self._pool(kind, task)
+        if kind == "lesion":
+            if not pool:  # this task has no lesion in the training cases
+                return self.draw(rng, "random", task)
+            case_id, lesion = pool[int(rng.integers(len(pool)))]
+            case = self._case(case_id)
+            start = self._lesion_start(case, lesion, rng)
+            lesion_key = (case_id, int(lesion["id"]))
+        else:
+            case_id = pool[int(rng.integers(len(pool)))]
+            case = self._case(case_id)
+            start = self._random_start(case.image.shape[1:], rng)
+        image = read_patch(case.image, start, self.patch_size, self.pad_values)
+        label = (read_patch(case.label, start, self.patch_size, 0) if case.label is not None
+                 else np.zeros(self.patch_size, np.uint8))
+        organs = None
+        if self.with_organs:
+            organs = (read_patch(case.organs, start, self.patch_size, 0) if case.organs is not None
+                      else np.zeros(self.patch_size, np.uint16))
+        return Patch(image, label, organs, self._task_for(case_id, rng, task), kind, case_id, lesion_key)
+
+    def batch(self, index: int, batch_size: int) -> dict[str, Any]:
+        """Batch ``index`` as arrays: ``image [B, C, D, H, W]`` float32, ``label [B, D, H, W]`` uint8,
+        ``task [B]`` int64, optional ``organs [B, D, H, W]`` int64, and ``kind``/``case_id`` lists."""
+        rng = self.rng(index)
+        task = None
+        if self.batch_mode == "single-task":
+            tasks = sorted({t for t in self.case_task.values() if t is not None}) or list(range(self.num_tasks))
+            task = int(tasks[int(rng.integers(len(tasks)))])
+        patches = [self.draw(rng, task=task) for _ in range(batch_size)]
+        out: dict[str, Any] = {
+            "image": np.stack([p.image for p in patches]), "label": np.stack([p.label for p in patches]),
+            "task": np.array([p.task for p in patches], dtype=np.int64),
+            "kind": [p.kind for p in patches], "case_id": [p.case_id for p in patches],
+        }
+        if self.with_organs:
+            out["organs"] = np.stack([p.organs for p in patches]).astype(np.int64)
+        return out
+
+
+class PatchDataset(IterableDataset):
+    """Endless stream of batches ``start, start+1, ...`` from a ``PatchSampler`` for a ``DataLoader``.
+
+    Use with ``DataLoader(ds, batch_size=None, num_workers=W)``: worker ``w`` makes the batches ``i`` with
+    ``i % W == w``, and the DataLoader's in-order round-robin returns them as ``start, start+1, ...`` — the same
+    stream for any W (each worker's randomness comes from the batch index, not from the worker).
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, start: int = 0) -> None:
+        super().__init__()
+        self.sampler, self.batch_size, self.start = sampler, int(batch_size), int(start)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        index = self.start + worker
+        while True:
+            batch = self.sampler.batch(index, self.batch_size)
+            yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+            index += workers
+
+
+def _ignore_sigterm(_worker_id: int) -> None:
+    """Workers ignore SIGTERM: a cluster's SIGTERM to the whole job must not kill them before the training
+    process has written its checkpoint (they end with it)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(sampler: PatchSampler, batch_size: int, start: int = 0, workers: int = 2,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """DataLoader over ``PatchDataset`` (worker processes, prefetching; batches ``start, start+1, ...``)."""
+    kw: dict[str, Any] = ({"prefetch_factor": 4, "persistent_workers": True, "worker_init_fn": _ignore_sigterm}
+                          if workers > 0 else {})
+    return torch.utils.data.DataLoader(PatchDataset(sampler, batch_size, start), batch_size=None,
+                                       num_workers=workers, pin_memory=pin_memory, **kw)

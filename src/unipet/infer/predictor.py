@@ -1,0 +1,302 @@
+"""Whole-study prediction: preprocessing from the checkpoint, Gaussian sliding window, mirroring TTA,
+resampling back to the study grid, and the connected-component lesion table.
+
+The sliding window is MONAI's ``sliding_window_inference`` with Gaussian importance weighting
+(σ = patch/8, ``sigma_scale=0.125``), configurable overlap and batched tiles. Before it runs, the volume is
+padded to at least one patch with each channel's normalised minimum (MONAI would pad every channel with one
+constant), so no tile sees values the network never saw in training. Tiles run on the model's device under
+bf16 autocast on CUDA; stitching runs on the same device unless the output would not fit in half of the free
+GPU memory, then on the CPU. Mirroring TTA averages the probabilities of full passes over every subset of the
+chosen axes (``2^k`` passes); with a time budget, passes stop once the next one would exceed it.
+
+Prompts: a task name (or index) is the same for every tile. ``task="auto"`` uses the model's task classifier
+(``infer_task``) on every non-empty tile of a patch grid; each tile votes with its top-1 probability and the
+type with the largest mean vote is used for the whole study (reported with that mean as its probability).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from unipet.data.preprocess import PreprocessConfig, preprocess_study, restore_to_study_grid
+from unipet.data.sampling import channel_pad_values
+from unipet.errors import ConfigError, MissingInputError
+from unipet.study import Study
+from unipet.tasks import TaskSet
+
+AUTO = "auto"
+
+
+@dataclass
+class Prediction:
+    """A study's prediction.
+
+    Attributes:
+        mask: ``(z, y, x)`` uint8 label map on the study grid (0 background, 1 lesion; more classes for
+            multi-class models).
+        task: the task used (name), or None for models without prompts.
+        task_probability: classifier probability when the task was inferred (``task="auto"``), else None.
+        lesions: connected components (``unipet.quantify.components.Component``) of ``mask > 0``.
+        seconds: wall time of the prediction; tta_passes: sliding-window passes averaged.
+    """
+
+    mask: np.ndarray
+    task: str | None
+    task_probability: float | None
+    lesions: list = field(default_factory=list)
+    seconds: float = 0.0
+    tta_passes: int = 1
+
+
+def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` (0 = z, 1 = y, 2 = x), the empty one (no flip) first."""
+    axes = sorted(set(int(a) for a in axes))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise ConfigError(f"mirror axes must be among 0 (z), 1 (y), 2 (x), got {axes}")
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+class Predictor:
+    """Sliding-window predictor for a trained model.
+
+    Args:
+        model: a ``UnipetModel`` (eval mode is set).
+        meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.train.checkpoint``).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
+        overlap: fraction of a tile overlapping its neighbour (0–<1).
+        tta: mirroring test-time augmentation over ``tta_axes``.
+        tta_budget_s: stop adding mirrored passes once the next would exceed this many seconds.
+        tile_batch: tiles per forward pass.
+        amp: autocast dtype name on CUDA (``"bf16"``, ``"fp16"``, ``"none"``); CPU runs in float32.
+        stitch_device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where tiles are accumulated.
+    """
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "auto",
+                 overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] = (0, 1, 2),
+                 tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
+                 stitch_device: str = "auto") -> None:
+        from unipet.train.distributed import resolve_device
+
+        if not 0 <= overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {overlap}; 0.5 is nnU-Net's default")
+        self.device = resolve_device(device if device != "auto" else None)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.config = PreprocessConfig.from_dict(meta["preprocess"])
+        self.task_set = TaskSet.from_dict(meta["model"]["tasks"])
+        self.patch = tuple(int(p) for p in meta.get("patch_size") or meta["model"]["patch_size"])
+        self.pad = torch.as_tensor(channel_pad_values(self.config))
+        self.overlap, self.tile_batch = float(overlap), int(tile_batch)
+        self.mirrors = mirror_sets(tta_axes) if tta else [()]
+        self.tta_budget_s = tta_budget_s
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp] if self.device.type == "cuda" else None
+        self.stitch_device = stitch_device
+        self.activation = getattr(model, "output_activation", "softmax")
+        self.uses_organs = "organs" in (tuple(getattr(model, "requires", ())) + tuple(getattr(model, "accepts", ())))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "Predictor":
+        """Load ``path`` (run folder or checkpoint folder) and build a predictor (``kwargs`` as ``__init__``)."""
+        from unipet.train.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(path)
+        return cls(model, meta, **kwargs)
+
+    # ------------------------------------------------------------------ tasks
+    def task_index(self, task: str | int | None) -> int | None:
+        """Index of a task name / alias / index in the model's task set (None stays None)."""
+        if task is None or isinstance(task, (int, np.integer)):
+            return None if task is None else int(task)
+        return self.task_set.index(task)
+
+    def _check_task(self, task: int | None) -> None:
+        if task is None and "task" in getattr(self.model, "requires", ()):
+            raise MissingInputError(f"this model needs a task prompt; pass --task with one of "
+                                    f"{', '.join(self.task_set.names)} or --task auto if the model has a classifier")
+
+    def _padded(self, image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """``[1, C, ...]`` tensor padded at the far end to at least the patch size with each channel's minimum."""
+        x = torch.tensor(np.asarray(image, dtype=np.float32)) if isinstance(image, np.ndarray) else image.float()
+        shape = tuple(int(s) for s in x.shape[1:])
+        extra = [max(0, p - s) for p, s in zip(self.patch, shape)]
+        if any(extra):
+            out = self.pad.view(-1, 1, 1, 1).expand(x.shape[0], *[s + e for s, e in zip(shape, extra)]).clone()
+            out[:, :shape[0], :shape[1], :shape[2]] = x
+            x = out
+        return x[None], shape
+
+    @torch.no_grad()
+    def infer_task(self, image: np.ndarray | torch.Tensor) -> tuple[int, float] | None:
+        """Prompt-free task for a preprocessed ``image (C, z, y, x)``: ``(index, probability)``, or None when the
+        model has no task classifier (see the module docstring)."""
+        if not hasattr(self.model, "infer_task") or getattr(self.model, "task_classifier", True) is None:
+            return None
+        x, _ = self._padded(image)
+        starts = [sorted({*range(0, max(1, s - p + 1), p), max(0, s - p)}) for s, p in zip(x.shape[2:], self.patch)]
+        pad = self.pad.view(1, -1, 1, 1, 1)
+        grid = [x[:, :, z:z + self.patch[0], y:y + self.patch[1], xx:xx + self.patch[2]]
+                for z, y, xx in itertools.product(*starts)]
+        # tiles with at least 5 % of voxels above the background vote (all tiles if none does)
+        tiles = [t for t in grid if float((t > pad + 1e-3).any(dim=1).float().mean()) >= 0.05] or grid
+        votes = torch.zeros(len(self.task_set))
+        for i in range(0, len(tiles), self.tile_batch):
+            batch = torch.cat(tiles[i:i + self.tile_batch]).to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                idx, prob = self.model.infer_task(batch)
+            votes.index_add_(0, idx.cpu(), prob.float().cpu())
+        votes /= len(tiles)
+        best = int(votes.argmax())
+        return best, float(votes[best])
+
+    # ------------------------------------------------------------------ sliding window
+    def _stitch_device(self, x: torch.Tensor, channels: int) -> torch.device:
+        if self.stitch_device != "auto":
+            return self.device if self.stitch_device == self.device.type else torch.device(self.stitch_device)
+        if self.device.type != "cuda":
+            return self.device
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # input, the stitched output and the TTA sum, the weight map (float32)
+        need = 4 * (x.shape[1] + 2 * channels + 1) * x[0, 0].numel()
+        return self.device if need < 0.5 * free else torch.device("cpu")
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray | torch.Tensor, task: int | None = None,
+                      organs: np.ndarray | None = None) -> torch.Tensor:
+        """Class probabilities ``[K, z, y, x]`` float32 of a preprocessed ``image (C, z, y, x)``.
+
+        Averages the mirrored passes (``tta``) within the time budget. Softmax or sigmoid per the model.
+        """
+        from monai.inferers import sliding_window_inference
+
+        self._check_task(task)
+        x, shape = self._padded(image)
+        if self.uses_organs:
+            if organs is None:
+                if "organs" in getattr(self.model, "requires", ()):
+                    raise MissingInputError("this model needs an organ map; give studies with organs")
+                organs = np.zeros(shape, np.float32)
+            org = torch.zeros((1, 1, *x.shape[2:]))
+            org[0, 0, :shape[0], :shape[1], :shape[2]] = torch.as_tensor(np.asarray(organs, dtype=np.float32))
+            x = torch.cat([x, org], dim=1)
+
+        def window(tiles: torch.Tensor) -> torch.Tensor:
+            organ_tiles = None
+            if self.uses_organs:
+                tiles, organ_tiles = tiles[:, :-1], tiles[:, -1].round().long()
+            t = None if task is None else torch.full((tiles.shape[0],), int(task), dtype=torch.long, device=tiles.device)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                kw = {"organs": organ_tiles} if organ_tiles is not None else {}
+                logits = self.model(tiles, task=t, **kw)
+            logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+            logits = logits.float()
+            return logits.softmax(1) if self.activation == "softmax" else logits.sigmoid()
+
+        start = time.perf_counter()
+        out_dev = self._stitch_device(x, int(self.meta["model"].get("num_classes", 2)))
+        if out_dev.type == self.device.type:  # the whole volume fits: tiles are cut on the device, no per-tile copies
+            x = x.to(self.device)
+        total, passes = None, 0
+        for axes in self.mirrors:
+            t0 = time.perf_counter()
+            dims = [2 + a for a in axes]
+            inp = x.flip(dims) if dims else x
+            prob = sliding_window_inference(inp, self.patch, self.tile_batch, window, overlap=self.overlap,
+                                            mode="gaussian", sigma_scale=0.125, sw_device=self.device,
+                                            device=out_dev)
+            prob = prob.flip(dims) if dims else prob
+            total = prob if total is None else total + prob
+            passes += 1
+            elapsed, last = time.perf_counter() - start, time.perf_counter() - t0
+            if self.tta_budget_s is not None and elapsed + last > self.tta_budget_s:
+                break
+        self.last_passes = passes
+        out = (total / passes)[0]
+        return out[:, :shape[0], :shape[1], :shape[2]].float()
+
+    def labels_from_probabilities(self, prob: torch.Tensor) -> np.ndarray:
+        """``(z, y, x)`` uint8 label map from ``[K, z, y, x]`` probabilities.
+
+        Softmax: argmax. Sigmoid (the channels of the prompted task's foreground classes): one channel ->
+        ``p > 0.5``; several -> the most probable channel where it exceeds 0.5 (labels 1..K-1).
+        """
+        if self.activation == "softmax":
+            return prob.argmax(0).to(torch.uint8).cpu().numpy()
+        if prob.shape[0] == 1:
+            return (prob[0] > 0.5).to(torch.uint8).cpu().numpy()
+        best, idx = prob.max(0)
+        return ((idx + 1) * (best > 0.5)).to(torch.uint8).cpu().numpy()
+
+    def _binary(self, prob: torch.Tensor) -> bool:
+        """True for a lesion-vs-background output (2 softmax classes or 1 sigmoid channel)."""
+        return prob.shape[0] == (2 if self.activation == "softmax" else 1)
+
+    def segment(self, image: np.ndarray | torch.Tensor, task: int | None = None,
+                organs: np.ndarray | None = None) -> np.ndarray:
+        """``(z, y, x)`` uint8 label map of a preprocessed ``image (C, z, y, x)`` on its own grid."""
+        return self.labels_from_probabilities(self.probabilities(image, task, organs))
+
+    # ------------------------------------------------------------------ studies
+    def predict_study(self, study: Study, task: str | int | None = None, connectivity: int = 18) -> Prediction:
+        """Predict one study end to end (see the module docstring).
+
+        Args:
+            study: the study (any orientation; PET/CT as the checkpoint's channels need).
+            task: a task name/alias/index, ``"auto"`` (prompt-free), or None (the study's own task if it has
+                one, else ``"auto"`` when the model has a classifier).
+            connectivity: of the lesion table's components.
+
+        Returns:
+            A ``Prediction`` whose mask is on the study's grid.
+        """
+        from unipet.quantify.components import components
+
+        start = time.perf_counter()
+        pre = preprocess_study(study, self.config, with_label=False)
+        probability = None
+        if task is None:
+            task = study.task if (study.task is not None and study.task in self.task_set) else AUTO
+        if task == AUTO:
+            inferred = self.infer_task(pre.image)
+            index = None if inferred is None else inferred[0]
+            probability = None if inferred is None else inferred[1]
+        else:
+            index = self.task_index(task)
+        prob = self.probabilities(pre.image, index, pre.organs)
+        if self.config.target_spacing is not None and self._binary(prob):
+            # back to the study grid by linear interpolation of the lesion probability, then p > 0.5 (for two
+            # classes the same as the argmax, without the staircase of nearest-neighbour label resampling)
+            fg = (prob[1] if self.activation == "softmax" else prob[0]).cpu().numpy()
+            mask = (restore_to_study_grid(fg, pre, order=1, fill=0.0) > 0.5).astype(np.uint8)
+        else:
+            mask = restore_to_study_grid(self.labels_from_probabilities(prob), pre, order=0, fill=0)
+        _, comps = components(mask > 0, study.spacing, study.affine, connectivity=connectivity)
+        name = None if index is None else self.task_set.names[index]
+        return Prediction(mask=mask, task=name, task_probability=probability, lesions=comps,
+                          seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1))
+
+
+def lesion_table_csv(lesions: Sequence[Any]) -> str:
+    """CSV text of a lesion table: ``id, voxels, volume_ml, centroid_x_mm, centroid_y_mm, centroid_z_mm``."""
+    rows = ["id,voxels,volume_ml,centroid_x_mm,centroid_y_mm,centroid_z_mm"]
+    for c in lesions:
+        x, y, z = c.centroid_mm
+        rows.append(f"{c.label},{c.voxels},{c.volume_ml:.4f},{x:.2f},{y:.2f},{z:.2f}")
+    return "\n".join(rows) + "\n"
+
+
+def write_prediction(prediction: Prediction, study: Study, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``OUT_DIR/<study>_lesions.csv`` then ``OUT_DIR/<study>.nii.gz`` (atomic; the mask last, so its
+    presence means the study is complete). Returns the mask path."""
+    from unipet.fileio import atomic_write_text
+    from unipet.io.nifti import save_volume
+
+    out = Path(out_dir)
+    atomic_write_text(out / f"{study.study_id}_lesions.csv", lesion_table_csv(prediction.lesions), overwrite=overwrite)
+    return save_volume(prediction.mask.astype(np.uint8), study.affine, out / f"{study.study_id}.nii.gz",
+                       overwrite=overwrite)

@@ -1,0 +1,118 @@
+"""Training losses: Dice + cross-entropy with deep supervision (softmax models), BCE + Dice on the annotated
+classes only (sigmoid / partial-label models), and the auxiliary task-classifier cross-entropy.
+
+- Softmax models: MONAI's ``DiceCELoss`` configured as nnU-Net's: batch Dice (``batch=True``) over the
+  foreground classes only (``include_background=False``, nnU-Net's ``do_bg=False``), smoothing 1e-5 in numerator
+  and denominator; ``smooth=0`` gives Dice without smoothing (the denominator then gets 1e-8, nnU-Net's clamp).
+  Dice and CE are summed with weight 1 each.
+- Deep supervision: outputs ``[full, 1/2, 1/4, ...]``; targets are nearest-downsampled to each output's size;
+  weights ``1/2^i`` with the lowest resolution's weight set to 0, normalised to sum 1 (nnU-Net).
+- Sigmoid models (DoDNet, CLIP-Universal: one channel per foreground class of each sample's own task):
+  ``unipet.models.universal.partial_label_dice_bce`` — BCE + per-sample, per-class soft Dice over the
+  (sample, class) pairs annotated, which here are the classes of the sample's task (its label annotates them).
+- Models exposing ``last_task_logits [B, N]`` (the prompt-free classifier) add ``weight * CE(logits, task)``.
+
+All losses are computed in float32 whatever the autocast dtype of the logits.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from unipet.errors import ConfigError
+
+
+def deep_supervision_weights(n: int) -> list[float]:
+    """nnU-Net's weights for ``n`` outputs (full resolution first): ``1/2^i``, the last 0, normalised.
+
+    ``deep_supervision_weights(5) == [8/15, 4/15, 2/15, 1/15, 0]``; a single output gets ``[1.0]``.
+    """
+    if n <= 1:
+        return [1.0]
+    w = [1.0 / 2 ** i for i in range(n)]
+    w[-1] = 0.0
+    total = sum(w)
+    return [v / total for v in w]
+
+
+def downsample_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of ``label [B, D, H, W]`` (integers) to ``size`` (D', H', W')."""
+    if tuple(label.shape[1:]) == tuple(size):
+        return label
+    return F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")[:, 0].to(label.dtype)
+
+
+class DiceCE:
+    """nnU-Net's Dice + CE for softmax logits ``[B, K, D, H, W]`` and integer targets ``[B, D, H, W]``.
+
+    Args:
+        smooth: Dice smoothing (1e-5 like nnU-Net; 0 for Dice without smoothing).
+        batch_dice: Dice over the whole batch (nnU-Net's default for 3-D) instead of per sample.
+        include_background: also average the background class's Dice (nnU-Net: False).
+    """
+
+    def __init__(self, smooth: float = 1e-5, batch_dice: bool = True, include_background: bool = False) -> None:
+        from monai.losses import DiceCELoss
+
+        self.loss = DiceCELoss(include_background=include_background, to_onehot_y=True, softmax=True,
+                               batch=batch_dice, smooth_nr=smooth, smooth_dr=smooth if smooth > 0 else 1e-8,
+                               lambda_dice=1.0, lambda_ce=1.0)
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits.float(), target[:, None].long())
+
+
+def sigmoid_targets(target: torch.Tensor, channels: int) -> torch.Tensor:
+    """One binary map per foreground class: ``[B, D, H, W]`` labels -> ``[B, channels, D, H, W]`` (class c+1 in c)."""
+    return torch.stack([target == c for c in range(1, channels + 1)], dim=1).float()
+
+
+class SegmentationLoss:
+    """The training loss of a model: segmentation (with deep supervision) + auxiliary task classification.
+
+    Args:
+        activation: the model's ``output_activation`` (``"softmax"`` or ``"sigmoid"``).
+        smooth: Dice smoothing.
+        batch_dice: batch Dice for softmax models.
+        task_weight: weight of the task-classifier CE (0 disables it).
+    """
+
+    def __init__(self, activation: str = "softmax", smooth: float = 1e-5, batch_dice: bool = True,
+                 task_weight: float = 0.1) -> None:
+        if activation not in ("softmax", "sigmoid"):
+            raise ConfigError(f"unknown output activation {activation!r}; models declare 'softmax' or 'sigmoid'")
+        self.activation, self.smooth, self.task_weight = activation, float(smooth), float(task_weight)
+        self.dice_ce = DiceCE(smooth, batch_dice) if activation == "softmax" else None
+
+    def segmentation(self, logits: torch.Tensor, target: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        """Loss of one output ``[B, K, d, h, w]`` against the target resized to its grid."""
+        target = downsample_label(target, logits.shape[2:])
+        if self.dice_ce is not None:
+            return self.dice_ce(logits, target)
+        from unipet.models.universal import partial_label_dice_bce
+
+        # the sigmoid models return the channels of each sample's own task, all annotated by its label
+        annotated = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
+        return partial_label_dice_bce(logits.float(), sigmoid_targets(target, logits.shape[1]), annotated, self.smooth)
+
+    def __call__(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor,
+                 task: torch.Tensor | None = None, task_logits: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, parts)`` for the model outputs (a tensor, or a deep-supervision list, full resolution first).
+
+        ``parts`` holds floats for logging: ``seg`` (weighted segmentation loss), ``task`` (weighted task CE).
+        """
+        outs = [outputs] if torch.is_tensor(outputs) else list(outputs)
+        weights = deep_supervision_weights(len(outs))
+        seg = sum(w * self.segmentation(o, target, task) for w, o in zip(weights, outs) if w > 0)
+        parts: dict[str, Any] = {"seg": float(seg.detach())}
+        loss = seg
+        if self.task_weight > 0 and task_logits is not None and task is not None:
+            from unipet.models.prompt_free import task_classification_loss
+
+            aux = task_classification_loss(task_logits.float(), task, self.task_weight)
+            parts["task"] = float(aux.detach())
+            loss = loss + aux
+        return loss, parts

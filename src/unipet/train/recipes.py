@@ -1,0 +1,191 @@
+"""Training recipes as data: one dataclass holding every choice of a run, recorded with its checkpoint.
+
+Shipped recipes:
+
+- ``nnunet``: SGD, Nesterov momentum 0.99, lr 1e-2 with poly decay (exponent 0.9), weight decay 3e-5, 1000 epochs
+  x 250 iterations, batch 2, patch 112x160x128, 1/3 foreground oversampling, deep supervision, gradient
+  clipping at 12 (nnU-Net v2).
+- ``dpdnet``: the DpDNet release trains inside the nnU-Net/STU-Net trainer with lr 1e-4 and weight decay 1e-3;
+  the optimizer is AdamW as the paper states. Poly decay, deep supervision and clipping as nnU-Net.
+- ``transformer``: AdamW (lr 1e-4, wd 1e-5), linear warm-up over 5 % of the iterations then cosine decay to 0,
+  gradient clipping at 1 — the usual recipe of UNETR/SwinUNETR/CLIP-driven models.
+
+A recipe can also be a JSON or YAML file with any of the fields (unknown fields are refused); ``load_recipe``
+accepts ``base: NAME`` in a file to start from a shipped recipe.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unipet.data.augment import AugmentConfig
+from unipet.errors import ConfigError
+
+
+@dataclass
+class Recipe:
+    """Every setting of a training run.
+
+    Attributes:
+        name: recipe name.
+        optimizer: ``"sgd"`` (Nesterov) or ``"adamw"``.
+        lr, weight_decay, momentum, betas: optimizer settings.
+        schedule: ``"poly"`` (``lr * (1 - it/iterations)^poly_exponent``) or ``"cosine"`` (after warm-up).
+        warmup_iterations: linear warm-up from 0 (0 = none).
+        iterations: optimizer steps.
+        patch_size: ``(D, H, W)`` voxels; batch_size: samples per step (per process under DDP).
+        sampling: patch mix ``{"lesion", "random", "negative"}`` (``unipet.data.sampling``).
+        batch_mode: ``"mixed"`` (per-sample task) or ``"single-task"`` (one task per batch, UniSeg).
+        augmentation: ``AugmentConfig`` fields.
+        deep_supervision: train on every decoder resolution.
+        amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
+        grad_clip: gradient-norm clipping (0 = off).
+        dice_smooth: Dice smoothing (0 = without smoothing); batch_dice: nnU-Net's batch Dice.
+        task_loss_weight: weight of the auxiliary task-classifier CE.
+        checkpoint_every: iterations between checkpoints; validate_every / validate_cases: periodic
+            full-volume validation (0 = off).
+        workers: DataLoader worker processes.
+        seed: base seed of initialisation, sampling and augmentation.
+        compile: ``torch.compile`` the model; channels_last: use ``channels_last_3d`` memory format.
+    """
+
+    name: str = "nnunet"
+    optimizer: str = "sgd"
+    lr: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "poly"
+    poly_exponent: float = 0.9
+    warmup_iterations: int = 0
+    iterations: int = 250_000
+    patch_size: tuple[int, int, int] = (112, 160, 128)
+    batch_size: int = 2
+    sampling: dict[str, float] = field(default_factory=lambda: {"lesion": 0.33, "random": 0.67, "negative": 0.0})
+    batch_mode: str = "mixed"
+    augmentation: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
+    deep_supervision: bool = True
+    amp: str = "auto"
+    grad_clip: float = 12.0
+    dice_smooth: float = 1e-5
+    batch_dice: bool = True
+    task_loss_weight: float = 0.1
+    checkpoint_every: int = 1000
+    validate_every: int = 0
+    validate_cases: int = 4
+    workers: int = 4
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"], d["patch_size"] = list(self.betas), list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown recipe fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        for key in ("betas", "patch_size"):
+            if key in d:
+                d[key] = tuple(d[key])
+        recipe = cls(**d)
+        recipe.validate()
+        return recipe
+
+    def validate(self) -> None:
+        """Raise ConfigError for settings that cannot work."""
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"recipe optimizer {self.optimizer!r} is not known; use 'sgd' or 'adamw'")
+        if self.schedule not in ("poly", "cosine"):
+            raise ConfigError(f"recipe schedule {self.schedule!r} is not known; use 'poly' or 'cosine'")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ConfigError(f"recipe amp {self.amp!r} is not known; use auto, bf16, fp16 or none")
+        if self.iterations < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ConfigError("recipe needs iterations >= 1, batch_size >= 1 and a 3-D patch_size of positive sizes")
+        AugmentConfig.from_dict(self.augmentation)
+
+    def with_overrides(self, **overrides: Any) -> "Recipe":
+        """A copy with the non-None ``overrides`` applied (and validated)."""
+        return Recipe.from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+
+    # ------------------------------------------------------------------ optimisation
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate at step ``iteration`` (0-based); a pure function of the iteration, so resuming needs
+        no scheduler state."""
+        it, total = int(iteration), max(1, self.iterations)
+        if self.warmup_iterations and it < self.warmup_iterations:
+            return self.lr * (it + 1) / self.warmup_iterations
+        if self.schedule == "poly":
+            return self.lr * (1 - min(it, total - 1) / total) ** self.poly_exponent
+        span = max(1, total - self.warmup_iterations)
+        progress = min(1.0, (it - self.warmup_iterations) / span)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The recipe's optimizer over ``params``."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True,
+                                   weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.lr, betas=tuple(self.betas), weight_decay=self.weight_decay)
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """Autocast dtype on ``device`` (None = full precision)."""
+        mode = self.amp
+        if mode == "auto":
+            mode = "bf16" if device.type == "cuda" else "none"
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
+
+
+RECIPES: dict[str, Recipe] = {
+    "nnunet": Recipe(),
+    "dpdnet": Recipe(name="dpdnet", optimizer="adamw", lr=1e-4, weight_decay=1e-3),
+    "transformer": Recipe(name="transformer", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+                          warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False),
+}
+
+
+def load_recipe(source: str | Path | Recipe | None = None, **overrides: Any) -> Recipe:
+    """A recipe from a shipped name, a JSON/YAML file, or a Recipe; non-None ``overrides`` are applied.
+
+    A file may name ``base: <shipped recipe>`` and give only the fields it changes.
+    """
+    if isinstance(source, Recipe):
+        recipe = source
+    elif source is None or str(source) in RECIPES:
+        recipe = RECIPES[str(source or "nnunet")]
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"recipe {source!r} is neither a shipped recipe ({', '.join(RECIPES)}) nor a file")
+        text = path.read_text()
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+            raise ConfigError(f"recipe file {path} cannot be parsed ({exc}); write JSON or YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"recipe file {path} must hold a mapping of recipe fields")
+        base = data.pop("base", None)
+        if base is not None and base not in RECIPES:
+            raise ConfigError(f"recipe file {path}: unknown base {base!r}; use one of {', '.join(RECIPES)}")
+        data.setdefault("name", path.stem)
+        recipe = RECIPES[base or "nnunet"].with_overrides(**data)
+    if overrides:
+        recipe = recipe.with_overrides(**overrides)
+    recipe = replace(recipe)
+    recipe.validate()
+    return recipe

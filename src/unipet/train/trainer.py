@@ -1,0 +1,398 @@
+"""The training loop: cache -> sampler -> augmentation -> model -> loss, with checkpoints, resume, DDP.
+
+Everything random is reproducible from the recipe's seed: model initialisation (``torch.manual_seed(seed)``),
+patches (counter-based, ``unipet.data.sampling``) and augmentation (a generator seeded from
+``(seed, rank, iteration)`` every step). The learning rate is a function of the iteration. Resuming therefore
+restores weights, optimizer, grad scaler, the iteration and the global RNG states, and continues bit-for-bit
+where the checkpoint was written (on the same hardware and settings).
+
+Interruptions: a checkpoint is written every ``checkpoint_every`` iterations and at the end, so a SIGKILL
+loses at most one interval; SIGTERM (e.g. a cluster's pre-emption) sets a flag, the loop writes a checkpoint
+at the end of the current step and returns. Under DDP rank 0 writes checkpoints and logs; the stop flag is
+shared through an all-reduce.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from unipet.data.augment import AugmentConfig, augment_batch
+from unipet.data.cache import Cache
+from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
+from unipet.errors import ConfigError, InputFileError, OutputExistsError
+from unipet.train import checkpoint as ckpt
+from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
+from unipet.train.losses import SegmentationLoss
+from unipet.train.recipes import Recipe, load_recipe
+
+Callback = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """Outcome of ``train``: where the run is, the last iteration done, and this invocation's losses."""
+
+    run_dir: Path
+    iteration: int
+    stopped: bool
+    losses: list[float] = field(default_factory=list)
+    validation: dict[str, float] = field(default_factory=dict)
+    model: torch.nn.Module | None = None
+    data_wait_share: float = 0.0
+    iterations_per_s: float = 0.0
+
+
+def step_seed(seed: int, rank: int, iteration: int) -> int:
+    """Seed of the augmentation generator at ``iteration`` (63-bit, from numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed, rank, iteration, 7]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def open_data(data: str | Path | Cache, run_dir: Path, info: DistInfo) -> Cache:
+    """A Cache from a cache folder, a Cache, or a manifest JSON (preprocessed into ``RUN_DIR/cache`` first)."""
+    if isinstance(data, Cache):
+        return data
+    path = Path(data)
+    if path.is_dir() and (path / "cache.json").exists():
+        return Cache(path)
+    if path.is_file() and path.suffix == ".json":
+        from unipet.data.cache import build_cache
+        from unipet.io.manifest import Manifest
+
+        if info.is_main:
+            build_cache(Manifest.load(path), run_dir / "cache")
+        barrier(info)
+        return Cache(run_dir / "cache")
+    raise InputFileError(f"{path} is neither a unipet cache folder (cache.json) nor a manifest JSON; run "
+                         "`unipet import` / `unipet preprocess` first")
+
+
+def build_meta(model: torch.nn.Module, cache: Cache, recipe: Recipe, sampler: PatchSampler, iteration: int,
+               complete: bool) -> dict[str, Any]:
+    """Checkpoint metadata: everything prediction needs to repeat training's preprocessing and rebuild the model."""
+    cfg = cache.config
+    spacing = list(cfg.target_spacing) if cfg.target_spacing else cache.meta.get("fingerprint", {}).get("spacing", {}).get("median")
+    return {
+        "model": model.config, "output_activation": getattr(model, "output_activation", "softmax"),
+        "channels": list(cfg.channels), "preprocess": cfg.to_dict(), "spacing": spacing,
+        "patch_size": list(recipe.patch_size), "tasks": cache.task_set.names, "recipe": recipe.to_dict(),
+        "sampler": sampler.describe(),
+        "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids), "source": cache.meta.get("source")},
+        "iteration": int(iteration), "complete": bool(complete),
+    }
+
+
+class _WithTaskLogits(torch.nn.Module):
+    """Returns ``(outputs, task_logits)`` so that the auxiliary classifier's logits are forward outputs (DDP
+    must see every parameter it reduces inside ``forward``); task_logits is None for models without one."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, **inputs: Any):
+        out = self.model(x, **inputs)
+        return out, getattr(self.model, "last_task_logits", None)
+
+
+class _StopFlag:
+    """SIGTERM handler that only sets a flag (installed in the main thread; restored on exit)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal API
+        self.set = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], meta: dict[str, Any],
+              device: torch.device) -> dict[str, float]:
+    """Mean Dice per task on whole cached validation volumes (sliding window, no TTA)."""
+    from unipet.infer.predictor import Predictor
+
+    was_training = model.training
+    predictor = Predictor(model, meta, device=device, overlap=0.5, tile_batch=2)
+    scores: dict[str, list[float]] = {}
+    for cid in case_ids:
+        case = cache.load(cid, mmap=True)
+        if case.label is None:
+            continue
+        task = predictor.task_index(case.task) if case.task else None
+        pred = predictor.segment(np.asarray(case.image), task, None if case.organs is None else np.asarray(case.organs)) > 0
+        ref = np.asarray(case.label) > 0
+        denom = pred.sum() + ref.sum()
+        scores.setdefault(case.task or "all", []).append(1.0 if denom == 0 else 2.0 * (pred & ref).sum() / denom)
+    model.train(was_training)
+    return {f"dice/{k}": float(np.mean(v)) for k, v in scores.items()}
+
+
+def train(
+    data: str | Path | Cache,
+    model_name: str,
+    run_dir: str | Path,
+    recipe: str | Path | Recipe | None = None,
+    model_kw: dict[str, Any] | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    iterations: int | None = None,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train ``model_name`` on a cache (or a manifest, cached first) into ``run_dir``.
+
+    Args:
+        data: cache folder, Cache, or manifest JSON.
+        model_name: registry name (``unipet.models.available()``).
+        run_dir: output folder; ``checkpoint/`` (safetensors + JSON), ``log.jsonl`` and ``tb/`` go there.
+        recipe: shipped recipe name, JSON/YAML file or Recipe; ``iterations``, ``patch_size``,
+            ``batch_size``, ``workers``, ``checkpoint_every`` override it.
+        model_kw: builder keyword arguments (e.g. ``{"base_width": 8}``); ``num_classes`` may be given here.
+        device: ``cpu``, ``cuda`` or None (CUDA when available; ``cuda:LOCAL_RANK`` under torchrun).
+        resume: continue from ``run_dir/checkpoint`` (its recipe and data; ``iterations``, ``workers`` and
+            ``checkpoint_every`` may change, e.g. to extend a run); without it an existing checkpoint is refused.
+        progress: show a rich progress bar (rank 0).
+        tensorboard: write TensorBoard scalars when ``tensorboard`` is installed.
+        callbacks: ``callback(iteration, logs)`` after every step (iteration counts completed steps; logs hold
+            ``loss``, ``lr``, loss parts, ``data_s`` (seconds waiting for the batch) and ``step_s``).
+
+    Returns:
+        ``TrainResult`` (the trained, unwrapped model on its device in ``.model``).
+    """
+    from unipet.models import create
+
+    run_dir = Path(run_dir)
+    info = init_distributed(device)
+    try:
+        cache = open_data(data, run_dir, info)
+        state_tensors: dict[str, torch.Tensor] = {}
+        state: dict[str, Any] = {}
+        if resume:
+            meta_old = ckpt.read_meta(run_dir)
+            if meta_old.get("model", {}).get("name") != model_name:
+                raise ConfigError(f"{run_dir} holds a {meta_old.get('model', {}).get('name')} run; resume it with "
+                                  "the same --model or choose another --out")
+            if meta_old.get("data", {}).get("fingerprint") != ckpt.data_fingerprint(cache):
+                raise ConfigError(f"{run_dir} was trained on other data (data fingerprint differs); resume with the "
+                                  "same cache or start a new run")
+            recipe = Recipe.from_dict(meta_old["recipe"])
+            fixed = {"patch_size": None if patch_size is None else tuple(int(v) for v in patch_size),
+                     "batch_size": batch_size}
+            for name, value in fixed.items():
+                if value is not None and value != getattr(recipe, name):
+                    raise ConfigError(f"{run_dir} was trained with {name} {getattr(recipe, name)}; a resumed run keeps "
+                                      "it (drop the option, or start a new run)")
+            # a run may be extended (--iterations) or given other workers / checkpoint interval
+            recipe = recipe.with_overrides(iterations=iterations, workers=workers, checkpoint_every=checkpoint_every)
+            state_tensors, state = ckpt.load_train_state(run_dir)
+        else:
+            if (run_dir / ckpt.CHECKPOINT).exists() or (run_dir / ckpt.OLD).exists():
+                raise OutputExistsError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or "
+                                        "choose another --out")
+            recipe = load_recipe(recipe, iterations=iterations, batch_size=batch_size, workers=workers,
+                                 checkpoint_every=checkpoint_every,
+                                 patch_size=tuple(patch_size) if patch_size is not None else None)
+        dev = info.device
+        if resume:  # the model is rebuilt exactly as recorded
+            kw = dict(meta_old["model"].get("kwargs", {}))
+            num_classes = int(meta_old["model"]["num_classes"])
+        else:
+            kw = dict(model_kw or {})
+            num_classes = int(kw.pop("num_classes", 2))
+        torch.manual_seed(recipe.seed)
+        model = create(model_name, in_channels=len(cache.config.channels), num_classes=num_classes,
+                       tasks=cache.task_set, patch_size=recipe.patch_size, **kw)
+        if resume:
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
+        model.to(dev)
+        if recipe.channels_last:
+            model.to(memory_format=torch.channels_last_3d)
+        model.set_deep_supervision(recipe.deep_supervision)
+        model.train()
+        optimizer = recipe.make_optimizer(model.parameters())
+        amp_dtype = recipe.amp_dtype(dev)
+        scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
+        start = 0
+        if resume:
+            ckpt.restore_optimizer(optimizer, state_tensors, state)
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            start = int(state["iteration"])
+            if info.is_main:
+                ckpt.set_rng_state(state_tensors, state["rng"])
+            else:
+                torch.manual_seed(step_seed(recipe.seed, info.rank, start))
+        net = wrap_model(_WithTaskLogits(model), info)
+        if recipe.compile:
+            net = torch.compile(net)
+
+        uses_organs = "organs" in (tuple(model.requires) + tuple(model.accepts))
+        sampler = PatchSampler(cache, patch_size=recipe.patch_size, mix=recipe.sampling, seed=recipe.seed,
+                               rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs)
+        val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
+        aug = AugmentConfig.from_dict(recipe.augmentation)
+        pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
+        channels = [c.upper() for c in cache.config.channels]
+        pet_channel = channels.index("PET") if "PET" in channels else None
+        loss_fn = SegmentationLoss(model.output_activation, recipe.dice_smooth, recipe.batch_dice,
+                                   recipe.task_loss_weight)
+
+        def save(iteration: int, complete: bool) -> None:
+            if not info.is_main:
+                return
+            meta = build_meta(model, cache, recipe, sampler, iteration, complete)
+            train_state = {"iteration": iteration, "sampler": {"seed": sampler.seed, "next_batch": iteration},
+                           "scaler": scaler.state_dict() if scaler.is_enabled() else None}
+            ckpt.save_checkpoint(run_dir, model, meta, optimizer, train_state)
+
+        result = TrainResult(run_dir=run_dir, iteration=start, stopped=False)
+        if start >= recipe.iterations:
+            result.model = model
+            return result
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        writer = _tensorboard(run_dir, tensorboard and info.is_main)
+        bar = _progress_bar(progress and info.is_main, recipe.iterations, start)
+        loader = iter(make_loader(sampler, recipe.batch_size, start=start, workers=recipe.workers,
+                                  pin_memory=dev.type == "cuda"))
+        wait_total, t_begin = 0.0, time.perf_counter()
+        it = start
+        try:
+            with _StopFlag() as stop:
+                while it < recipe.iterations:
+                    t0 = time.perf_counter()
+                    batch = next(loader)
+                    x = batch["image"].to(dev, non_blocking=True)
+                    y = batch["label"].to(dev, non_blocking=True).long()
+                    task = batch["task"].to(dev, non_blocking=True)
+                    organs = batch["organs"].to(dev, non_blocking=True) if uses_organs else None
+                    wait = time.perf_counter() - t0
+                    wait_total += wait
+                    gen = torch.Generator(device=dev)
+                    gen.manual_seed(step_seed(recipe.seed, info.rank, it))
+                    x, y = augment_batch(x, y, aug, gen, pad, pet_channel)
+                    if recipe.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last_3d)
+                    lr = recipe.lr_at(it)
+                    inputs = {"task": task, **({"organs": organs} if organs is not None else {})}
+                    value, parts = _optimise(net, model, optimizer, scaler, loss_fn, recipe, lr, amp_dtype, x, y,
+                                             inputs)
+                    it += 1
+                    result.losses.append(value)
+                    logs = {"loss": value, "lr": lr, **parts, "data_s": wait, "step_s": time.perf_counter() - t0}
+                    if val_ids and info.is_main and it % recipe.validate_every == 0:
+                        meta = build_meta(model, cache, recipe, sampler, it, False)
+                        logs.update(_validate(model, cache, val_ids, meta, dev))
+                        result.validation = {k: v for k, v in logs.items() if k.startswith("dice/")}
+                    if bar is not None:
+                        bar[0].update(bar[1], completed=it, loss=value,
+                                      rate=(it - start) / max(time.perf_counter() - t_begin, 1e-9))
+                    for cb in callbacks:
+                        cb(it, logs)
+                    stopping = any_flag(stop.set, info)
+                    saving = it % recipe.checkpoint_every == 0 or it == recipe.iterations or stopping
+                    if info.is_main:
+                        _log(run_dir, writer, it, logs, wait_total, time.perf_counter() - t_begin, it - start, saving)
+                    if saving:
+                        save(it, it == recipe.iterations)
+                        barrier(info)
+                    if stopping:
+                        result.stopped = True
+                        break
+        finally:
+            if bar is not None:
+                bar[0].stop()
+            if writer is not None:
+                writer.close()
+        elapsed = time.perf_counter() - t_begin
+        result.iteration = it
+        result.model = model
+        result.data_wait_share = wait_total / elapsed if elapsed > 0 else 0.0
+        result.iterations_per_s = (it - start) / elapsed if elapsed > 0 else 0.0
+        return result
+    finally:
+        shutdown(info)
+
+
+def _optimise(net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
+              loss_fn: SegmentationLoss, recipe: Recipe, lr: float, amp_dtype: torch.dtype | None,
+              x: torch.Tensor, y: torch.Tensor, inputs: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+    """One optimizer step at learning rate ``lr`` on ``x [B, C, D, H, W]``, ``y [B, D, H, W]``: forward under
+    autocast, loss in float32, (scaled) backward, gradient clipping, step. Returns ``(loss, loss parts)``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        out, task_logits = net(x, **inputs)
+    loss, parts = loss_fn(out, y, inputs["task"], task_logits)
+    if not torch.isfinite(loss):
+        raise ConfigError(f"training diverged (the loss became {float(loss)}); train again with a lower lr (a "
+                          "recipe file with 'base' and 'lr') or with amp 'bf16' / 'none'")
+    scaler.scale(loss).backward()
+    if recipe.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), parts
+
+
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _progress_bar(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
+                   TimeRemainingColumn(), transient=False)
+    bar.start()
+    task = bar.add_task("train", total=total, completed=start, loss=math.nan, rate=0.0)
+    return bar, task
+
+
+def _log(run_dir: Path, writer, it: int, logs: dict[str, Any], wait: float, elapsed: float, steps: int,
+         force: bool) -> None:
+    """TensorBoard scalars every step; a ``log.jsonl`` line every 10 steps, after validation and when ``force``."""
+    if writer is not None:
+        for k, v in logs.items():
+            writer.add_scalar(k, v, it)
+    if force or it % 10 == 0 or any(k.startswith("dice/") for k in logs):
+        record = {"iteration": it, **{k: round(v, 6) for k, v in logs.items()},
+                  "it_per_s": round(steps / elapsed, 4) if elapsed > 0 else None,
+                  "data_wait_share": round(wait / elapsed, 4) if elapsed > 0 else None}
+        with open(run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,127 @@
+"""Patch sampler: lesion-instance balance, kind shares, padding, counter-based determinism, DataLoader workers."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _synthetic import tiny_study
+from unipet.data.cache import Cache, build_cache
+from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader, read_patch
+from unipet.errors import ConfigError
+from unipet.io.layouts import import_autopet
+from unipet.io.nifti import save_volume
+
+SHAPE = (16, 24, 24)
+
+
+def _write(root: Path, study) -> None:
+    d = root / study.patient_id / study.study_id
+    save_volume(study.pet, study.affine, d / "SUV.nii.gz")
+    save_volume(study.ct, study.affine, d / "CTres.nii.gz")
+    save_volume(study.label, study.affine, d / "SEG.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Cache:
+    """Three cases: one with a big (5x6x6) and a small (1 voxel) lesion, one with a medium lesion, one lesion-free."""
+    root = tmp_path_factory.mktemp("ap")
+    rows = ["study_id,patient_id,task"]
+    specs = {0: [(slice(3, 8), slice(4, 10), slice(5, 11)), (slice(11, 12), slice(17, 18), slice(16, 17))],
+             1: [(slice(6, 9), slice(8, 11), slice(8, 11))], 2: []}
+    for i, boxes in specs.items():
+        s = tiny_study(i, shape=SHAPE, lesion=False, task=("lymphoma", "melanoma", "lung_cancer")[i])
+        for box in boxes:
+            s.label[box] = 1
+            s.pet[box] = 8.0
+        _write(root, s)
+        rows.append(f"{s.study_id},{s.patient_id},{s.task}")
+    (root / "clinical.csv").write_text("\n".join(rows) + "\n")
+    manifest = import_autopet(root)
+    for c in manifest:
+        c.split = "train"
+    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c", crop_to_body=False)
+
+
+def test_read_patch_pads_outside_with_channel_value():
+    arr = np.arange(2 * 4 * 5 * 6, dtype=np.float32).reshape(2, 4, 5, 6)
+    out = read_patch(arr, (-1, 3, 4), (3, 4, 4), np.array([-7.0, -9.0], np.float32))
+    assert out.shape == (2, 3, 4, 4)
+    np.testing.assert_array_equal(out[:, 1:, :2, :2], arr[:, 0:2, 3:5, 4:6])
+    assert np.all(out[0, 0] == -7.0) and np.all(out[1, 0] == -9.0)  # z = -1 is outside
+    assert np.all(out[:, :, 2:] == [[[[-7.0]]], [[[-9.0]]]])  # y >= 5 outside
+    assert np.all(read_patch(arr, (10, 0, 0), (2, 2, 2), 0.0) == 0)
+
+
+def test_pad_values_are_the_normalised_minimum(cache):
+    pad = channel_pad_values(cache.config)
+    for c, case_id in enumerate(cache.case_ids):
+        image = cache.load(case_id).image
+        assert np.all(image.reshape(image.shape[0], -1).min(axis=1) >= pad - 1e-5)
+    ct_index = list(cache.config.channels).index("CT")
+    air = cache.load(cache.case_ids[0]).image[ct_index, 0, 0, 0]  # the corner is air (-1000 HU, clipped)
+    assert air == pytest.approx(pad[ct_index], abs=1e-5)
+
+
+def test_lesions_are_sampled_equally_often_whatever_their_size(cache):
+    sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 1.0}, seed=3)
+    rng = sampler.rng(0)
+    counts: Counter = Counter()
+    for _ in range(1500):
+        p = sampler.draw(rng)
+        counts[p.lesion] += 1
+        assert p.kind == "lesion" and p.label.sum() > 0  # the chosen lesion voxel lies inside the patch
+    sizes = {(c, les["id"]): les["voxels"] for c, les in sampler.lesions}
+    assert len(counts) == 3 and max(sizes.values()) >= 180 and min(sizes.values()) == 1
+    for key, n in counts.items():
+        assert 1500 / 3 * 0.85 < n < 1500 / 3 * 1.15, (key, sizes[key], n)
+
+
+def test_kind_shares_and_negatives(cache):
+    sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.3, "negative": 0.2}, seed=1)
+    kinds = Counter()
+    negative_case = [c for c in cache.case_ids if not cache.info(c)["lesions"]]
+    for i in range(250):
+        b = sampler.batch(i, 4)
+        kinds.update(b["kind"])
+        for k, cid, lab in zip(b["kind"], b["case_id"], b["label"]):
+            if k == "negative":
+                assert [cid] == negative_case and lab.sum() == 0
+    total = sum(kinds.values())
+    assert kinds["negative"] / total == pytest.approx(0.2, abs=0.035)
+    assert kinds["lesion"] / total == pytest.approx(0.5, abs=0.045)
+    assert sampler.describe()["mix"] == pytest.approx({"lesion": 0.5, "random": 0.3, "negative": 0.2})
+
+
+def test_mix_without_lesion_free_cases_is_renormalised(cache):
+    with_lesions = [c for c in cache.case_ids if cache.info(c)["lesions"]]
+    sampler = PatchSampler(cache, with_lesions, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.3, "negative": 0.2})
+    assert sampler.mix == pytest.approx({"lesion": 0.625, "random": 0.375, "negative": 0.0})
+    with pytest.raises(ConfigError):
+        PatchSampler(cache, with_lesions, patch_size=(8, 8, 8), mix={"negative": 1.0})
+    with pytest.raises(ConfigError):
+        PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesions": 1.0})
+
+
+def test_batches_are_counter_based_and_single_task_batches_share_a_task(cache):
+    a = PatchSampler(cache, patch_size=(8, 8, 8), seed=5)
+    b = PatchSampler(cache, patch_size=(8, 8, 8), seed=5)
+    other_rank = PatchSampler(cache, patch_size=(8, 8, 8), seed=5, rank=1)
+    np.testing.assert_array_equal(a.batch(7, 3)["image"], b.batch(7, 3)["image"])
+    assert not np.array_equal(a.batch(7, 3)["image"], other_rank.batch(7, 3)["image"])
+    single = PatchSampler(cache, patch_size=(8, 8, 8), seed=5, batch_mode="single-task")
+    for i in range(20):
+        tasks = single.batch(i, 4)["task"]
+        assert len(set(tasks.tolist())) == 1
+
+
+def test_loader_stream_is_independent_of_worker_count(cache):
+    sampler = PatchSampler(cache, patch_size=(8, 8, 8), seed=2)
+    serial = make_loader(sampler, 2, start=3, workers=0)
+    parallel = make_loader(sampler, 2, start=3, workers=2)
+    for (x, y), _ in zip(zip(serial, parallel), range(4)):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+        assert x["image"].shape == (2, 2, 8, 8, 8) and x["task"].dtype == torch.int64

@@ -1,0 +1,146 @@
+"""Training loop: the loss falls, resume after a kill / SIGTERM is bit-identical, recipes, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from _synthetic import write_autopet
+from unipet.cli import main
+from unipet.data.cache import build_cache
+from unipet.errors import ConfigError, OutputExistsError
+from unipet.io.layouts import import_autopet
+from unipet.train import load_recipe, train
+from unipet.train.checkpoint import load_checkpoint, read_meta
+
+PATCH = (8, 16, 16)
+KW = {"base_width": 4, "min_feature": 2}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = write_autopet(tmp_path_factory.mktemp("ap"), n=6)
+    manifest = import_autopet(root)
+    for i, c in enumerate(manifest):
+        c.split = "val" if i >= 4 else "train"
+    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c")
+
+
+def _run(cache, run_dir, **kw):
+    args = dict(iterations=6, patch_size=PATCH, batch_size=2, workers=0, model_kw=KW, device="cpu",
+                progress=False, tensorboard=False, checkpoint_every=2)
+    args.update(kw)
+    return train(cache, "dpdnet", run_dir, **args)
+
+
+def _weights(run_dir):
+    model, meta = load_checkpoint(run_dir)
+    return model.state_dict(), meta
+
+
+def test_recipes_schedules_and_files(tmp_path):
+    nn = load_recipe("nnunet")
+    assert (nn.optimizer, nn.lr, nn.momentum, nn.weight_decay, nn.grad_clip) == ("sgd", 1e-2, 0.99, 3e-5, 12.0)
+    assert nn.lr_at(0) == pytest.approx(1e-2)
+    assert nn.lr_at(nn.iterations // 2) == pytest.approx(1e-2 * 0.5 ** 0.9)
+    dp = load_recipe("dpdnet")
+    assert (dp.optimizer, dp.lr, dp.weight_decay) == ("adamw", 1e-4, 1e-3)
+    tr = load_recipe("transformer", iterations=100)
+    tr = tr.with_overrides(warmup_iterations=10)
+    assert tr.lr_at(0) == pytest.approx(1e-5) and tr.lr_at(9) == pytest.approx(1e-4)
+    assert tr.lr_at(55) == pytest.approx(0.5e-4) and tr.lr_at(100) == pytest.approx(0.0, abs=1e-12)
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: dpdnet\niterations: 7\nsampling: {lesion: 0.5, random: 0.5}\n")
+    mine = load_recipe(path)
+    assert (mine.name, mine.optimizer, mine.iterations, mine.sampling["lesion"]) == ("mine", "adamw", 7, 0.5)
+    assert load_recipe(mine) == mine
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"iterations": 3, "learning_rate": 1}))
+    with pytest.raises(ConfigError):
+        load_recipe(bad)
+    with pytest.raises(ConfigError):
+        load_recipe("nnunet", amp="fp8")
+
+
+def test_a_few_steps_reduce_the_loss_and_validation_runs(cache, tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"augmentation": {"enabled": False}, "validate_every": 30, "validate_cases": 2,
+                                  "sampling": {"lesion": 0.5, "random": 0.5}}))
+    result = _run(cache, tmp_path / "run", recipe=recipe, iterations=30, checkpoint_every=30)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < first - 0.1, (first, last)
+    assert result.validation and all(0.0 <= v <= 1.0 for v in result.validation.values())
+    meta = read_meta(tmp_path / "run")
+    assert meta["iteration"] == 30 and meta["complete"] and meta["recipe"]["augmentation"]["enabled"] is False
+    assert meta["preprocess"]["channels"] == ["CT", "PET"] and meta["sampler"]["mix"]["lesion"] == 0.5
+    assert len(meta["data"]["fingerprint"]) == 16 and meta["model"]["kwargs"] == KW
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["iteration"] == 30
+
+
+def test_resume_after_kill_and_after_sigterm_is_identical_to_a_straight_run(cache, tmp_path):
+    straight = _run(cache, tmp_path / "straight")
+    reference, _ = _weights(tmp_path / "straight")
+
+    def die_at_5(it, logs):  # a crash after the checkpoint at iteration 4: work of iteration 5 is lost
+        if it == 5:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(cache, tmp_path / "killed", callbacks=[die_at_5])
+    assert read_meta(tmp_path / "killed")["iteration"] == 4
+    resumed = _run(cache, tmp_path / "killed", resume=True)
+    assert resumed.iteration == 6 and resumed.losses == pytest.approx(straight.losses[4:], rel=0, abs=0)
+
+    def term_at_3(it, logs):
+        if it == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = _run(cache, tmp_path / "term", callbacks=[term_at_3])
+    assert stopped.stopped and stopped.iteration == 3 and read_meta(tmp_path / "term")["iteration"] == 3
+    _run(cache, tmp_path / "term", resume=True)
+    for run in ("killed", "term"):
+        weights, meta = _weights(tmp_path / run)
+        assert meta["complete"] and meta["iteration"] == 6
+        for k, v in reference.items():
+            assert torch.equal(v, weights[k]), (run, k)
+
+
+def test_existing_runs_are_protected(cache, tmp_path):
+    _run(cache, tmp_path / "run", iterations=1)
+    with pytest.raises(OutputExistsError):
+        _run(cache, tmp_path / "run", iterations=1)
+    with pytest.raises(ConfigError):
+        train(cache, "uniseg", tmp_path / "run", resume=True, device="cpu", progress=False, model_kw=KW)
+    with pytest.raises(ConfigError):
+        _run(cache, tmp_path / "run", resume=True, iterations=2, patch_size=(8, 8, 8))
+    extended = _run(cache, tmp_path / "run", resume=True, iterations=3)
+    assert extended.iteration == 3 and len(extended.losses) == 2 and read_meta(tmp_path / "run")["iteration"] == 3
+
+
+def test_cli_trains_and_refuses_bad_model_kw(cache, tmp_path):
+    args = ["train", str(cache.root), "--model", "dpdnet", "--out", str(tmp_path / "cli"), "--iterations", "2",
+            "--patch", *map(str, PATCH), "--batch", "1", "--model-kw", "base_width=4", "--model-kw", "min_feature=2",
+            "--model-kw", "pa_head=released", "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    meta = read_meta(tmp_path / "cli")
+    assert meta["iteration"] == 2 and meta["model"]["kwargs"]["pa_head"] == "released"
+    assert main([*args[:5], str(tmp_path / "cli2"), "--model-kw", "base_width"]) == 2
+
+
+@pytest.mark.parametrize("name", ["stunet-s", "uniseg", "dodnet"])
+def test_other_model_families_train_and_predict(cache, tmp_path, name):
+    from _synthetic import tiny_study
+    from unipet.infer import Predictor
+
+    result = train(cache, name, tmp_path / name, iterations=2, patch_size=PATCH, batch_size=2, workers=0,
+                   model_kw=KW, device="cpu", progress=False, tensorboard=False)
+    assert result.iteration == 2 and all(torch.isfinite(torch.tensor(result.losses)))
+    predictor = Predictor.from_checkpoint(tmp_path / name, device="cpu")
+    assert predictor.activation == ("sigmoid" if name == "dodnet" else "softmax")
+    pred = predictor.predict_study(tiny_study(1), task="lymphoma")
+    assert pred.mask.shape == (12, 16, 20) and set(np.unique(pred.mask)) <= {0, 1}
