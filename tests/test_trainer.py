@@ -144,3 +144,28 @@ def test_other_model_families_train_and_predict(cache, tmp_path, name):
     assert predictor.activation == ("sigmoid" if name == "dodnet" else "softmax")
     pred = predictor.predict_study(tiny_study(1), task="lymphoma")
     assert pred.mask.shape == (12, 16, 20) and set(np.unique(pred.mask)) <= {0, 1}
+
+
+def test_init_from_a_run_and_training_only_a_scope(cache, tmp_path, monkeypatch):
+    from unipet.models.dpdnet import DpDNet
+
+    _run(cache, tmp_path / "a", iterations=2)
+    start, _ = _weights(tmp_path / "a")
+    with pytest.raises(ConfigError, match="trainable scopes"):
+        _run(cache, tmp_path / "bad", iterations=1, init_from=tmp_path / "a", trainable="peft")
+
+    def head_only(self, scope):
+        names = {n for n, _ in self.named_parameters()}
+        return names if scope == "all" else {n for n in names if "head" in n}
+
+    monkeypatch.setattr(DpDNet, "scope_parameters", head_only)
+    _run(cache, tmp_path / "b", iterations=2, init_from=tmp_path / "a", trainable="heads")
+    after, meta = _weights(tmp_path / "b")
+    assert meta["recipe"]["trainable"] == "heads"
+    assert meta["init_from"]["file"] == "model.safetensors" and meta["init_from"]["loaded"] == len(start)
+    changed = {n for n in start if not torch.equal(start[n], after[n])}
+    assert changed and all("head" in n for n in changed), sorted(changed)[:5]
+    with pytest.raises(ConfigError, match="no tensor"):  # another architecture shares no tensor
+        train(cache, "unetr", tmp_path / "c", iterations=1, patch_size=(16, 16, 16), batch_size=1, workers=0,
+              device="cpu", progress=False, tensorboard=False, init_from=tmp_path / "a",
+              model_kw={"feature_size": 4, "hidden_size": 48, "mlp_dim": 96, "num_heads": 2})

@@ -41,6 +41,9 @@ def train_command(
     workers: int = typer.Option(None, "--workers", "-j", help="Data-loader processes (overrides the recipe)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Iterations between checkpoints."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log.jsonl is still written)."),
+    init: Path = typer.Option(None, "--init", help="Start from these weights (run folder, `unipet pretrain` output or .safetensors); tensors copied where shapes fit."),
+    trainable: str = typer.Option(None, "--trainable", help="Train only this parameter scope of the model (e.g. peft); the rest is frozen."),
+    peft: bool = typer.Option(False, "--peft", help="Parameter-efficient fine-tuning: same as --trainable peft (MAST-Pro)."),
 ) -> None:
     """Train a model; writes OUT/checkpoint/ (model.safetensors + meta.json + training state).
 
@@ -56,13 +59,18 @@ def train_command(
         unipet train cache/ --model dpdnet --out runs/dpdnet --resume
 
         torchrun --nproc_per_node=4 -m unipet train cache/ --model dpdnet --out runs/ddp --device cuda
+
+        unipet train cache/ --model mastpro --out runs/peft --init runs/pretrained --peft
     """
     from unipet.train import train
     from unipet.train.distributed import env_world
 
+    if peft and trainable not in (None, "peft"):
+        raise ConfigError(f"--peft and --trainable {trainable} contradict each other; give one of them")
     result = train(data, model, out, recipe=recipe, model_kw=parse_model_kw(model_kw), device=device, resume=resume,
                    iterations=iterations, patch_size=patch, batch_size=batch, workers=workers,
-                   checkpoint_every=checkpoint_every, progress=not no_progress)
+                   checkpoint_every=checkpoint_every, progress=not no_progress, init_from=init,
+                   trainable="peft" if peft else trainable)
     if env_world()[0] != 0:  # under torchrun only rank 0 reports
         return
     state = "stopped (SIGTERM) at" if result.stopped else "finished at"

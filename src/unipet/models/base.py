@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from unipet.errors import MissingInputError
+from unipet.errors import ConfigError, MissingInputError
 
 INPUT_HELP = {
     "task": "pass task=LongTensor[B] with each sample's task index (TaskSet.index(name))",
@@ -50,6 +50,27 @@ class UnipetModel(nn.Module):
     def set_deep_supervision(self, enabled: bool) -> None:
         """Return a list of logits (full resolution first) in training mode when enabled."""
         self.deep_supervision = bool(enabled)
+
+    def auxiliary_losses(self) -> dict[str, torch.Tensor]:
+        """Weighted auxiliary loss terms of the last forward pass (scalars), added to the training loss.
+
+        Families override it (e.g. MAST-Pro's load-balancing loss); the base model has none.
+        """
+        return {}
+
+    def trainable_scopes(self) -> tuple[str, ...]:
+        """Names of the parameter subsets this model can train alone (the recipe's ``trainable``)."""
+        return ("all",)
+
+    def scope_parameters(self, scope: str) -> set[str]:
+        """Names of the parameters trained under ``scope``; every other parameter is frozen.
+
+        ``"all"`` is every parameter; families add theirs (MAST-Pro's ``"peft"``: experts, routers, heads).
+        """
+        if scope == "all":
+            return {name for name, _ in self.named_parameters()}
+        raise ConfigError(f"{type(self).__name__} cannot train only {scope!r}; its trainable scopes are "
+                          f"{', '.join(self.trainable_scopes())}")
 
 
 def task_tensor(task, batch: int, device: torch.device) -> torch.Tensor | None:

@@ -52,6 +52,8 @@ class Recipe:
         workers: DataLoader worker processes.
         seed: base seed of initialisation, sampling and augmentation.
         compile: ``torch.compile`` the model; channels_last: use ``channels_last_3d`` memory format.
+        trainable: the parameters trained (``"all"``, or a scope the model defines, e.g. MAST-Pro's ``"peft"``:
+            see ``UnipetModel.scope_parameters``); the others are frozen and not given to the optimizer.
     """
 
     name: str = "nnunet"
@@ -82,6 +84,7 @@ class Recipe:
     seed: int = 0
     compile: bool = False
     channels_last: bool = False
+    trainable: str = "all"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

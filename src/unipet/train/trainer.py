@@ -91,8 +91,9 @@ def build_meta(model: torch.nn.Module, cache: Cache, recipe: Recipe, sampler: Pa
 
 
 class _WithTaskLogits(torch.nn.Module):
-    """Returns ``(outputs, task_logits)`` so that the auxiliary classifier's logits are forward outputs (DDP
-    must see every parameter it reduces inside ``forward``); task_logits is None for models without one."""
+    """Returns ``(outputs, task_logits, auxiliary losses)`` so that the auxiliary classifier's logits and the
+    model's auxiliary losses are forward outputs (DDP must see every parameter it reduces inside ``forward``);
+    task_logits is None for models without one, the losses ``{}`` for models without any."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -100,7 +101,8 @@ class _WithTaskLogits(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, **inputs: Any):
         out = self.model(x, **inputs)
-        return out, getattr(self.model, "last_task_logits", None)
+        aux = self.model.auxiliary_losses()
+        return out, getattr(self.model, "last_task_logits", None), aux
 
 
 class _StopFlag:
@@ -160,6 +162,8 @@ def train(
     progress: bool = True,
     tensorboard: bool = True,
     callbacks: Sequence[Callback] = (),
+    init_from: str | Path | None = None,
+    trainable: str | None = None,
 ) -> TrainResult:
     """Train ``model_name`` on a cache (or a manifest, cached first) into ``run_dir``.
 
@@ -175,6 +179,11 @@ def train(
             ``checkpoint_every`` may change, e.g. to extend a run); without it an existing checkpoint is refused.
         progress: show a rich progress bar (rank 0).
         tensorboard: write TensorBoard scalars when ``tensorboard`` is installed.
+        init_from: start from these weights (a unipet run/checkpoint folder, an encoder checkpoint of
+            ``unipet pretrain`` or a weights file): tensors are copied by name where the shapes fit
+            (``unipet.models.weights.load_pretrained``; input layers adapted), the rest keep their initialisation.
+            Ignored on ``resume`` (the checkpoint's weights are used).
+        trainable: the recipe's ``trainable`` scope (e.g. ``"peft"``): only those parameters are optimised.
         callbacks: ``callback(iteration, logs)`` after every step (iteration counts completed steps; logs hold
             ``loss``, ``lr``, loss parts, ``data_s`` (seconds waiting for the batch) and ``step_s``).
 
@@ -212,7 +221,7 @@ def train(
                 raise OutputExistsError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or "
                                         "choose another --out")
             recipe = load_recipe(recipe, iterations=iterations, batch_size=batch_size, workers=workers,
-                                 checkpoint_every=checkpoint_every,
+                                 checkpoint_every=checkpoint_every, trainable=trainable,
                                  patch_size=tuple(patch_size) if patch_size is not None else None)
         dev = info.device
         if resume:  # the model is rebuilt exactly as recorded
@@ -228,12 +237,18 @@ def train(
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
+            init_record = meta_old.get("init_from")
+        else:
+            init_record = initialise_from(model, init_from) if init_from is not None else None
+        trained_names = model.scope_parameters(recipe.trainable)
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in trained_names)
         model.to(dev)
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last_3d)
         model.set_deep_supervision(recipe.deep_supervision)
         model.train()
-        optimizer = recipe.make_optimizer(model.parameters())
+        optimizer = recipe.make_optimizer([p for p in model.parameters() if p.requires_grad])
         amp_dtype = recipe.amp_dtype(dev)
         scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
         start = 0
@@ -265,6 +280,7 @@ def train(
             if not info.is_main:
                 return
             meta = build_meta(model, cache, recipe, sampler, iteration, complete)
+            meta["init_from"] = init_record
             train_state = {"iteration": iteration, "sampler": {"seed": sampler.seed, "next_batch": iteration},
                            "scaler": scaler.state_dict() if scaler.is_enabled() else None}
             ckpt.save_checkpoint(run_dir, model, meta, optimizer, train_state)
@@ -338,6 +354,30 @@ def train(
         shutdown(info)
 
 
+def initialise_from(model: torch.nn.Module, source: str | Path) -> dict[str, Any]:
+    """Copy the weights of ``source`` (run/checkpoint folder or weights file) into ``model`` where they fit.
+
+    Returns the record kept in the checkpoint metadata: the source's file name and how many tensors were
+    loaded, adapted, left out (shape mismatch) or missing.
+
+    Raises:
+        ConfigError: not a single tensor fits (wrong architecture).
+    """
+    from unipet.models.weights import load_pretrained
+
+    path = Path(source)
+    if path.is_dir():
+        path = ckpt.find_checkpoint(path) / "model.safetensors"
+    if not path.exists():
+        raise InputFileError(f"--init {source} does not exist; give a unipet run folder or a .safetensors file")
+    report = load_pretrained(model, path)
+    if not report.loaded:
+        raise ConfigError(f"no tensor of {path} fits {type(model).__name__} ({report.summary()}); initialise from "
+                          "weights of the same architecture")
+    return {"file": path.name, "loaded": len(report.loaded), "adapted": len(report.adapted),
+            "mismatched": len(report.mismatched), "missing": len(report.missing)}
+
+
 def _optimise(net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
               loss_fn: SegmentationLoss, recipe: Recipe, lr: float, amp_dtype: torch.dtype | None,
               x: torch.Tensor, y: torch.Tensor, inputs: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
@@ -347,8 +387,11 @@ def _optimise(net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.opt
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        out, task_logits = net(x, **inputs)
+        out, task_logits, aux = net(x, **inputs)
     loss, parts = loss_fn(out, y, inputs["task"], task_logits)
+    for name, term in aux.items():
+        loss = loss + term.float()
+        parts[name] = float(term.detach())
     if not torch.isfinite(loss):
         raise ConfigError(f"training diverged (the loss became {float(loss)}); train again with a lower lr (a "
                           "recipe file with 'base' and 'lr') or with amp 'bf16' / 'none'")
