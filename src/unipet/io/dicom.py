@@ -107,6 +107,32 @@ def find_series(folder: str | os.PathLike) -> list[SeriesInfo]:
     return [info for info, _ in _group(_headers(folder))]
 
 
+def study_folders(source: str | os.PathLike) -> list[Path]:
+    """One folder per DICOM study (StudyInstanceUID) under ``source``: the deepest folder holding all its files.
+
+    A patient folder with a baseline and a follow-up study thus gives two folders, and one study spread over
+    ``PT/`` and ``CT/`` sub-folders gives their parent.
+
+    Raises:
+        InputFileError: ``source`` is not a folder.
+        DicomError: no DICOM image under ``source``, or two studies' files share one folder (they cannot be
+            told apart by folder; sort them into one folder per study).
+    """
+    series = find_series(source)
+    if not series:
+        raise DicomError(f"no DICOM image files under {source}; point unipet at a folder of DICOM studies")
+    files_by_study: dict[str, list[Path]] = {}
+    for info in series:
+        files_by_study.setdefault(info.study_uid, []).extend(info.files)
+    folders = {uid: Path(os.path.commonpath([str(f.parent) for f in files])) for uid, files in files_by_study.items()}
+    for uid, folder in folders.items():
+        for other, files in files_by_study.items():
+            if other != uid and any(folder in f.parents for f in files):
+                raise DicomError(f"{folder} holds files of two DICOM studies (StudyInstanceUID differs); put one "
+                                 "study per folder, then import again")
+    return sorted(set(folders.values()))
+
+
 def _pick(groups, modality: str, folder, series_uid: str | None, prefer: SeriesInfo | None = None):
     """The series of ``modality`` asked for (by UID), else the one sharing ``prefer``'s frame/study, else the largest."""
     found = [(info, members) for info, members in groups if info.modality == modality]

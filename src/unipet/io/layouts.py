@@ -308,27 +308,30 @@ def import_dicom(
 ) -> Manifest:
     """Convert DICOM PET/CT studies to NIfTI (SUV + CT on the PET grid) and index them.
 
-    ``source`` is one study folder or a folder whose sub-folders are studies. Converted files are written to
+    ``source`` is one study folder or any tree of them: files are grouped by StudyInstanceUID
+    (``unipet.io.dicom.study_folders``), so a patient folder with two examinations gives two studies. Converted
+    files are written to
     ``out_dir/<study_id>/{SUV,CTres}.nii.gz``; study ids are pseudonyms (never patient names).
     """
-    from unipet.io.dicom import load_dicom_study
+    from unipet.io.dicom import load_dicom_study, study_folders
     from unipet.io.nifti import save_volume
 
     source, out_dir = Path(source), Path(out_dir)
     if not source.is_dir():
         raise InputFileError(f"DICOM folder {source} does not exist or is not a folder")
-    subdirs = sorted(p for p in source.iterdir() if p.is_dir())
-    study_dirs = subdirs if subdirs and not any(source.glob("*.dcm")) else [source]
+    study_dirs = study_folders(source)
     task_set = task_set or TaskSet.load()
     cases = []
     for folder in study_dirs:
         study = load_dicom_study(folder, task=task, kind=kind)
         dest = out_dir / study.study_id
-        save_volume(study.pet, study.affine, dest / "SUV.nii.gz", overwrite=overwrite)
-        save_volume(study.ct, study.affine, dest / "CTres.nii.gz", overwrite=overwrite)
+        images = {"PET": dest / "SUV.nii.gz"}
+        save_volume(study.pet, study.affine, images["PET"], overwrite=overwrite)
+        if study.ct is not None:  # a PET-only study keeps no CT channel
+            images["CT"] = dest / "CTres.nii.gz"
+            save_volume(study.ct, study.affine, images["CT"], overwrite=overwrite)
         cases.append(Case(case_id=study.study_id, patient_id=study.patient_id, task=task,
-                          images={"PET": str(dest / "SUV.nii.gz"), "CT": str(dest / "CTres.nii.gz")},
-                          meta=study.meta.to_dict()))
+                          images={k: str(v) for k, v in images.items()}, meta=study.meta.to_dict()))
     assign_splits(cases, seed=split_seed)
     return Manifest(cases, task_set=task_set, source="dicom", root=out_dir)
 
