@@ -1,6 +1,5 @@
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -8,7 +7,7 @@ from _synthetic import tiny_study, write_autopet
 from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError, LabelError, UnknownTaskError
 from unipet.io.layouts import export_nnunet, import_autopet, import_nnunet
 from unipet.io.manifest import Case, Manifest, assign_splits, load_study
-from unipet.io.nifti import load_volume, save_volume
+from unipet.io.nifti import save_volume
 from unipet.study import make_affine
 
 

@@ -312,7 +312,7 @@ def evaluate(pred_dir: str | Path, reference: str | Path, out_dir: str | Path | 
         _write_csv(per_case, out / "per_case.csv", overwrite)
         _write_csv(lesions, out / "lesions.csv", overwrite)
         _write_csv(t1.reset_index(), out / "table1.csv", overwrite)
-        atomic_write_json(out / "summary.json", _json_safe(summary), overwrite=overwrite)
+        atomic_write_json(out / "summary.json", summary, overwrite=overwrite)
     return EvaluationResult(per_case=per_case, lesions=lesions, summary=summary)
 
 
@@ -320,13 +320,3 @@ def _write_csv(frame: Any, path: Path, overwrite: bool) -> None:
     with atomic_path(path, overwrite=overwrite) as tmp:
         frame.to_csv(tmp, index=False)
 
-
-def _json_safe(obj: Any) -> Any:
-    """NaN → None (JSON null) recursively; JSON has no NaN."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and math.isnan(obj):
-        return None
-    return obj
