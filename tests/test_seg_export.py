@@ -54,3 +54,20 @@ def test_seg_rejects_wrong_shape_non_binary_and_existing_output(pet_folder, tmp_
     with pytest.raises(OutputExistsError):
         write_dicom_seg(_mask(), pet_folder, tmp_path / "c.dcm")
     write_dicom_seg(_mask(), pet_folder, tmp_path / "c.dcm", overwrite=True)
+
+
+def test_cli_writes_seg_for_a_mask_on_the_pet_grid_and_refuses_another_grid(pet_folder, tmp_path, capsys):
+    from unipet.cli import main
+    from unipet.io.dicom import read_pet_suv
+    from unipet.io.nifti import save_volume
+
+    _, affine, _ = read_pet_suv(pet_folder)
+    save_volume(_mask(), affine, tmp_path / "mask.nii.gz")
+    assert main(["dicom-seg", str(tmp_path / "mask.nii.gz"), str(pet_folder), str(tmp_path / "seg.dcm")]) == 0
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert int(np.asarray(seg.pixel_array).sum()) == int(_mask().sum())
+    shifted = affine.copy()
+    shifted[:3, 3] += 20.0
+    save_volume(_mask(), shifted, tmp_path / "moved.nii.gz")
+    assert main(["dicom-seg", str(tmp_path / "moved.nii.gz"), str(pet_folder), str(tmp_path / "x.dcm")]) == 2
+    assert "not on the grid" in capsys.readouterr().err
