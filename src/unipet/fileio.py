@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from unipet.errors import OutputExistsError
+from unipet.errors import InputFileError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -100,3 +100,38 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def read_csv_table(path: str | os.PathLike, what: str = "table", fix: str = "check the file") -> Any:
+    """A CSV file as a pandas DataFrame.
+
+    Raises:
+        InputFileError: the file is missing or is not readable CSV; the message names ``what`` and ``fix``.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{what} {path} does not exist; {fix}")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{what} {path} cannot be read as CSV ({exc}); {fix}") from None
+
+
+def read_json_object(path: str | os.PathLike, what: str = "file", fix: str = "re-create it") -> dict[str, Any]:
+    """A JSON file holding an object, as a dict.
+
+    Raises:
+        InputFileError: the file is missing, not valid JSON or not an object; the message names ``what`` and ``fix``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{what} {path} does not exist; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{what} {path} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise InputFileError(f"{what} {path} holds no JSON object; {fix}")
+    return data

@@ -7,18 +7,13 @@ import typer
 
 from unipet.cli._common import console
 from unipet.cli.app import app
-from unipet.errors import ConfigError, InputFileError
+from unipet.errors import ConfigError
 
 
 def _read_table(path: Path, what: str):
-    import pandas as pd
+    from unipet.fileio import read_csv_table
 
-    if not path.is_file():
-        raise InputFileError(f"{what} {path} does not exist; give the CSV file with one row per patient")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{what} {path} cannot be read as CSV ({exc}); check the file") from None
+    return read_csv_table(path, what, "give the CSV file with one row per patient")
 
 
 def _join_clinical(table, clinical_path: Path | None, id_col: str | None, clinical_id: str | None):

@@ -14,7 +14,6 @@ that looks like Bq/mL.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -25,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError, LabelError
-from unipet.fileio import atomic_write_json
+from unipet.fileio import atomic_write_json, read_json_object
 from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid, same_grid
 from unipet.tasks import TaskSet
 
@@ -111,13 +110,8 @@ class Manifest:
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
         path = Path(path)
-        if not path.exists():
-            raise InputFileError(f"manifest {path} does not exist; create one with `unipet import`")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"manifest {path} is not valid JSON ({exc}); re-create it with `unipet import`") from None
-        if not isinstance(data, dict) or "cases" not in data:
+        data = read_json_object(path, "manifest", "create it with `unipet import`")
+        if "cases" not in data:
             raise ConfigError(f"manifest {path} has no 'cases' list; re-create it with `unipet import`")
         task_set = TaskSet.from_dict(data["task_set"]) if isinstance(data.get("task_set"), dict) else TaskSet.load(data.get("task_set"))
         base = path.parent

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from unipet.errors import ConfigError, ImageGeometryError, InputFileError
-from unipet.fileio import atomic_write_text, check_writable
+from unipet.fileio import atomic_write_text, check_writable, read_csv_table, read_json_object
 
 # Longer secondary tables (e.g. one row per lesion) are cut to this many rows in the page.
 MAX_TABLE_ROWS = 200
@@ -337,19 +337,8 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise InputFileError(f"{path} does not exist; run the stage that writes it or leave that option out")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path} cannot be read as CSV ({exc}); re-create it") from None
+    return read_csv_table(path, "input", "run the stage that writes it or leave that option out")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{path} is not valid JSON ({exc}); re-create it") from None
-    if not isinstance(data, dict):
-        raise InputFileError(f"{path} holds no JSON object; re-create it")
-    return data
+    return read_json_object(path, "input", "run the stage that writes it again")
