@@ -5,7 +5,8 @@ Layout::
     CACHE/cache.json          channels, normalisation, spacing, fingerprint, task set, case ids
     CACHE/fingerprint.json    dataset fingerprint (spacings, shapes, intensity statistics)
     CACHE/<case>/image.npy    (C, z, y, x) float32, normalised
-    CACHE/<case>/label.npy    (z, y, x) uint8 lesion mask (absent when the case has none)
+    CACHE/<case>/label.npy    (z, y, x) uint8 lesion mask (absent when the case has none); the organ map in a
+                              cache built with ``label_source="organs"`` (organ segmenters, ``unipet organs``)
     CACHE/<case>/organs.npy   (z, y, x) uint16 organ map (optional)
     CACHE/<case>/case.json    ids, task, split, grids, crop, and the lesion-instance index
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from unipet.data.normalize import foreground_stats, make_spec
 from unipet.data.preprocess import PreprocessConfig, body_bbox, preprocess_study
-from unipet.errors import ConfigError, InputFileError
+from unipet.errors import ConfigError, InputFileError, LabelError
 from unipet.fileio import atomic_write_json
 from unipet.io.manifest import Case, Manifest, load_study
 from unipet.study import spacing_from_affine
@@ -165,13 +166,19 @@ def lesion_instances(label: np.ndarray, spacing_zyx, connectivity: int = 18) -> 
 
 
 # ------------------------------------------------------------------------------------------ build
-def _write_case(args: tuple[Case, TaskSet, PreprocessConfig, str]) -> str:
-    case, task_set, config, root = args
+def _write_case(args: tuple[Case, TaskSet, PreprocessConfig, str, str]) -> str:
+    case, task_set, config, root, label_source = args
     dest = Path(root) / case.case_id
     if (dest / "case.json").exists():
         return "skipped"
     study = load_study(case, task_set)
     pre = preprocess_study(study, config)
+    if label_source == "organs":  # the organ map is the training target; no lesion label, no organ input
+        if pre.organs is None:
+            raise LabelError(f"case {case.case_id} has no organ map; an organ-label cache needs one per case")
+        if int(pre.organs.max(initial=0)) > 255:
+            raise LabelError(f"case {case.case_id} organ map holds labels above 255; remap it to at most 255 labels")
+        pre.label, pre.organs = pre.organs.astype(np.uint8), None
     tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}.", dir=root))
     try:
         np.save(tmp / "image.npy", pre.image)
@@ -179,7 +186,7 @@ def _write_case(args: tuple[Case, TaskSet, PreprocessConfig, str]) -> str:
             np.save(tmp / "label.npy", pre.label)
         if pre.organs is not None:
             np.save(tmp / "organs.npy", pre.organs)
-        lesions = lesion_instances(pre.label, pre.spacing) if pre.label is not None else []
+        lesions = lesion_instances(pre.label, pre.spacing) if pre.label is not None and label_source == "label" else []
         info = {
             "case_id": case.case_id, "patient_id": case.patient_id, "task": study.task, "split": case.split,
             "shape": list(pre.image.shape[1:]), "spacing": list(spacing_from_affine(pre.affine)),
@@ -210,6 +217,7 @@ def build_cache(
     splits: Sequence[str] | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    label_source: str = "label",
 ) -> Cache:
     """Preprocess every case of a manifest into a cache folder (resumable; see the module docstring).
 
@@ -223,10 +231,14 @@ def build_cache(
         splits: only cache cases of these splits (all when None).
         workers: parallel processes.
         progress: ``callback(done, total)``.
+        label_source: ``"label"`` (the lesion mask) or ``"organs"``: cache each case's organ map as its label
+            (multi-class, no lesion index, no organ input) to train organ segmenters.
 
     Returns:
         The Cache.
     """
+    if label_source not in ("label", "organs"):
+        raise ConfigError(f"label_source must be 'label' or 'organs', got {label_source!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = [c for c in manifest if splits is None or c.split in splits]
@@ -246,12 +258,14 @@ def build_cache(
     meta = {"version": CACHE_VERSION, "preprocess": config.to_dict(), "fingerprint": fingerprint,
             "task_set": manifest.task_set.to_dict(), "cases": [c.case_id for c in cases], "source": manifest.source}
     meta_path = out / "cache.json"
+    if label_source != "label":
+        meta["label_source"] = label_source
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old.get("preprocess") != meta["preprocess"]:
+        if old.get("preprocess") != meta["preprocess"] or old.get("label_source", "label") != label_source:
             raise ConfigError(f"{out} holds a cache built with other settings; choose a new folder or delete it")
         meta["cases"] = list(dict.fromkeys(old["cases"] + meta["cases"]))
-    jobs = [(c, manifest.task_set, config, str(out)) for c in cases]
+    jobs = [(c, manifest.task_set, config, str(out), label_source) for c in cases]
     done = 0
     for _ in _map(_write_case, jobs, workers, lazy=True):
         done += 1

@@ -11,6 +11,12 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
 A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
 ``PatchSampler.mix`` holds the effective mix that is recorded with the run.
 
+Multi-spacing training (gCIS; option ``multi_spacing={"spacings": [[z, y, x], ...], "random_p": 0.1}``): each
+patch is drawn at a spacing from the list — with probability ``random_p`` a uniformly random one, otherwise the
+one closest (Euclidean distance in mm) to the case's native spacing (the study's grid before preprocessing). The
+patch then covers ``patch_size * spacing`` mm around the same centre and is resampled from the cache's grid to
+``patch_size`` voxels (trilinear for the image, nearest for labels and organs). Off by default.
+
 Determinism and resume: the sampler is *counter-based*. Batch ``i`` of rank ``r`` is drawn from
 ``numpy.random.default_rng([seed, r, i])``, so the stream is the same whatever the number of DataLoader
 workers, and resuming needs only ``(seed, rank, next_batch)`` (``state_dict``). Patches are read from the
@@ -91,6 +97,67 @@ class Patch:
     lesion: tuple[str, int] | None = None  # (case_id, lesion id) of a lesion patch
 
 
+def parse_multi_spacing(spec: dict[str, Any] | None) -> tuple[np.ndarray, float] | None:
+    """``{"spacings": [[z, y, x] mm, ...], "random_p": p}`` -> ``(spacings [S, 3] float64, p)``; None stays None.
+
+    Raises:
+        ConfigError: no spacings, a spacing that is not three positive numbers, p outside [0, 1], unknown keys.
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"spacings", "random_p"}:
+        raise ConfigError(f"multi_spacing must be {{'spacings': [[z, y, x], ...], 'random_p': 0.1}}, got {spec!r}")
+    try:
+        spacings = np.asarray(spec.get("spacings"), dtype=np.float64)
+    except (TypeError, ValueError):
+        spacings = np.empty(0)
+    if spacings.ndim != 2 or spacings.shape[0] < 1 or spacings.shape[1] != 3 or (spacings <= 0).any():
+        raise ConfigError(f"multi_spacing spacings must be a list of [z, y, x] spacings in mm (> 0), got "
+                          f"{spec.get('spacings')!r}")
+    p = float(spec.get("random_p", 0.1))
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"multi_spacing random_p must be in [0, 1], got {p}")
+    return spacings, p
+
+
+def choose_spacing(native: Sequence[float], spacings: np.ndarray, random_p: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """A training spacing ``[3]`` (mm): with probability ``random_p`` a random row of ``spacings [S, 3]``, else the
+    row closest (Euclidean, mm) to ``native`` (z, y, x)."""
+    if rng.random() < random_p:
+        return spacings[int(rng.integers(len(spacings)))]
+    return spacings[int(np.argmin(np.linalg.norm(spacings - np.asarray(native, np.float64), axis=1)))]
+
+
+def read_resampled(array: np.ndarray, start: Sequence[int], size: Sequence[int], scale: Sequence[float],
+                   fill: float | np.ndarray, nearest: bool) -> np.ndarray:
+    """A patch of ``size`` voxels covering ``size * scale`` voxels of ``array`` around the same centre as
+    ``read_patch(array, start, size)``, resampled (trilinear, or nearest for label maps) to ``size``.
+
+    Args:
+        array: ``(..., z, y, x)`` array or memmap.
+        start: ``(z, y, x)`` first voxel of the unscaled patch.
+        size: ``(D, H, W)`` output size.
+        scale: per-axis ratio of the target spacing to the array's spacing (> 1 zooms out).
+        fill: padding outside the array (as ``read_patch``).
+        nearest: nearest-neighbour interpolation (label maps) instead of trilinear.
+
+    Returns:
+        ``(..., D, H, W)`` array of ``array``'s dtype.
+    """
+    region = [max(1, int(round(n * s))) for n, s in zip(size, scale)]
+    if region == [int(n) for n in size]:
+        return read_patch(array, start, size, fill)
+    first = [int(a) + int(n) // 2 - r // 2 for a, n, r in zip(start, size, region)]
+    src = read_patch(array, first, region, fill)
+    lead = src.shape[:-3]
+    t = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32)).reshape(1, -1, *region)
+    mode = "nearest-exact" if nearest else "trilinear"
+    out = torch.nn.functional.interpolate(t, size=tuple(int(n) for n in size), mode=mode,
+                                          **({} if nearest else {"align_corners": False}))
+    return out.reshape(*lead, *size).numpy().astype(array.dtype)
+
+
 class PatchSampler:
     """Draws patches from a cache (see the module docstring).
 
@@ -104,11 +171,13 @@ class PatchSampler:
             batch, drawn uniformly over the tasks with training cases).
         with_organs: also return organ-map patches (cases without one give zeros).
         jitter: fraction of the patch within which a lesion voxel is placed around the centre (0 = centred).
+        multi_spacing: ``{"spacings": [[z, y, x], ...], "random_p": 0.1}`` to draw patches at several spacings
+            (see the module docstring), or None.
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
-                 with_organs: bool = False, jitter: float = 0.5) -> None:
+                 with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None) -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
         self.cache, self.seed, self.rank, self.batch_mode = cache, int(seed), int(rank), batch_mode
@@ -119,7 +188,12 @@ class PatchSampler:
         if not case_ids:
             raise ConfigError(f"cache {cache.root} has no training cases; assign splits or pass case ids")
         self.case_ids = list(case_ids)
+        unknown = sorted(set(self.case_ids) - set(cache.case_ids))
+        if unknown:
+            raise ConfigError(f"cases {unknown[:5]} are not in cache {cache.root}; give case ids of the cache")
         self.infos = {c: cache.info(c) for c in self.case_ids}
+        self.multi_spacing = multi_spacing
+        self._spacings = parse_multi_spacing(multi_spacing)
         self.pad_values = channel_pad_values(cache.config)
         task_set = cache.task_set
         # Cases without a task (e.g. lesion-free controls) get a random task per draw: a prompted model must
@@ -161,7 +235,7 @@ class PatchSampler:
         """JSON-able record of the sampler's configuration (for the run's metadata)."""
         return {"mix": self.mix, "batch_mode": self.batch_mode, "patch_size": list(self.patch_size),
                 "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
-                "jitter": self.jitter, "seed": self.seed}
+                "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing}
 
     # ------------------------------------------------------------------ drawing
     def rng(self, batch_index: int) -> np.random.Generator:
@@ -239,14 +313,26 @@ class PatchSampler:
             case_id = pool[int(rng.integers(len(pool)))]
             case = self._case(case_id)
             start = self._random_start(case.image.shape[1:], rng)
-        image = read_patch(case.image, start, self.patch_size, self.pad_values)
-        label = (read_patch(case.label, start, self.patch_size, 0) if case.label is not None
+        scale = self._scale(case_id, rng)
+        image = read_resampled(case.image, start, self.patch_size, scale, self.pad_values, nearest=False)
+        label = (read_resampled(case.label, start, self.patch_size, scale, 0, nearest=True) if case.label is not None
                  else np.zeros(self.patch_size, np.uint8))
         organs = None
         if self.with_organs:
-            organs = (read_patch(case.organs, start, self.patch_size, 0) if case.organs is not None
-                      else np.zeros(self.patch_size, np.uint16))
+            organs = (read_resampled(case.organs, start, self.patch_size, scale, 0, nearest=True)
+                      if case.organs is not None else np.zeros(self.patch_size, np.uint16))
         return Patch(image, label, organs, self._task_for(case_id, rng, task), kind, case_id, lesion_key)
+
+    def _scale(self, case_id: str, rng: np.random.Generator) -> tuple[float, float, float]:
+        """Ratio of the patch's training spacing to the cache spacing per axis (1 without multi-spacing)."""
+        if self._spacings is None:
+            return (1.0, 1.0, 1.0)
+        from unipet.study import spacing_from_affine
+
+        info = self.infos[case_id]
+        native = spacing_from_affine(np.asarray(info["study_affine"], dtype=np.float64))
+        target = choose_spacing(native, *self._spacings, rng)
+        return tuple(float(t) / float(c) for t, c in zip(target, info["spacing"]))  # type: ignore[return-value]
 
     def batch(self, index: int, batch_size: int) -> dict[str, Any]:
         """Batch ``index`` as arrays: ``image [B, C, D, H, W]`` float32, ``label [B, D, H, W]`` uint8,

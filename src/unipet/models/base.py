@@ -51,6 +51,16 @@ class UnipetModel(nn.Module):
         """Return a list of logits (full resolution first) in training mode when enabled."""
         self.deep_supervision = bool(enabled)
 
+    def deep_supervision_weights(self, n: int) -> list[float]:
+        """Loss weights of the ``n`` deep-supervision outputs (full resolution first).
+
+        The base model uses nnU-Net's (``unipet.train.losses.deep_supervision_weights``); families override it
+        (H2ASeg: ``6 - k`` for level ``k``).
+        """
+        from unipet.train.losses import deep_supervision_weights
+
+        return deep_supervision_weights(n)
+
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:
         """Weighted auxiliary loss terms of the last forward pass (scalars), added to the training loss.
 

@@ -6,7 +6,8 @@ classes only (sigmoid / partial-label models), and the auxiliary task-classifier
   and denominator; ``smooth=0`` gives Dice without smoothing (the denominator then gets 1e-8, nnU-Net's clamp).
   Dice and CE are summed with weight 1 each.
 - Deep supervision: outputs ``[full, 1/2, 1/4, ...]``; targets are nearest-downsampled to each output's size;
-  weights ``1/2^i`` with the lowest resolution's weight set to 0, normalised to sum 1 (nnU-Net).
+  weights ``1/2^i`` with the lowest resolution's weight set to 0, normalised to sum 1 (nnU-Net), unless the model
+  gives its own (``UnipetModel.deep_supervision_weights``; H2ASeg: ``6 - k``, not normalised).
 - Sigmoid models (DoDNet, CLIP-Universal: one channel per foreground class of each sample's own task):
   ``unipet.models.universal.partial_label_dice_bce`` — BCE + per-sample, per-class soft Dice over the
   (sample, class) pairs annotated, which here are the classes of the sample's task (its label annotates them).
@@ -16,7 +17,7 @@ All losses are computed in float32 whatever the autocast dtype of the logits.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -77,13 +78,16 @@ class SegmentationLoss:
         smooth: Dice smoothing.
         batch_dice: batch Dice for softmax models.
         task_weight: weight of the task-classifier CE (0 disables it).
+        ds_weights: ``n -> weights`` of ``n`` deep-supervision outputs (the model's ``deep_supervision_weights``);
+            None = nnU-Net's ``deep_supervision_weights``.
     """
 
     def __init__(self, activation: str = "softmax", smooth: float = 1e-5, batch_dice: bool = True,
-                 task_weight: float = 0.1) -> None:
+                 task_weight: float = 0.1, ds_weights: Callable[[int], Sequence[float]] | None = None) -> None:
         if activation not in ("softmax", "sigmoid"):
             raise ConfigError(f"unknown output activation {activation!r}; models declare 'softmax' or 'sigmoid'")
         self.activation, self.smooth, self.task_weight = activation, float(smooth), float(task_weight)
+        self.ds_weights = ds_weights or deep_supervision_weights
         self.dice_ce = DiceCE(smooth, batch_dice) if activation == "softmax" else None
 
     def segmentation(self, logits: torch.Tensor, target: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
@@ -105,7 +109,7 @@ class SegmentationLoss:
         ``parts`` holds floats for logging: ``seg`` (weighted segmentation loss), ``task`` (weighted task CE).
         """
         outs = [outputs] if torch.is_tensor(outputs) else list(outputs)
-        weights = deep_supervision_weights(len(outs))
+        weights = self.ds_weights(len(outs))
         seg = sum(w * self.segmentation(o, target, task) for w, o in zip(weights, outs) if w > 0)
         parts: dict[str, Any] = {"seg": float(seg.detach())}
         loss = seg

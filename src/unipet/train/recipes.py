@@ -9,6 +9,25 @@ Shipped recipes:
   the optimizer is AdamW as the paper states. Poly decay, deep supervision and clipping as nnU-Net.
 - ``transformer``: AdamW (lr 1e-4, wd 1e-5), linear warm-up over 5 % of the iterations then cosine decay to 0,
   gradient clipping at 1 — the usual recipe of UNETR/SwinUNETR/CLIP-driven models.
+- ``mastpro``: the ``transformer`` recipe on 96^3 patches (Swin UNETR needs multiples of 32; the CLIP-driven
+  lineage MAST-Pro builds on trains on 96^3); ``mastpro-peft``: the same, training only the experts, routers and
+  heads (``trainable="peft"``, start it from a pre-trained backbone with ``--init``).
+
+- ``gcis``: joint training of gCIS on all tasks (the ``transformer`` optimizer and schedule, deep supervision,
+  patch 128x160x128 — gCIS needs multiples of 32); ``gcis-paths``: its second stage, fine-tuning the sub-pathways
+  with the routes fixed and everything else frozen (``trainable="paths"``; each sub-pathway then learns from the
+  tasks routed to it only; ``unipet.train.gcis.second_stage`` runs the strict per-sub-pathway version);
+  ``gcis-adapt``: few-shot adaptation of a pruned single-path model (``trainable="decoder"``: encoder frozen).
+- ``h2aseg``: H2ASeg's (seed and released code): Adam (L2 weight decay 1e-5), lr 1e-4, patch 128x128x64 in
+  (x, y, z), i.e. ``(64, 128, 128)`` in unipet's (z, y, x); 4 patches per step (the release draws 2 crops from each
+  of 2 studies), half centred on a lesion (its positive/negative crop ratio 1:1), deep supervision at 5 levels
+  weighted ``6 - k`` (the model's ``deep_supervision_weights``), no gradient clipping; 60,000 steps (its 200 epochs
+  on autoPET's 60 % training split at 2 studies per step). Poly decay replaces the release's per-epoch x0.99 steps.
+- ``anatomy``: the anatomy-guided model (CNN encoders, often initialised by ``unipet pretrain``, plus Mamba and
+  hypernet-attention prompt layers): AdamW (lr 2e-4, wd 1e-5), warm-up over 2,500 steps then cosine decay,
+  gradient clipping at 1, deep supervision, nnU-Net's patch and sampling; 50,000 steps.
+- ``organs``: the organ segmenters of the teacher–student organ maps (``unipet organs``): nnU-Net's recipe with
+  uniformly random patches (organs are everywhere, there is no lesion to oversample).
 
 A recipe can also be a JSON or YAML file with any of the fields (unknown fields are refused); ``load_recipe``
 accepts ``base: NAME`` in a file to start from a shipped recipe.
@@ -33,7 +52,8 @@ class Recipe:
 
     Attributes:
         name: recipe name.
-        optimizer: ``"sgd"`` (Nesterov) or ``"adamw"``.
+        optimizer: ``"sgd"`` (Nesterov), ``"adamw"`` (decoupled weight decay) or ``"adam"`` (L2 weight decay added
+            to the gradient, as ``torch.optim.Adam``).
         lr, weight_decay, momentum, betas: optimizer settings.
         schedule: ``"poly"`` (``lr * (1 - it/iterations)^poly_exponent``) or ``"cosine"`` (after warm-up).
         warmup_iterations: linear warm-up from 0 (0 = none).
@@ -54,6 +74,10 @@ class Recipe:
         compile: ``torch.compile`` the model; channels_last: use ``channels_last_3d`` memory format.
         trainable: the parameters trained (``"all"``, or a scope the model defines, e.g. MAST-Pro's ``"peft"``:
             see ``UnipetModel.scope_parameters``); the others are frozen and not given to the optimizer.
+        cases: train on these case ids only (None = the cache's ``train`` split, or every case without splits);
+            e.g. the N shots of few-shot adaptation or the tasks routed to one gCIS sub-pathway.
+        multi_spacing: ``{"spacings": [[z, y, x], ...], "random_p": 0.1}`` draws patches at several spacings
+            (``unipet.data.sampling``; gCIS), or None.
     """
 
     name: str = "nnunet"
@@ -85,6 +109,8 @@ class Recipe:
     compile: bool = False
     channels_last: bool = False
     trainable: str = "all"
+    cases: list[str] | None = None
+    multi_spacing: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,8 +133,8 @@ class Recipe:
 
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"recipe optimizer {self.optimizer!r} is not known; use 'sgd' or 'adamw'")
+        if self.optimizer not in ("sgd", "adamw", "adam"):
+            raise ConfigError(f"recipe optimizer {self.optimizer!r} is not known; use 'sgd', 'adamw' or 'adam'")
         if self.schedule not in ("poly", "cosine"):
             raise ConfigError(f"recipe schedule {self.schedule!r} is not known; use 'poly' or 'cosine'")
         if self.amp not in ("auto", "bf16", "fp16", "none"):
@@ -116,6 +142,11 @@ class Recipe:
         if self.iterations < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ConfigError("recipe needs iterations >= 1, batch_size >= 1 and a 3-D patch_size of positive sizes")
         AugmentConfig.from_dict(self.augmentation)
+        if self.cases is not None and (isinstance(self.cases, str) or not self.cases):
+            raise ConfigError("recipe cases must be a non-empty list of case ids (or null for the train split)")
+        from unipet.data.sampling import parse_multi_spacing
+
+        parse_multi_spacing(self.multi_spacing)
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
         """A copy with the non-None ``overrides`` applied (and validated)."""
@@ -139,6 +170,8 @@ class Recipe:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True,
                                    weight_decay=self.weight_decay)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, betas=tuple(self.betas), weight_decay=self.weight_decay)
         return torch.optim.AdamW(params, lr=self.lr, betas=tuple(self.betas), weight_decay=self.weight_decay)
 
     def amp_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -154,6 +187,24 @@ RECIPES: dict[str, Recipe] = {
     "dpdnet": Recipe(name="dpdnet", optimizer="adamw", lr=1e-4, weight_decay=1e-3),
     "transformer": Recipe(name="transformer", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
                           warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False),
+    "mastpro": Recipe(name="mastpro", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+                      warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96)),
+    "mastpro-peft": Recipe(name="mastpro-peft", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+                           warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96),
+                           trainable="peft"),
+    "gcis": Recipe(name="gcis", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+                   warmup_iterations=12_500, grad_clip=1.0, patch_size=(128, 160, 128)),
+    "gcis-paths": Recipe(name="gcis-paths", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
+                         iterations=50_000, grad_clip=1.0, patch_size=(128, 160, 128), trainable="paths"),
+    "gcis-adapt": Recipe(name="gcis-adapt", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+                         iterations=2_000, grad_clip=1.0, patch_size=(128, 160, 128), trainable="decoder",
+                         checkpoint_every=500),
+    "h2aseg": Recipe(name="h2aseg", optimizer="adam", lr=1e-4, weight_decay=1e-5, patch_size=(64, 128, 128),
+                     batch_size=4, sampling={"lesion": 0.5, "random": 0.5, "negative": 0.0}, grad_clip=0.0,
+                     iterations=60_000),
+    "anatomy": Recipe(name="anatomy", optimizer="adamw", lr=2e-4, weight_decay=1e-5, schedule="cosine",
+                      warmup_iterations=2_500, grad_clip=1.0, iterations=50_000),
+    "organs": Recipe(name="organs", sampling={"lesion": 0.0, "random": 1.0, "negative": 0.0}),
 }
 
 

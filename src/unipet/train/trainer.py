@@ -266,15 +266,16 @@ def train(
             net = torch.compile(net)
 
         uses_organs = "organs" in (tuple(model.requires) + tuple(model.accepts))
-        sampler = PatchSampler(cache, patch_size=recipe.patch_size, mix=recipe.sampling, seed=recipe.seed,
-                               rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs)
+        sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
+                               seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
+                               multi_spacing=recipe.multi_spacing)
         val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
         aug = AugmentConfig.from_dict(recipe.augmentation)
         pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
         channels = [c.upper() for c in cache.config.channels]
         pet_channel = channels.index("PET") if "PET" in channels else None
         loss_fn = SegmentationLoss(model.output_activation, recipe.dice_smooth, recipe.batch_dice,
-                                   recipe.task_loss_weight)
+                                   recipe.task_loss_weight, ds_weights=model.deep_supervision_weights)
 
         def save(iteration: int, complete: bool) -> None:
             if not info.is_main:
