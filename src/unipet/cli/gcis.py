@@ -1,0 +1,71 @@
+"""gCIS commands: ``unipet export`` (single-path model of one task) and ``unipet adapt`` (few-shot adaptation)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unipet.cli._common import console
+from unipet.cli.app import app
+
+
+@app.command("export")
+def export_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A full gcis run (or checkpoint) folder."),
+    task: str = typer.Option(..., "--task", help="Task (name or alias) the exported model segments."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned model's checkpoint/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already in --out."),
+) -> None:
+    """Prune a gcis model to one task: keep only the sub-pathway that task is routed to at every decoder level.
+
+    The exported model gives the same masks as the full model for that task, with fewer parameters; it is a normal
+    checkpoint for `unipet predict`.
+
+    Examples:
+
+        unipet export --model runs/gcis --task aorta --out models/gcis-aorta
+
+        unipet predict models/gcis-aorta cohort.json preds/ --task aorta
+    """
+    from unipet.models.prune import export
+
+    record = export(model, task, out, overwrite=overwrite)
+    full, pruned = record["params_full"], record["params_pruned"]
+    console.print(f"exported task {record['task']} (route {record['route']}): {pruned / 1e6:.2f} M parameters of "
+                  f"{full / 1e6:.2f} M ({100 * (1 - pruned / full):.1f} % removed); checkpoint in {out / 'checkpoint'}")
+
+
+@app.command("adapt")
+def adapt_command(
+    model: Path = typer.Option(..., "--model", "-m", help="A full gcis run whose routers route the new prompt."),
+    data: Path = typer.Option(..., "--data", help="Cache folder (`unipet preprocess`) with studies of the new task."),
+    task: str = typer.Option(..., "--task", help="The cache's task whose studies are the shots."),
+    shots: int = typer.Option(..., "--shots", min=1, help="Number of training studies (N-shot)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder of the adapted model."),
+    prompt: str = typer.Option(None, "--prompt", help="Text prompt routed (default: the task's description)."),
+    iterations: int = typer.Option(None, "--iterations", help="Optimizer steps (recipe gcis-adapt: 2000)."),
+    recipe: str = typer.Option("gcis-adapt", "--recipe", help="Recipe (shipped name or JSON/YAML file)."),
+    patch: tuple[int, int, int] = typer.Option(None, "--patch", help="Patch size D H W (multiples of 32)."),
+    batch: int = typer.Option(None, "--batch", help="Samples per step."),
+    workers: int = typer.Option(None, "--workers", "-j", help="Data-loader processes."),
+    seed: int = typer.Option(0, "--seed", help="Which studies are the shots, and the training seed."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Baseline: same single-path network, random "
+                                      "initialisation, everything trained."),
+) -> None:
+    """Few-shot adaptation: route the prompt, prune to its paths, freeze the encoder, train on N studies.
+
+    Examples:
+
+        unipet adapt --model runs/gcis --data cache/ --task iliac_arteries --prompt "iliac artery" --shots 5 --out runs/iliac5
+
+        unipet adapt --model runs/gcis --data cache/ --task iliac_arteries --shots 1 --out runs/iliac1 --iterations 500
+    """
+    from unipet.train.gcis import adapt
+
+    result = adapt(model, data, out, task=task, shots=shots, prompt=prompt, recipe=recipe, iterations=iterations,
+                   seed=seed, device=device, from_scratch=from_scratch, patch_size=patch, batch_size=batch,
+                   workers=workers, progress=True)
+    console.print(f"adapted to {result['task']} (prompt {result['prompt']!r}, route {result['route']}) on "
+                  f"{len(result['cases'])} studies: {result['trainable_params'] / 1e6:.2f} M trained, "
+                  f"{result['frozen_params'] / 1e6:.2f} M frozen; checkpoint in {out / 'checkpoint'}")
