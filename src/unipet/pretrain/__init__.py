@@ -1,0 +1,9 @@
+"""Self-aligning cross-modal pre-training of the PET and CT encoders of the ``anatomy`` model.
+
+- ``unipet.pretrain.masked``: masking, masked reconstruction loss, the pre-training module.
+- ``unipet.pretrain.align``: the shared latent space and the cross-modal alignment loss.
+- ``unipet.pretrain.loop``: the training loop writing an encoder checkpoint (``unipet pretrain``).
+"""
+from unipet.pretrain.loop import PretrainConfig, PretrainResult, evaluate_pretrainer, pretrain
+
+__all__ = ["PretrainConfig", "PretrainResult", "evaluate_pretrainer", "pretrain"]
