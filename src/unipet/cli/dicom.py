@@ -57,7 +57,7 @@ def dicom_seg_command(
     series: str = typer.Option(None, "--series", help="PET SeriesInstanceUID; default the largest PET series."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
-    """Write a mask as DICOM-SEG referencing its PET series (needs the [dicom-seg] extra: highdicom).
+    """Write a mask as DICOM-SEG referencing its PET series (needs highdicom: pip install "unipet\\[dicom-seg]").
 
     The mask must lie on the PET grid: its affine is checked against the series' geometry.
 

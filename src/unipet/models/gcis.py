@@ -43,7 +43,7 @@ from unipet.models.base import UnipetModel, as_tuple3, task_tensor
 from unipet.models.blocks import ResBlock, check_divisible
 from unipet.models.registry import register
 from unipet.models.routing import PathwayModule
-from unipet.models.text import MINILM_DIM, encode_texts
+from unipet.models.text import MINILM_DIM, encode_texts, register_text_embedding, text_or_stored
 
 #: the paper's parameter counts: full model and one task's pruned single-path model (millions)
 PAPER_PARAMS = {"full": 60.50, "pruned": 26.75}
@@ -138,26 +138,14 @@ class GCIS(UnipetModel):
         if not self.pruned:
             if text_embedding is not None and text_embedding.shape[0] != num_tasks:
                 raise ConfigError(f"got {text_embedding.shape[0]} text embeddings for {num_tasks} tasks; give one per task")
-            self.register_buffer("text_embedding", torch.zeros(num_tasks, dim))
-            self.register_buffer("text_embedding_set", torch.tensor(text_embedding is not None))
-            if text_embedding is not None:
-                self.text_embedding.copy_(text_embedding)
+            register_text_embedding(self, num_tasks, dim, text_embedding)
 
     # ------------------------------------------------------------------ prompts
     def task_text(self, text=None) -> torch.Tensor:
         """The prompt embeddings ``[T, E]`` (``text`` overrides the stored ones)."""
         if self.pruned:
             raise ConfigError("a pruned gcis model has no prompt embeddings; its route is fixed")
-        if text is not None:
-            text = torch.as_tensor(text, dtype=self.text_embedding.dtype, device=self.text_embedding.device)
-            if text.ndim != 2 or text.shape[1] != self.text_embedding.shape[1]:
-                raise MissingInputError(f"text embeddings must have shape [T, {self.text_embedding.shape[1]}], got "
-                                        f"{tuple(text.shape)}; encode them with the model's text encoder")
-            return text
-        if self.text_embedding.device.type != "meta" and not bool(self.text_embedding_set):
-            raise MissingInputError("this model's text embeddings were never set; load its checkpoint (state dict) "
-                                    "or pass text=FloatTensor[T, E]")
-        return self.text_embedding
+        return text_or_stored(self, text, any_rows=True)
 
     # ------------------------------------------------------------------ forward
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

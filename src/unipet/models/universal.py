@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unipet.errors import ConfigError, MissingInputError
+from unipet.errors import ConfigError
 from unipet.models.dodnet import DynamicHeadSTUNet
 from unipet.models.registry import register
 from unipet.models.stunet import resolve_backbone
-from unipet.models.text import MINILM_DIM, encode_texts
+from unipet.models.text import MINILM_DIM, encode_texts, register_text_embedding, text_or_stored
 
 EMBED_DIM = 256
 
@@ -52,26 +52,13 @@ class UniversalModel(DynamicHeadSTUNet):
         if text_embedding is not None and text_embedding.shape[0] != self.num_queries:
             raise ConfigError(f"got {text_embedding.shape[0]} text embeddings for {self.num_queries} class queries "
                               f"({num_tasks} tasks x {num_classes - 1} foreground classes); give one per query")
-        self.register_buffer("text_embedding", torch.zeros(self.num_queries, dim))
-        self.register_buffer("text_embedding_set", torch.tensor(text_embedding is not None))
-        if text_embedding is not None:
-            self.text_embedding.copy_(text_embedding)
+        register_text_embedding(self, self.num_queries, dim, text_embedding)
         self.text_proj = nn.Linear(dim, EMBED_DIM)
         self.image_proj = nn.Linear(self.widths[-1], EMBED_DIM)
         self.controller = nn.Linear(2 * EMBED_DIM, self.num_stages * self.params_per_head)
 
     def _queries_text(self, text) -> torch.Tensor:
-        if text is not None:
-            text = torch.as_tensor(text, dtype=self.text_embedding.dtype, device=self.text_embedding.device)
-            if tuple(text.shape) != tuple(self.text_embedding.shape):
-                raise MissingInputError(f"text embeddings must have shape {tuple(self.text_embedding.shape)} "
-                                        f"(one per class query), got {tuple(text.shape)}; encode them with "
-                                        "unipet.models.text.encode_tasks and the model's encoder")
-            return text
-        if self.text_embedding.device.type != "meta" and not bool(self.text_embedding_set):
-            raise MissingInputError("this model's text embeddings were never set; load its checkpoint (state dict) "
-                                    "or pass text=FloatTensor[Q, E]")
-        return self.text_embedding
+        return text_or_stored(self, text)
 
     def _segment(self, x: torch.Tensor, task, text, queries: torch.Tensor | None):
         """Shared forward; ``queries`` is ``LongTensor[B, G]`` (None = the queries of each sample's task)."""

@@ -192,14 +192,11 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
     model.to(dev).train()
     optimizer = recipe.make_optimizer(model.parameters())
     amp_dtype = recipe.amp_dtype(dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
+    scaler = ckpt.grad_scaler(amp_dtype, dev)
     start = 0
     if resume:
-        ckpt.restore_optimizer(optimizer, tensors, state)
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        start = ckpt.restore_training(optimizer, scaler, tensors, state)
         ckpt.set_rng_state(tensors, state["rng"])
-        start = int(state["iteration"])
     sampler = PatchSampler(cache, case_ids=config.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
                            seed=config.seed)
     pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)

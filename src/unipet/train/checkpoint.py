@@ -264,3 +264,17 @@ def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     """Load the optimizer state saved by ``save_checkpoint`` (tensors moved to the parameters' device)."""
     optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
+
+
+def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler of a run: active only for float16 autocast on CUDA (bfloat16 and float32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+
+
+def restore_training(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                     tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> int:
+    """Load the optimizer and loss-scaler state of a training checkpoint; returns the iteration to continue from."""
+    restore_optimizer(optimizer, tensors, state)
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["iteration"])

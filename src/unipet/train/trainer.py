@@ -250,13 +250,10 @@ def train(
         model.train()
         optimizer = recipe.make_optimizer([p for p in model.parameters() if p.requires_grad])
         amp_dtype = recipe.amp_dtype(dev)
-        scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
+        scaler = ckpt.grad_scaler(amp_dtype, dev)
         start = 0
         if resume:
-            ckpt.restore_optimizer(optimizer, state_tensors, state)
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            start = int(state["iteration"])
+            start = ckpt.restore_training(optimizer, scaler, state_tensors, state)
             if info.is_main:
                 ckpt.set_rng_state(state_tensors, state["rng"])
             else:
