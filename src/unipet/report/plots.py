@@ -106,7 +106,7 @@ def mip_figure(case_id: str, suv_zyx: np.ndarray, spacing_zyx: Sequence[float], 
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(caption or case_id, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.95))  # top 5 %: the suptitle
     return fig
 
 
