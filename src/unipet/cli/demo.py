@@ -12,19 +12,43 @@ from unipet.cli.app import app
 @app.command("demo")
 def demo_command(
     out: Path = typer.Option(Path("unipet-demo"), "--out", "-o", help="Working folder (re-used when it exists)."),
-    n: int = typer.Option(12, "--n", help="Number of phantom studies."),
-    seed: int = typer.Option(0, "--seed", help="Phantom and split seed."),
+    n: int = typer.Option(40, "--n", help="Number of phantom studies (>= 30 for the survival analysis)."),
+    seed: int = typer.Option(1, "--seed", help="Phantom and split seed (the default model was trained on seed 0)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Run or checkpoint folder (default: the shipped DpDNet)."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    no_segment: bool = typer.Option(False, "--no-segment", help="Stop after generating, importing and preprocessing."),
 ) -> None:
-    """Generate a small phantom PET/CT cohort, import it, preprocess it and summarise it.
+    """Generate a phantom PET/CT cohort, segment it, evaluate, quantify, analyse survival, write report.html.
+
+    Steps: phantom -> import -> preprocess -> predict (the shipped DpDNet unless --checkpoint) -> evaluate ->
+    quantify (predicted and reference masks) -> survival (simulated outcomes) -> report.html. Finished steps
+    are re-used when the folder is run again.
 
     Examples:
 
         unipet demo
 
-        unipet demo --out /tmp/demo --n 24 -j 4
+        unipet demo --out /tmp/demo --n 60 -j 4 --device cuda
+
+        unipet demo --checkpoint runs/dpdnet --out demo-mine
     """
     from unipet.demo import run_demo
+    from unipet.errors import ConfigError
 
-    summary = run_demo(out, n=n, seed=seed, workers=workers, echo=console.print)
-    console.print(summary)
+    if n < 30 and not no_segment:
+        raise ConfigError(f"--n {n} is too few studies for the survival analysis; use --n 30 or more (or --no-segment)")
+    result = run_demo(out, n=n, seed=seed, workers=workers, checkpoint=checkpoint, segment=not no_segment,
+                      device=device, echo=console.print)
+    console.print(result.summary)
+    if result.report is None:
+        return
+    for task, dice in sorted(result.dice_by_task.items()):
+        console.print(f"  Dice {task:<16} {dice:.3f}" if dice == dice else f"  Dice {task:<16} n/a (no lesions)")
+    for marker, a in result.agreement.items():
+        console.print(f"  {marker:<14} predicted - reference: bias {a['bias']:.2f}, 95 % LoA {a['loa_lo']:.2f} to "
+                      f"{a['loa_hi']:.2f}, median |rel. diff| {100 * a['median_abs_rel_diff']:.0f} %")
+    for marker, res in result.survival.items():
+        hr, ci = res["hr_dichotomised"], res["c_index"]
+        console.print(f"  {marker:<14} HR {hr['hr']:.2f} ({hr['lo']:.2f}-{hr['hi']:.2f}), C-index {ci['value']:.3f} ({ci['lo']:.3f}-{ci['hi']:.3f})")
+    console.print(f"report: {result.report}")

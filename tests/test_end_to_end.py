@@ -1,0 +1,91 @@
+"""End to end on a phantom cohort with simulated outcomes: reference-mask biomarkers reproduce the outcome
+model, and ``unipet demo`` runs phantom -> predict -> evaluate -> quantify -> survival -> report."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unipet.cli import main
+from unipet.demo import SURVIVAL_MARKERS, baseline_outcomes, biomarker_agreement, default_checkpoint, run_demo
+from unipet.quantify.survival import c_index, cox_hazard_ratio
+
+N_STUDIES, SEED = 30, 11
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return run_demo(out, n=N_STUDIES, seed=SEED, workers=2, device="cpu", echo=lambda line: None)
+
+
+def test_reference_biomarkers_reproduce_the_outcome_model(tmp_path):
+    from unipet.data.phantom import write_phantom_cohort
+    from unipet.io.layouts import import_phantom
+    from unipet.quantify.biomarkers import quantify_manifest
+
+    cohort = write_phantom_cohort(tmp_path / "cohort", n=64, seed=SEED, workers=2)
+    import_phantom(cohort).save(tmp_path / "cohort.json")
+    _, patients, _ = quantify_manifest(tmp_path / "cohort.json", None, workers=2)
+    table = baseline_outcomes(cohort / "clinical.csv", patients)
+    assert table["case"].is_unique and len(table) >= 55  # one baseline row per patient
+    truth = pd.read_csv(cohort / "clinical.csv").set_index("study_id")
+    # reference-mask MTV is the phantom's true MTV (same voxels)
+    np.testing.assert_allclose(table["total_mtv_ml"], truth.loc[table["case"], "true_mtv_ml"], rtol=1e-3, atol=0.05)
+    for marker in ("total_mtv_ml", "total_tlg"):
+        ci = c_index(table, marker, "time", "event", n_boot=300, seed=0)
+        assert ci["value"] > 0.62 and ci["lo"] > 0.5, (marker, ci)
+        hr = cox_hazard_ratio(table, marker, "time", "event", log=True)
+        assert hr["hr"] > 1.0 and hr["p"] < 0.05, (marker, hr)
+
+
+def test_demo_writes_a_self_contained_report_naming_every_study(demo):
+    html = demo.report.read_text()
+    cases = pd.read_csv(demo.out / "evaluation" / "per_case.csv")["case"].astype(str)
+    assert len(cases) == N_STUDIES
+    assert all(case in html for case in cases)  # the per-case table names every study
+    assert len(re.findall(r"alt='MIPs of ", html)) == 12  # MIPs of the first 12 (the demo's max_studies)
+    assert "data:image/png;base64," in html and not re.search(r"<(img|script|link)[^>]+(src|href)=['\"]?https?:", html)
+    for section in ("Segmentation metrics", "Biomarker agreement", "Survival"):
+        assert section in html
+
+
+def test_demo_segments_lung_cancer_and_lymphoma_and_runs_the_table3_comparison(demo):
+    """What the shipped CPU-trained checkpoint does today (measured on this cohort: Dice lung 0.52, lymphoma 0.48)."""
+    assert set(demo.dice_by_task) == {"breast_cancer", "lung_cancer", "lymphoma", "melanoma"}
+    assert demo.dice_by_task["lung_cancer"] > 0.35 and demo.dice_by_task["lymphoma"] > 0.35, demo.dice_by_task
+    assert set(demo.agreement) == set(SURVIVAL_MARKERS) and demo.agreement["total_mtv_ml"]["n"] >= 25
+    assert set(demo.survival) == set(SURVIVAL_MARKERS)
+    comparison = pd.read_csv(demo.out / "survival" / "comparison.csv")
+    assert {"reference", "predicted"} <= set(comparison.iloc[:, 0].astype(str)) | set(comparison.columns)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: the shipped checkpoint's breast-cancer and melanoma heads "
+                   "predict no lesion (see benchmarks/RESULTS.md), so predicted MTV does not yet agree with the "
+                   "reference; strict, so a fixed checkpoint makes this test fail until the xfail is removed")
+def test_predicted_biomarkers_agree_with_reference_within_the_stated_distance(demo):
+    assert all(d > 0.35 for d in demo.dice_by_task.values()), demo.dice_by_task
+    mtv = demo.agreement["total_mtv_ml"]
+    assert mtv["pearson_r"] > 0.8 and mtv["median_abs_rel_diff"] < 0.5, mtv
+
+
+def test_agreement_statistics_on_known_pairs():
+    pred = pd.DataFrame({"case": ["a", "b", "c"], "total_mtv_ml": [11.0, 18.0, 0.0], "total_tlg": [1.0, 2.0, 0.0],
+                         "suv_max": [5.0, 6.0, 0.0]})
+    ref = pred.assign(total_mtv_ml=[10.0, 20.0, 0.0])
+    a = biomarker_agreement(pred, ref)["total_mtv_ml"]
+    assert a["n"] == 3 and a["bias"] == pytest.approx(-1.0 / 3)
+    assert a["median_abs_rel_diff"] == pytest.approx(0.1)  # |11-10|/10 and |18-20|/20; the zero case is left out
+
+
+def test_demo_reuses_its_folder_and_refuses_another_cohort_size(demo, capsys):
+    assert main(["demo", "--out", str(demo.out), "--n", "31", "--device", "cpu"]) == 2
+    assert "holds a demo cohort of 30 studies" in capsys.readouterr().err
+    assert main(["demo", "--out", str(demo.out), "--n", "12"]) == 2  # too few for the survival analysis
+
+
+def test_default_checkpoint_is_shipped_and_small():
+    folder = default_checkpoint()
+    assert (folder / "meta.json").exists() and (folder / "model.safetensors").stat().st_size <= 25 * 2 ** 20
