@@ -9,6 +9,9 @@ GPU run::
 
     python benchmarks/train_default.py --device cuda --export src/unipet/resources/checkpoints/dpdnet-small
 
+The shipped checkpoint was trained on the CPU (no GPU was lent) in two stages, ``recipes/default.json`` then
+``--init`` + ``recipes/default_stage2.json``: the commands, losses and demo Dice are in ``benchmarks/RESULTS.md``.
+
 CPU smoke check::
 
     python benchmarks/train_default.py --tiny
@@ -38,6 +41,8 @@ def main() -> None:
     p.add_argument("--recipe", default="dpdnet")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--device", default=None)
+    p.add_argument("--init", type=Path, help="start from these weights (a run folder), e.g. a first stage")
+    p.add_argument("--run", default="run", help="name of the run folder inside --work")
     p.add_argument("--export", type=Path, help="copy model.safetensors + meta.json here")
     p.add_argument("--tiny", action="store_true", help="CPU smoke check")
     args = p.parse_args()
@@ -51,10 +56,11 @@ def main() -> None:
         args.device, model_kw = args.device or "cpu", {"base_width": 4, "min_feature": 2}
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-default-"))
     cache = phantom_cache(work, args.cases, args.size, tiny=args.tiny)
-    run = work / "run"
+    run = work / args.run
+    resume = (run / "checkpoint").exists()
     result = train(cache, "dpdnet", run, recipe=args.recipe, model_kw=model_kw, device=args.device,
                    iterations=args.iterations, patch_size=args.patch, batch_size=args.batch, workers=args.workers,
-                   resume=(run / "checkpoint").exists(), progress=True)
+                   resume=resume, progress=True, init_from=None if resume else args.init)
     folder = find_checkpoint(run)
     size = (folder / "model.safetensors").stat().st_size
     out = {"run": str(run), "iteration": result.iteration, "final_loss": result.losses[-1] if result.losses else None,
