@@ -46,6 +46,38 @@ def test_batch_dice_pools_samples():
     assert float(DiceCE(batch_dice=True)(logits, target)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_lesion_free_samples_leave_the_dice_term():
+    target = torch.zeros((2, 4, 4, 4), dtype=torch.long)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4, 4)
+    ce = F.cross_entropy(logits, target)
+    # a lesion-free batch is scored by CE alone ...
+    assert float(DiceCE(skip_empty=True)(logits, target)) == pytest.approx(float(ce), rel=1e-6)
+    # ... whereas nnU-Net's smoothed Dice scores it ~1 until every probability is ~0: the reward for logits -> -inf
+    confident_bg = torch.stack([torch.full((2, 4, 4, 4), 30.0), torch.zeros(2, 4, 4, 4)], dim=1)
+    nnunet = DiceCE()  # the default
+    assert float(nnunet(torch.zeros_like(confident_bg), target)) > 1.0 and float(nnunet(confident_bg, target)) < 0.5
+    # with one lesion sample, the empty one adds only CE: same Dice as the lesion sample alone
+    target[0, :2] = 1
+    both = DiceCE(skip_empty=True)(logits, target) - F.cross_entropy(logits, target)
+    alone = DiceCE(skip_empty=True)(logits[:1], target[:1]) - F.cross_entropy(logits[:1], target[:1])
+    assert float(both) == pytest.approx(float(alone), rel=1e-5)
+
+
+def test_dice_is_pooled_per_task_so_small_lesions_count():
+    target = torch.zeros((2, 8, 8, 8), dtype=torch.long)
+    target[0, :6] = 1  # task 0: a large lesion (384 voxels), predicted perfectly
+    target[1, 0, 0, :2] = 1  # task 1: a 2-voxel lesion, missed
+    logits = torch.stack([torch.full((2, 8, 8, 8), 20.0), torch.full((2, 8, 8, 8), -20.0)], dim=1)
+    logits[0, 0], logits[0, 1] = -20.0 * (target[0] > 0) + 20.0 * (target[0] == 0), 20.0 * (target[0] > 0)
+    task = torch.tensor([0, 1])
+    ce = float(F.cross_entropy(logits, target))
+    per_task = float(DiceCE(per_task=True)(logits, target, task)) - ce
+    pooled = float(DiceCE()(logits, target, task)) - ce
+    assert per_task == pytest.approx(0.5, abs=1e-4)  # mean of Dice loss 0 (task 0) and 1 (task 1)
+    assert pooled == pytest.approx(1 - 2 * 384 / (384 + 386), abs=1e-4)  # the missed lesion barely shows
+
+
 def test_deep_supervision_loss_is_the_weighted_sum_and_ignores_the_lowest_resolution():
     target = torch.zeros((1, 8, 8, 8), dtype=torch.long)
     target[0, 2:6, 2:6, 2:6] = 1

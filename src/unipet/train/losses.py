@@ -1,10 +1,21 @@
 """Training losses: Dice + cross-entropy with deep supervision (softmax models), BCE + Dice on the annotated
 classes only (sigmoid / partial-label models), and the auxiliary task-classifier cross-entropy.
 
-- Softmax models: MONAI's ``DiceCELoss`` configured as nnU-Net's: batch Dice (``batch=True``) over the
+- Softmax models: MONAI's ``DiceLoss`` configured as nnU-Net's: batch Dice (``batch=True``) over the
   foreground classes only (``include_background=False``, nnU-Net's ``do_bg=False``), smoothing 1e-5 in numerator
-  and denominator; ``smooth=0`` gives Dice without smoothing (the denominator then gets 1e-8, nnU-Net's clamp).
-  Dice and CE are summed with weight 1 each.
+  and denominator; ``smooth=0`` gives Dice without smoothing (the denominator then gets 1e-8, nnU-Net's clamp);
+  plus cross-entropy over every voxel, weight 1 each. Two options for universal training on several cancer
+  types and lesion-free patches, off by default (off = nnU-Net's loss):
+
+  - ``per_task``: the batch Dice is pooled within each task's samples and averaged over tasks, so the large
+    lesions of one cancer type (lymphoma) do not drown the few voxels of another (melanoma) in one ratio;
+  - ``skip_empty``: samples whose target has no foreground leave the Dice term (CE still sees them). With
+    smoothing 1e-5 a lesion-free batch is scored Dice 0 only when every voxel's probability is below ~1e-10,
+    which rewards pushing logits towards -inf.
+
+  Measured on the default checkpoint's third stage (benchmarks/RESULTS.md: same start, 800 iterations each):
+  both options on gave 6x the false-positive volume (108 vs 17 mL per study) and lower Dice on three of four
+  cancer types than nnU-Net's loss, so they stay off unless a recipe turns them on.
 - Deep supervision: outputs ``[full, 1/2, 1/4, ...]``; targets are nearest-downsampled to each output's size;
   weights ``1/2^i`` with the lowest resolution's weight set to 0, normalised to sum 1 (nnU-Net), unless the model
   gives its own (``UnipetModel.deep_supervision_weights``; H2ASeg: ``6 - k``, not normalised).
@@ -46,23 +57,43 @@ def downsample_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class DiceCE:
-    """nnU-Net's Dice + CE for softmax logits ``[B, K, D, H, W]`` and integer targets ``[B, D, H, W]``.
+    """Dice + CE for softmax logits ``[B, K, D, H, W]``, integer targets ``[B, D, H, W]``, tasks ``[B]`` (optional).
 
     Args:
         smooth: Dice smoothing (1e-5 like nnU-Net; 0 for Dice without smoothing).
         batch_dice: Dice over the whole batch (nnU-Net's default for 3-D) instead of per sample.
         include_background: also average the background class's Dice (nnU-Net: False).
+        per_task: pool the batch Dice within each task's samples, then average over tasks (module docstring).
+        skip_empty: leave samples without foreground out of the Dice term (module docstring); a batch with no
+            foreground at all is scored by CE alone.
     """
 
-    def __init__(self, smooth: float = 1e-5, batch_dice: bool = True, include_background: bool = False) -> None:
-        from monai.losses import DiceCELoss
+    def __init__(self, smooth: float = 1e-5, batch_dice: bool = True, include_background: bool = False,
+                 per_task: bool = False, skip_empty: bool = False) -> None:
+        from monai.losses import DiceLoss
 
-        self.loss = DiceCELoss(include_background=include_background, to_onehot_y=True, softmax=True,
-                               batch=batch_dice, smooth_nr=smooth, smooth_dr=smooth if smooth > 0 else 1e-8,
-                               lambda_dice=1.0, lambda_ce=1.0)
+        self.dice = DiceLoss(include_background=include_background, to_onehot_y=True, softmax=True,
+                             batch=batch_dice, smooth_nr=smooth, smooth_dr=smooth if smooth > 0 else 1e-8)
+        self.per_task, self.skip_empty = per_task, skip_empty
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(logits.float(), target[:, None].long())
+    def groups(self, target: torch.Tensor, task: torch.Tensor | None) -> list[torch.Tensor]:
+        """Boolean sample masks ``[B]`` of the Dice groups (one per task present, or the whole batch)."""
+        keep = torch.ones(target.shape[0], dtype=torch.bool, device=target.device)
+        if self.skip_empty:
+            keep = (target > 0).flatten(1).any(1)
+        if not self.per_task or task is None:
+            return [keep] if bool(keep.any()) else []
+        task = task.to(target.device)
+        masks = [keep & (task == t) for t in torch.unique(task)]
+        return [m for m in masks if bool(m.any())]
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        logits, target = logits.float(), target.long()
+        ce = F.cross_entropy(logits, target)
+        terms = [self.dice(logits[m], target[m][:, None]) for m in self.groups(target, task)]
+        if not terms:
+            return ce
+        return ce + torch.stack(terms).mean()
 
 
 def sigmoid_targets(target: torch.Tensor, channels: int) -> torch.Tensor:
@@ -77,24 +108,27 @@ class SegmentationLoss:
         activation: the model's ``output_activation`` (``"softmax"`` or ``"sigmoid"``).
         smooth: Dice smoothing.
         batch_dice: batch Dice for softmax models.
+        dice_per_task, dice_skip_empty: ``DiceCE``'s ``per_task`` and ``skip_empty``.
         task_weight: weight of the task-classifier CE (0 disables it).
         ds_weights: ``n -> weights`` of ``n`` deep-supervision outputs (the model's ``deep_supervision_weights``);
             None = nnU-Net's ``deep_supervision_weights``.
     """
 
     def __init__(self, activation: str = "softmax", smooth: float = 1e-5, batch_dice: bool = True,
-                 task_weight: float = 0.1, ds_weights: Callable[[int], Sequence[float]] | None = None) -> None:
+                 task_weight: float = 0.1, ds_weights: Callable[[int], Sequence[float]] | None = None,
+                 dice_per_task: bool = False, dice_skip_empty: bool = False) -> None:
         if activation not in ("softmax", "sigmoid"):
             raise ConfigError(f"unknown output activation {activation!r}; models declare 'softmax' or 'sigmoid'")
         self.activation, self.smooth, self.task_weight = activation, float(smooth), float(task_weight)
         self.ds_weights = ds_weights or deep_supervision_weights
-        self.dice_ce = DiceCE(smooth, batch_dice) if activation == "softmax" else None
+        self.dice_ce = (DiceCE(smooth, batch_dice, per_task=dice_per_task, skip_empty=dice_skip_empty)
+                        if activation == "softmax" else None)
 
     def segmentation(self, logits: torch.Tensor, target: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
         """Loss of one output ``[B, K, d, h, w]`` against the target resized to its grid."""
         target = downsample_label(target, logits.shape[2:])
         if self.dice_ce is not None:
-            return self.dice_ce(logits, target)
+            return self.dice_ce(logits, target, task)
         from unipet.models.universal import partial_label_dice_bce
 
         # the sigmoid models return the channels of each sample's own task, all annotated by its label

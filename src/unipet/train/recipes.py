@@ -66,6 +66,8 @@ class Recipe:
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
         grad_clip: gradient-norm clipping (0 = off).
         dice_smooth: Dice smoothing (0 = without smoothing); batch_dice: nnU-Net's batch Dice.
+        dice_per_task, dice_skip_empty: Dice pooled per task / without lesion-free samples (``train.losses``;
+            both False = nnU-Net's loss).
         task_loss_weight: weight of the auxiliary task-classifier CE.
         checkpoint_every: iterations between checkpoints; validate_every / validate_cases: periodic
             full-volume validation (0 = off).
@@ -100,6 +102,8 @@ class Recipe:
     grad_clip: float = 12.0
     dice_smooth: float = 1e-5
     batch_dice: bool = True
+    dice_per_task: bool = False
+    dice_skip_empty: bool = False
     task_loss_weight: float = 0.1
     checkpoint_every: int = 1000
     validate_every: int = 0

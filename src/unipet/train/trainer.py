@@ -272,7 +272,8 @@ def train(
         channels = [c.upper() for c in cache.config.channels]
         pet_channel = channels.index("PET") if "PET" in channels else None
         loss_fn = SegmentationLoss(model.output_activation, recipe.dice_smooth, recipe.batch_dice,
-                                   recipe.task_loss_weight, ds_weights=model.deep_supervision_weights)
+                                   recipe.task_loss_weight, ds_weights=model.deep_supervision_weights,
+                                   dice_per_task=recipe.dice_per_task, dice_skip_empty=recipe.dice_skip_empty)
 
         def save(iteration: int, complete: bool) -> None:
             if not info.is_main:
