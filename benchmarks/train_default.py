@@ -9,8 +9,10 @@ GPU run::
 
     python benchmarks/train_default.py --device cuda --export src/unipet/resources/checkpoints/dpdnet-small
 
-The shipped checkpoint was trained on the CPU (no GPU was lent) in two stages, ``recipes/default.json`` then
-``--init`` + ``recipes/default_stage2.json``: the commands, losses and demo Dice are in ``benchmarks/RESULTS.md``.
+The shipped checkpoint was trained on the CPU (no GPU was lent) in three stages, ``recipes/default.json`` then
+``--init`` + ``recipes/default_stage2.json``, then a third stage (``--init`` the second, ``--heads-from lung_cancer
+--reset-heads melanoma,breast_cancer``, ``recipes/default_stage3.json``) that revives the two heads which had
+collapsed to background: the commands, losses and demo Dice are in ``benchmarks/RESULTS.md``.
 
 CPU smoke check::
 
@@ -43,6 +45,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--init", type=Path, help="start from these weights (a run folder), e.g. a first stage")
     p.add_argument("--run", default="run", help="name of the run folder inside --work")
+    p.add_argument("--heads-from", metavar="TASK", help="with --init: copy this task's prompt-aware head ...")
+    p.add_argument("--reset-heads", metavar="TASK,...", default="", help="... into these tasks' heads first")
     p.add_argument("--export", type=Path, help="copy model.safetensors + meta.json here")
     p.add_argument("--tiny", action="store_true", help="CPU smoke check")
     args = p.parse_args()
@@ -58,9 +62,12 @@ def main() -> None:
     cache = phantom_cache(work, args.cases, args.size, tiny=args.tiny)
     run = work / args.run
     resume = (run / "checkpoint").exists()
+    init = args.init
+    if args.heads_from and not resume:
+        init = copy_heads(args.init, args.heads_from, [t for t in args.reset_heads.split(",") if t], run)
     result = train(cache, "dpdnet", run, recipe=args.recipe, model_kw=model_kw, device=args.device,
                    iterations=args.iterations, patch_size=args.patch, batch_size=args.batch, workers=args.workers,
-                   resume=resume, progress=True, init_from=None if resume else args.init)
+                   resume=resume, progress=True, init_from=None if resume else init)
     folder = find_checkpoint(run)
     size = (folder / "model.safetensors").stat().st_size
     out = {"run": str(run), "iteration": result.iteration, "final_loss": result.losses[-1] if result.losses else None,
@@ -74,6 +81,33 @@ def main() -> None:
             shutil.copy2(folder / name, args.export / name)
         out["exported"] = str(args.export)
     print(json.dumps(out, indent=2, default=str))
+
+
+def copy_heads(init: Path | None, source: str, targets: list[str], run: Path) -> Path:
+    """Weights of the run ``init`` with the prompt-aware heads of ``targets`` replaced by ``source``'s head.
+
+    Revives heads that collapsed to background (benchmarks/RESULTS.md); written beside the run folder.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from unipet.train.checkpoint import find_checkpoint, read_meta
+
+    if init is None or not targets:
+        raise SystemExit("--heads-from needs --init RUN and --reset-heads TASK,...")
+    folder = find_checkpoint(init)
+    names = [t["name"] for t in read_meta(folder)["model"]["tasks"]["tasks"]]
+    unknown = sorted({source, *targets} - set(names))
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; the run's tasks are {names}")
+    weights = load_file(str(folder / "model.safetensors"))
+    prefix = f"pa_heads.{names.index(source)}."
+    for target in targets:
+        dest = f"pa_heads.{names.index(target)}."
+        for key in [k for k in weights if k.startswith(prefix)]:
+            weights[dest + key[len(prefix):]] = weights[key].clone()
+    out = run.parent / f"{run.name}.init.safetensors"
+    save_file(weights, str(out))
+    return out
 
 
 if __name__ == "__main__":

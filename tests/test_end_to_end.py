@@ -52,10 +52,12 @@ def test_demo_writes_a_self_contained_report_naming_every_study(demo):
         assert section in html
 
 
-def test_demo_segments_lung_cancer_and_lymphoma_and_runs_the_table3_comparison(demo):
-    """What the shipped CPU-trained checkpoint does today (measured on this cohort: Dice lung 0.52, lymphoma 0.48)."""
+def test_demo_segments_every_cancer_type_and_runs_the_table3_comparison(demo):
+    """What the shipped CPU-trained checkpoint does today (measured on this cohort: Dice lung 0.70, lymphoma 0.52,
+    breast 0.20, melanoma 0.20): every prompt-aware head finds lesions (two of them had collapsed before)."""
     assert set(demo.dice_by_task) == {"breast_cancer", "lung_cancer", "lymphoma", "melanoma"}
-    assert demo.dice_by_task["lung_cancer"] > 0.35 and demo.dice_by_task["lymphoma"] > 0.35, demo.dice_by_task
+    assert demo.dice_by_task["lung_cancer"] > 0.5 and demo.dice_by_task["lymphoma"] > 0.4, demo.dice_by_task
+    assert demo.dice_by_task["breast_cancer"] > 0.1 and demo.dice_by_task["melanoma"] > 0.1, demo.dice_by_task
     assert set(demo.agreement) == set(SURVIVAL_MARKERS) and demo.agreement["total_mtv_ml"]["n"] >= 25
     assert set(demo.survival) == set(SURVIVAL_MARKERS)
     comparison = pd.read_csv(demo.out / "survival" / "comparison.csv")  # seed 000's Table-3 layout
@@ -64,9 +66,9 @@ def test_demo_segments_lung_cancer_and_lymphoma_and_runs_the_table3_comparison(d
     assert {"cutoff", "hr", "hr_lo", "hr_hi", "c_index", "c_lo", "c_hi"} <= set(comparison.columns)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: the shipped checkpoint's breast-cancer and melanoma heads "
-                   "predict no lesion (see benchmarks/RESULTS.md), so predicted MTV does not yet agree with the "
-                   "reference; strict, so a fixed checkpoint makes this test fail until the xfail is removed")
+@pytest.mark.xfail(strict=True, reason="known limitation: the shipped CPU-trained checkpoint reaches Dice 0.20 on "
+                   "breast cancer and melanoma and a median MTV difference of 55 % (benchmarks/RESULTS.md); strict, "
+                   "so a checkpoint that meets the stated distance makes this test fail until the xfail is removed")
 def test_predicted_biomarkers_agree_with_reference_within_the_stated_distance(demo):
     assert all(d > 0.35 for d in demo.dice_by_task.values()), demo.dice_by_task
     mtv = demo.agreement["total_mtv_ml"]
