@@ -90,7 +90,9 @@ class DiceCE:
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         logits, target = logits.float(), target.long()
         ce = F.cross_entropy(logits, target)
-        terms = [self.dice(logits[m], target[m][:, None]) for m in self.groups(target, task)]
+        # the default group is the whole batch: no indexing copy of the logits on that path
+        terms = [self.dice(logits, target[:, None]) if bool(m.all()) else self.dice(logits[m], target[m][:, None])
+                 for m in self.groups(target, task)]
         if not terms:
             return ce
         return ce + torch.stack(terms).mean()
