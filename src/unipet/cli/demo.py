@@ -50,5 +50,6 @@ def demo_command(
                       f"{a['loa_hi']:.2f}, median |rel. diff| {100 * a['median_abs_rel_diff']:.0f} %")
     for marker, res in result.survival.items():
         hr, ci = res["hr_dichotomised"], res["c_index"]
-        console.print(f"  {marker:<14} HR {hr['hr']:.2f} ({hr['lo']:.2f}-{hr['hi']:.2f}), C-index {ci['value']:.3f} ({ci['lo']:.3f}-{ci['hi']:.3f})")
+        console.print(f"  {marker:<14} HR {hr['hr']:.2f} ({hr['lo']:.2f}-{hr['hi']:.2f}), "
+                      f"C-index {ci['value']:.3f} ({ci['lo']:.3f}-{ci['hi']:.3f})")
     console.print(f"report: {result.report}")
