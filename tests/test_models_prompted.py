@@ -17,8 +17,8 @@ PATCH = (16, 32, 32)
 FULL_PATCH = (112, 160, 128)
 MODELS = {
     "uniseg": {},
-    "dpdnet": {},
-    "dpdnet-released": {"pa_head": "released"},
+    "dpdnet": {"task_classifier": True},
+    "dpdnet-paper": {"pa_head": "paper", "task_classifier": True},
     "dodnet": {},
     "clip-universal": {"text_encoder": "hash"},
 }
@@ -27,7 +27,7 @@ MODELS = {
 def build(key: str, **kw):
     name = "dpdnet" if key.startswith("dpdnet") else key
     torch.manual_seed(0)
-    return create(name, in_channels=2, num_classes=2, tasks=4, patch_size=PATCH, base_width=2, **MODELS[key], **kw)
+    return create(name, in_channels=2, num_classes=2, tasks=4, patch_size=PATCH, base_width=2, **{**MODELS[key], **kw})
 
 
 def out_channels(model) -> int:
@@ -99,19 +99,23 @@ def test_uniseg_and_dodnet_select_only_their_task_parameters(x):
 
 
 @pytest.mark.parametrize("key,target,rel", [
-    ("uniseg", 15.12e6, 0.003), ("dpdnet-released", 15.19e6, 0.003), ("dodnet", 15.14e6, 0.03),
+    ("uniseg", 15.12e6, 0.003), ("dpdnet-default", 15.19e6, 0.001), ("dodnet", 15.14e6, 0.03),
     ("clip-universal", 15.34e6, 0.03)])
 def test_parameter_counts_at_full_config(key, target, rel):
     name = "dpdnet" if key.startswith("dpdnet") else key
     with torch.device("meta"):
-        model = create(name, in_channels=2, num_classes=2, tasks=4, patch_size=FULL_PATCH, **MODELS[key])
+        model = create(name, in_channels=2, num_classes=2, tasks=4, patch_size=FULL_PATCH, **MODELS.get(key, {}))
     assert count_parameters(model) == pytest.approx(target, rel=rel)
 
 
-def test_dpdnet_full_config_prompt_size_macs_and_paper_head():
+def test_dpdnet_default_is_the_reported_model_and_paper_head_is_an_option():
     with torch.device("meta"):
-        released = create("dpdnet", tasks=4, patch_size=FULL_PATCH, pa_head="released").eval()
-        paper = create("dpdnet", tasks=4, patch_size=FULL_PATCH)
+        released = create("dpdnet", tasks=4, patch_size=FULL_PATCH).eval()  # the defaults: the reported model
+        paper = create("dpdnet", tasks=4, patch_size=FULL_PATCH, pa_head="paper")
+    assert released.task_classifier is None and released.requires == ("task",)  # the task is an input
+    assert count_parameters(released) == 15_188_885  # Table 1: 15.19 M
+    assert not any(isinstance(m, type(paper.pa_heads[0])) for m in released.modules())
+    with torch.device("meta"):
         with FlopCounterMode(display=False) as counter:
             released(torch.empty(1, 2, *FULL_PATCH), task=torch.zeros(1, dtype=torch.long))
     assert released.universal_prompt.prompt.shape == (1, 4, 7, 5, 4)  # N x D/16 x H/32 x W/32
@@ -225,3 +229,24 @@ def test_partial_label_dice_bce_matches_hand_computation():
     torch.testing.assert_close(partial_label_dice_bce(worse, target, annotated, smooth=0.0), loss)
     nothing = partial_label_dice_bce(logits.requires_grad_(), target, torch.zeros(2, 2, dtype=torch.bool))
     assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+@pytest.mark.parametrize("kwargs", [{"pa_head": "paper", "task_classifier": True},
+                                    {"pa_head": "released", "task_classifier": False}])
+def test_checkpoints_recording_explicit_head_kwargs_load_with_their_architecture(kwargs, tmp_path):
+    """A checkpoint whose meta records ``pa_head``/``task_classifier`` rebuilds that architecture, whatever the
+    builder's defaults are (the shipped checkpoint and the runs trained before the defaults changed)."""
+    from unipet.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create("dpdnet", in_channels=2, num_classes=2, tasks=4, patch_size=PATCH, base_width=2, **kwargs).eval()
+    meta = {"model": model.config, "preprocess": {"channels": ["CT", "PET"], "normalisation": {}},
+            "patch_size": list(PATCH)}
+    save_checkpoint(tmp_path / "run", model, meta)
+    loaded, meta = load_checkpoint(tmp_path / "run")
+    assert meta["model"]["kwargs"] == {"base_width": 2, **kwargs}
+    assert (loaded.task_classifier is None) == (not kwargs["task_classifier"])
+    assert type(loaded.pa_heads[0]) is type(model.pa_heads[0])
+    x = torch.randn(2, 2, *PATCH, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x, task=torch.tensor([0, 3])), model(x, task=torch.tensor([0, 3])))

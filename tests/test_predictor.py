@@ -153,7 +153,7 @@ def test_prompt_free_prediction_reports_the_inferred_task_and_cli(tmp_path):
 
     torch.manual_seed(0)
     model = create("dpdnet", in_channels=2, num_classes=2, tasks=TASKS, patch_size=(8, 16, 16), base_width=4,
-                   min_feature=2)
+                   min_feature=2, task_classifier=True)
     meta = {**_meta((8, 16, 16)), "model": model.config}
     study = tiny_study(0)
     pred = Predictor(model, meta, device="cpu").predict_study(study, task="auto")

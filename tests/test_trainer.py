@@ -48,7 +48,8 @@ def test_recipes_schedules_and_files(tmp_path):
     assert nn.lr_at(0) == pytest.approx(1e-2)
     assert nn.lr_at(nn.iterations // 2) == pytest.approx(1e-2 * 0.5 ** 0.9)
     dp = load_recipe("dpdnet")
-    assert (dp.optimizer, dp.lr, dp.weight_decay) == ("adamw", 1e-4, 1e-3)
+    assert (dp.optimizer, dp.lr, dp.weight_decay, dp.deep_supervision, dp.task_loss_weight) == ("sgd", 1e-4, 1e-3,
+                                                                                                 False, 0.0)
     tr = load_recipe("transformer", iterations=100)
     tr = tr.with_overrides(warmup_iterations=10)
     assert tr.lr_at(0) == pytest.approx(1e-5) and tr.lr_at(9) == pytest.approx(1e-4)
@@ -56,7 +57,7 @@ def test_recipes_schedules_and_files(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("base: dpdnet\niterations: 7\nsampling: {lesion: 0.5, random: 0.5}\n")
     mine = load_recipe(path)
-    assert (mine.name, mine.optimizer, mine.iterations, mine.sampling["lesion"]) == ("mine", "adamw", 7, 0.5)
+    assert (mine.name, mine.optimizer, mine.iterations, mine.sampling["lesion"]) == ("mine", "sgd", 7, 0.5)
     assert load_recipe(mine) == mine
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"iterations": 3, "learning_rate": 1}))

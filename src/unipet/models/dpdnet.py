@@ -12,17 +12,25 @@ On an STU-Net backbone (STU-Net-S in the paper):
 3. **Prompt-aware (PA) heads**: the last decoder stage (full resolution) is replaced by one head per cancer
    type; each head runs only on the samples of its task. Two head variants:
 
-   - ``pa_head="paper"`` (default): the head described in the paper: parallel 1x1x1 / 3x3x3 / 5x5x5
-     conv-IN-LeakyReLU branches on the concatenated ``[upsampled, skip]`` features, a 1x1x1 fusion,
-     squeeze-and-excitation channel attention, a residual 1x1x1 projection of the input, then a 1x1x1
-     classifier. 15.42 M parameters and 271.7 G MACs with STU-Net-S (2 in-ch, 2 classes, 4 tasks,
-     112x160x128): the 5x5x5 branch at full resolution doubles the network's compute.
-   - ``pa_head="released"``: what the released code builds (it never instantiates the paper's head): per task
-     STU-Net's own last decoder stage (residual block(s) with a projection shortcut) + a 1x1x1 classifier.
-     **This variant reproduces the published 15.19 M parameters** (137.8 G MACs counted by PyTorch's
-     FlopCounterMode, convolutions only, vs. 138.79 G published).
+   - ``pa_head="released"`` (**default**; source: the released code, ``STUNet_prompt`` in the authors'
+     ``STUNetTrainer.py``): per task STU-Net's own last decoder stage (a residual block with a projection
+     shortcut; for deeper backbones the release appends multi-branch blocks, unipet plain residual blocks) + a
+     1x1x1 classifier. This is the model whose size the paper reports in Table 1: 15.19 M parameters
+     (15,188,885 without unipet's optional task classifier) and 137.8 G MACs counted by PyTorch's
+     FlopCounterMode (convolutions only) vs. 138.79 G published, with STU-Net-S, 2 in-ch, 2 classes, 4 tasks,
+     112x160x128. Authors' weights load into it with ``unipet.models.weights.load_dpdnet_release``.
+   - ``pa_head="paper"`` (option; source: the paper's text and Fig. 1, which the release never instantiates):
+     parallel 1x1x1 / 3x3x3 / 5x5x5 conv-IN-LeakyReLU branches on the concatenated ``[upsampled, skip]``
+     features, a 1x1x1 fusion, squeeze-and-excitation channel attention, a residual 1x1x1 projection of the
+     input, then a 1x1x1 classifier. 15.42 M parameters and 271.7 G MACs: the 5x5x5 branch at full resolution
+     doubles the network's compute, so it cannot be the network measured in Table 1.
 
-Deep supervision (a recipe choice) uses the shared heads of the coarser decoder stages. Ablation switches of
+The task is an input (``task_classifier=False`` by default, as in the paper). ``task_classifier=True`` adds
+unipet's prompt-free classifier (``unipet.models.prompt_free``; train it with the ``dpdnet-prompt-free``
+recipe, whose cross-entropy term the paper does not have).
+
+Deep supervision (a recipe choice; off in the paper's and the release's recipe) uses the shared heads of the
+coarser decoder stages. Ablation switches of
 the paper's Table 2: ``specific_prompt``, ``common_prompt``, ``pa_heads`` (with both prompts off no prompt is
 built; with PA heads off the shared STU-Net last stage and head are used).
 """
@@ -85,13 +93,14 @@ class DpDNet(PromptedSTUNet):
     Args:
         patch_size: training patch ``(D, H, W)``; sets the prompt size.
         specific_prompt, common_prompt, pa_heads: Table 2 ablation switches.
-        pa_head: ``"paper"`` or ``"released"`` (see module docstring).
-        num_tasks, task_classifier and STU-Net arguments: see ``PromptedSTUNet``.
+        pa_head: ``"released"`` (default, the reported model) or ``"paper"`` (see module docstring).
+        task_classifier: add unipet's prompt-free task classifier (default False: the task is an input).
+        num_tasks and STU-Net arguments: see ``PromptedSTUNet``.
     """
 
     def __init__(self, in_channels: int, num_classes: int, strides, num_tasks: int, patch_size: Sequence[int],
                  specific_prompt: bool = True, common_prompt: bool = True, pa_heads: bool = True,
-                 pa_head: str = "paper", task_classifier: bool = True, **stunet) -> None:
+                 pa_head: str = "released", task_classifier: bool = False, **stunet) -> None:
         if pa_head not in ("paper", "released"):
             raise ConfigError(f"unknown pa_head {pa_head!r}; use 'paper' or 'released'")
         extra = int(specific_prompt) + int(common_prompt)
@@ -135,9 +144,13 @@ class DpDNet(PromptedSTUNet):
           description="DpDNet: specific + common prompts and per-cancer prompt-aware heads on STU-Net")
 def build(in_channels: int, num_classes: int, tasks, patch_size, backbone: str = "s", base_width: int | None = None,
           depth=None, strides=None, spacing=None, min_feature: int = 4, specific_prompt: bool = True,
-          common_prompt: bool = True, pa_heads: bool = True, pa_head: str = "paper",
-          task_classifier: bool = True) -> DpDNet:
-    """DpDNet on STU-Net-``backbone``; ``pa_head="released"`` gives the published 15.19 M (STU-Net-S)."""
+          common_prompt: bool = True, pa_heads: bool = True, pa_head: str = "released",
+          task_classifier: bool = False) -> DpDNet:
+    """DpDNet on STU-Net-``backbone``; the defaults give the published 15.19 M / 138.79 G model (STU-Net-S).
+
+    ``pa_head="paper"`` builds the head the paper's text describes; ``task_classifier=True`` adds unipet's
+    prompt-free classifier. Checkpoints record these kwargs explicitly (``model.config``).
+    """
     conf = resolve_backbone(patch_size, backbone, base_width, depth, strides, spacing, min_feature)
     return DpDNet(in_channels, num_classes, num_tasks=len(tasks), patch_size=patch_size,
                   specific_prompt=specific_prompt, common_prompt=common_prompt, pa_heads=pa_heads, pa_head=pa_head,

@@ -5,8 +5,20 @@ Shipped recipes:
 - ``nnunet``: SGD, Nesterov momentum 0.99, lr 1e-2 with poly decay (exponent 0.9), weight decay 3e-5, 1000 epochs
   x 250 iterations, batch 2, patch 112x160x128, 1/3 foreground oversampling, deep supervision, gradient
   clipping at 12 (nnU-Net v2).
-- ``dpdnet``: the DpDNet release trains inside the nnU-Net/STU-Net trainer with lr 1e-4 and weight decay 1e-3;
-  the optimizer is AdamW as the paper states. Poly decay, deep supervision and clipping as nnU-Net.
+- ``dpdnet``: DpDNet as published. Source: the paper (§3.2) trains with SGD; the values the paper leaves to its
+  code are those of the release's trainer (``STUNetTrainer`` on the authors' ``nnUNetTrainer``): SGD with Nesterov
+  momentum 0.99, lr 1e-4 with poly decay (exponent 0.9), weight decay 1e-3, 1000 epochs x 250 iterations, batch 2
+  (the nnU-Net plan), patch 112x160x128 (the release hard-codes the prompt to this patch's bottleneck), 1/3
+  foreground oversampling, gradient clipping at 12, nnU-Net's augmentation and Dice + CE loss, **no deep
+  supervision** (the release sets ``enable_deep_supervision = False``) and **no task-classifier term** (use the
+  model with ``task_classifier=False``, DpDNet's default).
+- ``dpdnet-release``: the release's trainer values verbatim, kept as a name so a run records which source it
+  follows; they coincide with ``dpdnet`` (the release, too, uses SGD: the earlier claim that it or the paper used
+  AdamW was wrong).
+- ``dpdnet-prompt-free``: ``dpdnet`` plus unipet's prompt-free task classifier, trained with a 0.1-weighted
+  cross-entropy (unipet's addition, not in the paper; build the model with ``task_classifier=True``).
+- ``dpdnet-adamw``: unipet's earlier DpDNet recipe (AdamW lr 1e-4, wd 1e-3, deep supervision, task CE 0.1);
+  unipet's choice, kept so that runs made with it can be repeated.
 - ``transformer``: AdamW (lr 1e-4, wd 1e-5), linear warm-up over 5 % of the iterations then cosine decay to 0,
   gradient clipping at 1 — the usual recipe of UNETR/SwinUNETR/CLIP-driven models.
 - ``mastpro``: the ``transformer`` recipe on 96^3 patches (Swin UNETR needs multiples of 32; the CLIP-driven
@@ -188,7 +200,13 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "nnunet": Recipe(),
-    "dpdnet": Recipe(name="dpdnet", optimizer="adamw", lr=1e-4, weight_decay=1e-3),
+    "dpdnet": Recipe(name="dpdnet", optimizer="sgd", lr=1e-4, weight_decay=1e-3, momentum=0.99,
+                     deep_supervision=False, task_loss_weight=0.0),
+    "dpdnet-release": Recipe(name="dpdnet-release", optimizer="sgd", lr=1e-4, weight_decay=1e-3, momentum=0.99,
+                             deep_supervision=False, task_loss_weight=0.0),
+    "dpdnet-prompt-free": Recipe(name="dpdnet-prompt-free", optimizer="sgd", lr=1e-4, weight_decay=1e-3,
+                                 momentum=0.99, deep_supervision=False, task_loss_weight=0.1),
+    "dpdnet-adamw": Recipe(name="dpdnet-adamw", optimizer="adamw", lr=1e-4, weight_decay=1e-3),
     "transformer": Recipe(name="transformer", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
                           warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False),
     "mastpro": Recipe(name="mastpro", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
