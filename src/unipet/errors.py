@@ -47,3 +47,21 @@ class ConfigError(UnipetError):
 
 class BatchError(UnipetError):
     """Some cases of a batch job failed; the others were written and a re-run retries only the failed ones."""
+
+
+class OutputError(UnipetError):
+    """An output cannot be written where asked (a read-only folder, a file where a folder must be, a path that
+    leaves its output folder)."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or quota) filled up while writing; the message says how much space is needed where."""
+
+
+class InterruptedRun(UnipetError):
+    """A long job (training) was stopped by a signal after saving its state; ``exit_code`` is what the CLI
+    returns (128 + the signal number, 143 for SIGTERM) so that schedulers see the run did not finish."""
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -8,11 +8,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from unipet.errors import InputFileError, OutputExistsError
+from unipet.errors import DiskFullError, InputFileError, OutputError, OutputExistsError
+
+
+def umask_mode(directory: bool = False) -> int:
+    """Permission bits a new file (0666) or folder (0777) gets under the process umask, as ``open`` and ``mkdir``
+    give them; ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700, so atomic writers apply this before the rename."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -22,9 +31,64 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for this output (--overwrite never replaces a folder)")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another output or pass --overwrite to replace it")
     return path
+
+
+def ensure_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` (and parents) if needed and check that files can be created in it.
+
+    Raises:
+        OutputError: ``folder`` (or a parent) is a file, or the folder is not writable.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{what} {folder} is a file, not a folder; give a folder path") from None
+    except NotADirectoryError:
+        raise OutputError(f"{what} {folder} lies below a file, not a folder; give a folder path") from None
+    except PermissionError:
+        raise OutputError(f"{what} {folder} cannot be created (permission denied); choose a writable place") from None
+    if not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file, not a folder; give a folder path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder} is not writable; choose another folder or fix its permissions")
+    return folder
+
+
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, checked to stay inside ``folder`` (no separators or ``..`` escaping it).
+
+    Raises:
+        OutputError: the resolved path leaves ``folder``.
+    """
+    folder = Path(folder)
+    path = folder / name
+    root = folder.resolve()
+    if path.resolve().parent != root and root not in path.resolve().parents:
+        raise OutputError(f"output name {name!r} would be written outside {folder}; names must not contain path "
+                          "separators or '..'")
+    return path
+
+
+def _os_error(exc: OSError, path: Path) -> OutputError:
+    """An OSError while writing ``path`` as one clear line."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+        return DiskFullError(f"disk full while writing {path} ({free / 1e6:.0f} MB free); free space and run again "
+                             "(outputs already written are complete and kept)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {path}: {exc.strerror}; choose a writable output folder")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return OutputError(f"cannot write {path}: {exc.strerror} (a file stands where a folder must be, or the "
+                           "reverse); choose another output path")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager
@@ -36,14 +100,21 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | 
     and ``path`` is left untouched.
     """
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _os_error(exc, path) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            os.chmod(tmp, umask_mode())  # mkstemp made it 0600; outputs get the mode any tool would give them
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()

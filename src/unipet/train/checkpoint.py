@@ -12,7 +12,15 @@ Layout of ``RUN_DIR/checkpoint/``::
 The folder is written under a temporary name and swapped in by renames: the previous checkpoint is
 renamed to ``.checkpoint.old``, the new one into place, then the old one is deleted. A process killed at
 any moment leaves either ``checkpoint/`` or ``.checkpoint.old/`` complete; ``find_checkpoint`` takes
-whichever exists. Nothing is unpickled when loading: tensors come from safetensors, the rest from JSON.
+whichever exists; ``clean_stale_temporaries`` removes the ``.checkpoint.tmp*`` folders a killed write leaves.
+Nothing is unpickled when loading: tensors come from safetensors, the rest from JSON.
+
+Integrity: ``meta.json`` records ``weights_sha256``, the SHA-256 of ``model.safetensors``; loading verifies it
+and refuses a damaged file, a damaged safetensors header, non-finite weights, and metadata that does not
+describe the weights (an edited model name or kwargs), each with one ``UnipetError`` line. Checkpoints written
+before the checksum existed (the shipped ``dpdnet-small`` among them) have no ``weights_sha256``: they are
+accepted without a warning — their header, tensor shapes and finiteness are still checked — and
+``checkpoint_id`` hashes their weights file on the fly, so every checkpoint has an id.
 """
 from __future__ import annotations
 
@@ -24,14 +32,53 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import errno
 import numpy as np
 import torch
 
-from unipet.errors import ConfigError, InputFileError
+from unipet.errors import ConfigError, DiskFullError, InputFileError, UnipetError
 
 CHECKPOINT = "checkpoint"
 OLD = ".checkpoint.old"
+TMP_PREFIX = ".checkpoint.tmp"
 FORMAT_VERSION = 1
+#: metadata key of the weights file's SHA-256 (hex)
+CHECKSUM_KEY = "weights_sha256"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 (hex) of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """A short, stable id of a checkpoint's weights: the first 16 hex digits of their SHA-256.
+
+    Read from ``meta.json`` (``weights_sha256``) when recorded, else computed from ``model.safetensors``.
+    """
+    folder = find_checkpoint(path)
+    recorded = read_meta(folder).get(CHECKSUM_KEY)
+    return (recorded if isinstance(recorded, str) and recorded else file_sha256(folder / "model.safetensors"))[:16]
+
+
+def clean_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove the ``.checkpoint.tmp*`` folders an interrupted ``save_checkpoint`` left in ``run_dir``.
+
+    Only one process writes a run's checkpoints, so every temporary folder present before a write starts is
+    stale. Returns the removed folders.
+    """
+    run_dir = Path(run_dir)
+    removed = []
+    if run_dir.is_dir():
+        for p in run_dir.glob(f"{TMP_PREFIX}*"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 def versions() -> dict[str, str]:
@@ -142,10 +189,18 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.tmp", dir=run_dir))
+    clean_stale_temporaries(run_dir)
+    weights = model_state(model)
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(f"the model holds non-finite weights ({', '.join(bad[:3])}); training diverged — the "
+                          "previous checkpoint is kept; resume with a lower learning rate")
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=run_dir))
     try:
-        save_file(model_state(model), str(tmp / "model.safetensors"), metadata={"format": "unipet"})
-        meta = {**meta, "format": FORMAT_VERSION, "versions": versions()}
+        _apply_umask(tmp, directory=True)
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "unipet"})
+        meta = {**meta, "format": FORMAT_VERSION, "versions": versions(),
+                CHECKSUM_KEY: file_sha256(tmp / "model.safetensors")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         if optimizer is not None or train_state is not None:
             tensors, rest = rng_state()
@@ -157,6 +212,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
             tensors.update({f"extra.{k}": v.detach().to("cpu").contiguous() for k, v in (extra_tensors or {}).items()})
             save_file(tensors, str(tmp / "train_state.safetensors"))
             (tmp / "train_state.json").write_text(json.dumps(state, default=_json_default))
+        for f in tmp.iterdir():
+            _apply_umask(f)
         _fsync_dir(tmp)
         final, old = run_dir / CHECKPOINT, run_dir / OLD
         if old.exists():
@@ -168,9 +225,25 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
         if old.exists():
             shutil.rmtree(old)
         return final
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            need = sum(int(v.numel() * v.element_size()) for v in weights.values())
+            free = shutil.disk_usage(run_dir).free
+            raise DiskFullError(f"disk full while writing the checkpoint in {run_dir}: it needs about "
+                                f"{2 * need / 1e6:.0f} MB (weights + optimizer state), {free / 1e6:.0f} MB are free; "
+                                "free space, then resume with --resume (the previous checkpoint is intact)") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _apply_umask(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the permissions of a newly created file/folder under the process umask (``mkstemp`` and
+    ``mkdtemp`` create 0600/0700)."""
+    from unipet.fileio import umask_mode
+
+    os.chmod(path, umask_mode(directory))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -232,33 +305,89 @@ def build_model(meta: dict[str, Any]) -> torch.nn.Module:
     cfg = meta.get("model")
     if not isinstance(cfg, dict) or "name" not in cfg:
         raise ConfigError("checkpoint metadata has no model config ('model.name'); it was not written by unipet")
-    return create(cfg["name"], in_channels=int(cfg["in_channels"]), num_classes=int(cfg["num_classes"]),
-                  tasks=TaskSet.from_dict(cfg["tasks"]), patch_size=cfg["patch_size"], **cfg.get("kwargs", {}))
+    try:
+        return create(cfg["name"], in_channels=int(cfg["in_channels"]), num_classes=int(cfg["num_classes"]),
+                      tasks=TaskSet.from_dict(cfg["tasks"]), patch_size=cfg["patch_size"], **(cfg.get("kwargs") or {}))
+    except UnipetError as exc:
+        raise ConfigError(f"the checkpoint's metadata describes no buildable model ({exc}); meta.json was edited "
+                          "or written by another unipet version") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise ConfigError(f"the checkpoint's model config cannot be built ({type(exc).__name__}: {exc}); meta.json "
+                          "was edited or written by another unipet version") from None
+
+
+def verify_weights(folder: str | Path, meta: dict[str, Any] | None = None) -> str:
+    """Check ``model.safetensors`` against the SHA-256 recorded in ``meta.json``; returns the file's SHA-256.
+
+    A checkpoint without a recorded checksum (written before unipet recorded one) passes.
+
+    Raises:
+        InputFileError: the file's SHA-256 differs from the recorded one (the file was damaged or replaced).
+    """
+    folder = find_checkpoint(folder)
+    meta = read_meta(folder) if meta is None else meta
+    actual = file_sha256(folder / "model.safetensors")
+    recorded = meta.get(CHECKSUM_KEY)
+    if recorded and recorded != actual:
+        raise InputFileError(f"{folder / 'model.safetensors'} is damaged: its SHA-256 {actual[:16]}... differs from "
+                             f"the {str(recorded)[:16]}... recorded in meta.json; restore the checkpoint from a copy")
+    return actual
+
+
+def read_weights(path: str | Path, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a damaged file or header, or (``check_finite``) a non-finite floating-point
+    tensor, is one ``InputFileError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputFileError(f"{path} cannot be read as safetensors ({type(exc).__name__}: {exc}); the file is "
+                             "damaged — restore it from a copy") from None
+    bad = [k for k, v in state.items() if check_finite and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputFileError(f"{path} holds non-finite weights ({', '.join(bad[:3])}); the file is damaged or the "
+                             "run diverged — use another checkpoint")
+    return state
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """``(model, meta)``: the model rebuilt from ``meta.json`` alone, weights loaded, in eval mode on ``device``."""
-    from safetensors.torch import load_file
+    """``(model, meta)``: the model rebuilt from ``meta.json`` alone, weights loaded, in eval mode on ``device``.
 
+    The weights are verified first (``verify_weights``, ``read_weights``); the returned ``meta`` gains
+    ``checkpoint_id`` (16 hex digits of the weights' SHA-256), which predictions record beside their outputs.
+    """
     folder = find_checkpoint(path)
     meta = read_meta(folder)
+    sha = verify_weights(folder, meta)
+    state = read_weights(folder / "model.safetensors")
     model = build_model(meta)
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"checkpoint {folder} does not fit the model its meta.json describes ({first[-1].strip() if first else exc}); "
+                          "meta.json was edited or belongs to other weights") from None
     if missing or unexpected:
         raise ConfigError(f"checkpoint {folder} does not fit the model it describes (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}); it was written by another unipet version or edited")
+    meta = {**meta, "checkpoint_id": sha[:16]}
     return model.to(device).eval(), meta
 
 
 def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, state)`` of a checkpoint's training state (for ``--resume``)."""
-    from safetensors.torch import load_file
-
     folder = find_checkpoint(path)
     if not (folder / "train_state.json").exists():
         raise InputFileError(f"checkpoint {folder} has no training state; it cannot be resumed (start a new run)")
-    return load_file(str(folder / "train_state.safetensors")), json.loads((folder / "train_state.json").read_text())
+    verify_weights(folder)
+    read_weights(folder / "model.safetensors")
+    try:
+        state = json.loads((folder / "train_state.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{folder / 'train_state.json'} is damaged ({exc}); the run cannot be resumed from it") from None
+    return read_weights(folder / "train_state.safetensors", check_finite=False), state
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
