@@ -129,14 +129,17 @@ def test_per_slice_rescale_slopes_are_applied(written):
     np.testing.assert_allclose(suv[3], study.pet[3], rtol=2e-3)
 
 
-def test_several_pet_series_default_to_largest_and_select_by_uid(tmp_path):
+def test_several_pet_series_are_listed_and_selected_by_uid(tmp_path):
     small = _study(shape=(6, 16, 16), hot=(2, 4, 4))
     big = _study(shape=(9, 16, 16), seed=1)
     _write(small, tmp_path / "mixed" / "a")
     _write(big, tmp_path / "mixed" / "b")
     pets = [s for s in find_series(tmp_path / "mixed") if s.modality == "PT"]
     assert [s.n_files for s in pets] == [9, 6]
-    assert read_pet_suv(tmp_path / "mixed")[0].shape == (9, 16, 16)
+    with pytest.raises(DicomError, match="2 PET series") as err:  # both attenuation-corrected: no silent pick
+        read_pet_suv(tmp_path / "mixed")
+    assert pets[0].uid in str(err.value) and pets[1].uid in str(err.value) and "--series" in str(err.value)
+    assert read_pet_suv(tmp_path / "mixed", series_uid=pets[0].uid)[0].shape == (9, 16, 16)
     chosen, _, _ = read_pet_suv(tmp_path / "mixed", series_uid=pets[1].uid)
     np.testing.assert_allclose(chosen, small.pet, rtol=2e-3)
     with pytest.raises(DicomError, match="not in"):

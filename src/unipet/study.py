@@ -201,6 +201,11 @@ class Study:
             raise ImageGeometryError(f"study {self.study_id} has neither PET nor CT; give at least one image")
         if self.affine.shape != (4, 4):
             raise ImageGeometryError(f"study {self.study_id}: affine must be 4x4, got {self.affine.shape}")
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        if not np.isfinite(self.affine).all() or np.any(norms < 1e-6) or abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
+            raise ImageGeometryError(
+                f"study {self.study_id}: impossible affine (voxel sizes {np.round(norms, 4).tolist()} mm, zero or not "
+                "finite, or dependent axes); give the scanner geometry")
         shape = self.shape
         for name, arr in (("PET", self.pet), ("CT", self.ct), ("label", self.label), ("organs", self.organs)):
             if arr is None:

@@ -23,7 +23,7 @@ def suv_command(
     dicom_dir: Path = typer.Argument(..., help="Folder holding the PET series (searched recursively)."),
     out: Path = typer.Argument(..., help="SUV NIfTI to write (.nii.gz)."),
     kind: SuvKind = typer.Option(SuvKind.bw, "--kind", help="Normalisation: bw, lbm-james, lbm-janma, bsa or ibw."),
-    series: str = typer.Option(None, "--series", help="PET SeriesInstanceUID; default the largest PET series."),
+    series: str = typer.Option(None, "--series", help="PET SeriesInstanceUID; default the only PET series, else the only attenuation-corrected one; several -> listed, choose one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Convert a DICOM PET series to SUV (Bq/mL, Philips CNTS, GML and CM2ML inputs) and save it as NIfTI.
@@ -54,7 +54,7 @@ def dicom_seg_command(
     dicom_dir: Path = typer.Argument(..., help="Folder holding the PET series the mask was drawn on."),
     out: Path = typer.Argument(..., help="DICOM Segmentation file to write (.dcm)."),
     label: str = typer.Option("lesion", "--label", help="Segment label."),
-    series: str = typer.Option(None, "--series", help="PET SeriesInstanceUID; default the largest PET series."),
+    series: str = typer.Option(None, "--series", help="PET SeriesInstanceUID; default the only PET series, else the only attenuation-corrected one; several -> listed, choose one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Write a mask as DICOM-SEG referencing its PET series (needs highdicom: pip install "unipet\\[dicom-seg]").

@@ -30,6 +30,7 @@ def import_command(
     weight_kg: float = typer.Option(None, "--weight-kg", help="autopet PET.nii.gz in Bq/mL: patient weight (kg)."),
     delay_s: float = typer.Option(None, "--delay-s", help="autopet PET.nii.gz in Bq/mL: injection-to-scan delay (s)."),
     suv_kind: str = typer.Option("bw", "--suv", help="dicom: SUV normalisation (bw, lbm-james, lbm-janma, bsa, ibw)."),
+    series: list[str] = typer.Option(None, "--series", help="dicom: PET SeriesInstanceUID to read where a study has several (repeatable, one per study)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient-level train/val/test split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest / converted files."),
 ) -> None:
@@ -59,7 +60,8 @@ def import_command(
     elif kind is ImportKind.nnunet:
         manifest = layouts.import_nnunet(source, ts, task=task, split_seed=seed)
     elif kind is ImportKind.dicom:
-        manifest = layouts.import_dicom(source, side, ts, task=task, kind=suv_kind, split_seed=seed, overwrite=overwrite)
+        manifest = layouts.import_dicom(source, side, ts, task=task, kind=suv_kind, split_seed=seed, overwrite=overwrite,
+                                         series_uid=series or None)
     else:
         manifest = layouts.import_phantom(source, ts, split_seed=seed)
     manifest.save(out, overwrite=overwrite)

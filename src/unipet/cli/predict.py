@@ -37,19 +37,29 @@ def predict_command(
         torchrun --nproc_per_node=4 -m unipet predict runs/dpdnet autopet/ preds/ --device cuda
     """
     from unipet.infer import Predictor, predict_batch
+    from unipet.infer.predictor import check_device, parse_axes
 
-    axes = [int(a) for a in tta_axes.split(",") if a.strip()]
+    axes = parse_axes(tta_axes)
+    check_device(device)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=overlap, tta=tta, tta_axes=axes,
                                           tta_budget_s=tta_budget, tile_batch=tile_batch)
-    report = predict_batch(predictor, inputs, out_dir, task=task, overwrite=overwrite)
-    for r in report.records:
-        inferred = f" (p={r['task_probability']:.2f})" if r["task_probability"] is not None else ""
-        console.print(f"{r['case_id']}: task {r['task']}{inferred}, {r['lesions']} lesions, {r['volume_ml']:.1f} mL, "
-                      f"{r['seconds']:.1f} s")
-    for case_id, message in report.failed.items():
-        err_console.print(f"failed: {case_id}: {message}")
+
+    def line(i: int, total: int, case_id: str, status: str, detail) -> None:
+        width = len(str(total))
+        head = f"[{i:>{width}}/{total}] {case_id}:"
+        if status == "done":
+            r = detail
+            inferred = f" (p={r['task_probability']:.2f})" if r["task_probability"] is not None else ""
+            console.print(f"{head} task {r['task']}{inferred}, {r['lesions']} lesions, {r['volume_ml']:.1f} mL, "
+                          f"{r['seconds']:.1f} s", markup=False)
+        elif status == "skipped":
+            console.print(f"{head} skipped (predicted before by this checkpoint)", markup=False)
+        else:
+            err_console.print(f"{head} failed: {detail}", markup=False)
+
+    report = predict_batch(predictor, inputs, out_dir, task=task, overwrite=overwrite, on_case=line)
     console.print(f"{len(report.done)} predicted, {len(report.skipped)} skipped (done before), "
-                  f"{len(report.failed)} failed; outputs in {out_dir}")
+                  f"{len(report.failed)} failed; outputs in {out_dir}", markup=False)
     if report.failed:
         raise BatchError(f"{len(report.failed)} of {len(report.failed) + len(report.done) + len(report.skipped)} "
                          f"studies failed (listed above and in {out_dir}/summary.json); fix them and re-run the "

@@ -79,10 +79,31 @@ def is_done(out_dir: Path, case_id: str) -> bool:
     return (out_dir / f"{case_id}.nii.gz").exists() and (out_dir / f"{case_id}_lesions.csv").exists()
 
 
+def stale_outputs(out_dir: Path, case_ids: Sequence[str], checkpoint_id: str | None) -> list[tuple[str, str | None]]:
+    """``(case_id, recorded id)`` of the finished outputs in ``out_dir`` that another (or an unrecorded)
+    checkpoint made; empty when ``checkpoint_id`` is None (a model given directly has no id to compare)."""
+    from unipet.infer.predictor import prediction_checkpoint
+
+    if checkpoint_id is None:
+        return []
+    out = []
+    for cid in case_ids:
+        if is_done(out_dir, cid):
+            recorded = prediction_checkpoint(out_dir / f"{cid}.nii.gz")
+            if recorded != checkpoint_id:
+                out.append((cid, recorded))
+    return out
+
+
 def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: str | None = None,
                   overwrite: bool = False, rank: int | None = None, world_size: int | None = None,
-                  progress: Callable[[int, int, str], None] | None = None) -> BatchReport:
+                  progress: Callable[[int, int, str], None] | None = None,
+                  on_case: Callable[[int, int, str, str, Any], None] | None = None) -> BatchReport:
     """Predict every study of ``source`` into ``out_dir`` (mask + lesion table per study).
+
+    Each mask records the id of the checkpoint that made it (``write_prediction``). Finished outputs are
+    skipped on a re-run only when the same checkpoint made them; outputs of another (or an unrecorded)
+    checkpoint are refused up front — nothing is predicted — unless ``overwrite`` re-predicts them.
 
     Args:
         predictor: the loaded predictor.
@@ -91,42 +112,63 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
         task: task name, ``"auto"``, or None (each study's own task, else auto).
         overwrite: re-predict studies whose outputs exist (default: skip them).
         rank, world_size: shard (default: torchrun's ``RANK``/``WORLD_SIZE``, else 0/1).
-        progress: ``callback(done, total, case_id)``.
+        progress: ``callback(done, total, case_id)`` after each study.
+        on_case: ``callback(done, total, case_id, status, detail)`` after each study, as it happens: status
+            ``"done"`` (detail: the summary record), ``"skipped"`` (None) or ``"failed"`` (the message).
 
     Returns:
         A ``BatchReport``; also written as ``summary.json`` (``summary.rank<R>.json`` when sharded).
+
+    Raises:
+        OutputExistsError: outputs of another checkpoint are in ``out_dir`` and ``overwrite`` is False.
     """
+    from unipet.errors import OutputExistsError
+    from unipet.fileio import ensure_folder
     from unipet.train.distributed import env_world
 
     if task not in (None, AUTO):
         predictor.task_index(task)  # an unknown task name fails before any study is read
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir)
     env_rank, env_world_size, _ = env_world()
     rank = env_rank if rank is None else rank
     world_size = env_world_size if world_size is None else world_size
     cases = shard(collect_cases(source, out, predictor.task_set), rank, world_size)
+    model_id = getattr(predictor, "checkpoint_id", None)
+    if not overwrite:
+        stale = stale_outputs(out, [c.case_id for c in cases], model_id)
+        if stale:
+            other = sorted({r or "unrecorded" for _, r in stale})
+            raise OutputExistsError(
+                f"{len(stale)} studies in {out} were predicted by another checkpoint ({', '.join(other[:3])}; this "
+                f"one is {model_id}), e.g. {stale[0][0]}; pass --overwrite to re-predict them, or choose another "
+                "output folder")
     report = BatchReport()
     for i, case in enumerate(cases):
+        status, detail = "skipped", None
         if not overwrite and is_done(out, case.case_id):
             report.skipped.append(case.case_id)
         else:
             try:
                 study = case.load()
                 pred = predictor.predict_study(study, task=task)
-                write_prediction(pred, study, out, overwrite=overwrite)
+                write_prediction(pred, study, out, overwrite=overwrite, checkpoint_id=model_id)
                 report.done.append(case.case_id)
-                report.records.append({"case_id": case.case_id, "task": pred.task,
-                                       "task_probability": pred.task_probability, "lesions": len(pred.lesions),
-                                       "volume_ml": round(sum(c.volume_ml for c in pred.lesions), 4),
-                                       "seconds": round(pred.seconds, 3), "tta_passes": pred.tta_passes})
+                detail = {"case_id": case.case_id, "task": pred.task,
+                          "task_probability": pred.task_probability, "lesions": len(pred.lesions),
+                          "volume_ml": round(sum(c.volume_ml for c in pred.lesions), 4),
+                          "seconds": round(pred.seconds, 3), "tta_passes": pred.tta_passes,
+                          "checkpoint_id": model_id}
+                report.records.append(detail)
+                status = "done"
             except (UnipetError, OSError, ValueError, RuntimeError) as exc:  # isolate the case, go on
                 message = f"{type(exc).__name__}: {exc}"
                 report.failed[case.case_id] = message
                 log.error("case %s failed: %s", case.case_id, message)
+                status, detail = "failed", message
+        if on_case:
+            on_case(i + 1, len(cases), case.case_id, status, detail)
         if progress:
             progress(i + 1, len(cases), case.case_id)
     name = "summary.json" if world_size == 1 else f"summary.rank{rank}.json"
     atomic_write_json(out / name, report.to_dict(), overwrite=True)
     return report
-

@@ -54,6 +54,32 @@ class Prediction:
     tta_passes: int = 1
 
 
+def check_device(device: str | torch.device) -> str | torch.device:
+    """``device`` if torch can name it as cpu / cuda[:N] / mps, else ``ConfigError`` naming the choices."""
+    if isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda (or cuda:N) or auto")
+    return device
+
+
+def parse_axes(text: str) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` (mirror axes: 0 = z, 1 = y, 2 = x); anything else is a ``ConfigError``."""
+    axes = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part not in ("0", "1", "2"):
+            raise ConfigError(f"TTA axes must be a comma-separated list of 0 (z), 1 (y), 2 (x), got {text!r}")
+        axes.append(int(part))
+    return axes
+
+
 def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of the spatial ``axes`` (0 = z, 1 = y, 2 = x), the empty one (no flip) first."""
     axes = sorted(set(int(a) for a in axes))
@@ -85,10 +111,22 @@ class Predictor:
 
         if not 0 <= overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}; 0.5 is nnU-Net's default")
-        self.device = resolve_device(device if device != "auto" else None)
+        if isinstance(tile_batch, bool) or not isinstance(tile_batch, (int, np.integer)) or tile_batch < 1:
+            raise ConfigError(f"tile batch must be a whole number >= 1, got {tile_batch!r}; 2 is the default")
+        if amp not in ("bf16", "fp16", "none"):
+            raise ConfigError(f"amp must be bf16, fp16 or none, got {amp!r}")
+        if stitch_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"stitch device must be auto, cpu or cuda, got {stitch_device!r}")
+        if tta_budget_s is not None and not tta_budget_s >= 0:
+            raise ConfigError(f"the TTA time budget must be >= 0 seconds, got {tta_budget_s}")
+        self.device = resolve_device(check_device(device) if device != "auto" else None)
         self.model = model.to(self.device).eval()
         self.meta = meta
         self.config = PreprocessConfig.from_dict(meta["preprocess"])
+        if self.config.target_spacing is None and meta.get("spacing"):
+            # a checkpoint trained on a native-grid cache still saw one spacing: predict at it (the mask returns
+            # to the input's grid), so a study of another voxel size shows lesions at their trained scale
+            self.config.target_spacing = tuple(float(s) for s in meta["spacing"])
         self.task_set = TaskSet.from_dict(meta["model"]["tasks"])
         self.patch = tuple(int(p) for p in meta.get("patch_size") or meta["model"]["patch_size"])
         self.pad = torch.as_tensor(channel_pad_values(self.config))
@@ -99,6 +137,8 @@ class Predictor:
         self.stitch_device = stitch_device
         self.activation = getattr(model, "output_activation", "softmax")
         self.uses_organs = "organs" in (tuple(getattr(model, "requires", ())) + tuple(getattr(model, "accepts", ())))
+        #: id of the checkpoint's weights (set by ``load_checkpoint``; None for a model given directly)
+        self.checkpoint_id = meta.get("checkpoint_id")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "Predictor":
@@ -290,13 +330,32 @@ def lesion_table_csv(lesions: Sequence[Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_prediction(prediction: Prediction, study: Study, out_dir: str | Path, overwrite: bool = False) -> Path:
+#: prefix of the NIfTI ``descrip`` of a predicted mask, followed by the checkpoint id that made it
+MODEL_TAG = "unipet checkpoint "
+
+
+def write_prediction(prediction: Prediction, study: Study, out_dir: str | Path, overwrite: bool = False,
+                     checkpoint_id: str | None = None) -> Path:
     """Write ``OUT_DIR/<study>_lesions.csv`` then ``OUT_DIR/<study>.nii.gz`` (atomic; the mask last, so its
-    presence means the study is complete). Returns the mask path."""
-    from unipet.fileio import atomic_write_text
+    presence means the study is complete). Returns the mask path.
+
+    ``checkpoint_id`` (``unipet.train.checkpoint.checkpoint_id``) is recorded in the mask's header (``descrip``:
+    ``"unipet checkpoint <id>"``) so that a later run can tell which checkpoint made it. Both paths are checked to
+    stay inside ``out_dir`` (``OutputError`` for a study id such as ``../x``).
+    """
+    from unipet.fileio import atomic_write_text, inside
     from unipet.io.nifti import save_volume
 
     out = Path(out_dir)
-    atomic_write_text(out / f"{study.study_id}_lesions.csv", lesion_table_csv(prediction.lesions), overwrite=overwrite)
-    return save_volume(prediction.mask.astype(np.uint8), study.affine, out / f"{study.study_id}.nii.gz",
-                       overwrite=overwrite)
+    table, mask = inside(out, f"{study.study_id}_lesions.csv"), inside(out, f"{study.study_id}.nii.gz")
+    atomic_write_text(table, lesion_table_csv(prediction.lesions), overwrite=overwrite)
+    return save_volume(prediction.mask.astype(np.uint8), study.affine, mask, overwrite=overwrite,
+                       description=None if checkpoint_id is None else MODEL_TAG + checkpoint_id)
+
+
+def prediction_checkpoint(mask_path: str | Path) -> str | None:
+    """The checkpoint id recorded in a predicted mask by ``write_prediction`` (None when none is recorded)."""
+    from unipet.io.nifti import read_description
+
+    text = read_description(mask_path)
+    return text[len(MODEL_TAG):].strip() or None if text.startswith(MODEL_TAG) else None

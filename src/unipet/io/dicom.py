@@ -14,6 +14,7 @@ dose, scanner model and timing durations.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ import numpy as np
 
 from unipet.errors import DicomError, ImageGeometryError, InputFileError
 from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid
+
+log = logging.getLogger("unipet")
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SPACING_RTOL = 0.01  # slice gaps may differ by 1 % (+ 0.01 mm) before the series counts as irregular
@@ -280,11 +283,71 @@ def _scanner(ds: Any) -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
-def _pet(folder, kind: str, series_uid: str | None, groups=None):
+def _attenuation_corrected(members: list[tuple[Path, Any]]) -> bool:
+    """True when the series' CorrectedImage (0028,0051) lists ATTN (attenuation corrected)."""
+    value = members[0][1].get("CorrectedImage", None)
+    values = [value] if isinstance(value, str) else list(value or [])
+    return any(str(v).strip().upper() == "ATTN" for v in values)
+
+
+def _describe(info: SeriesInfo, members) -> str:
+    ac = "AC" if _attenuation_corrected(members) else "no ATTN"
+    desc = f" '{info.description}'" if info.description else ""
+    return f"{info.uid}{desc} ({info.n_files} slices, {ac})"
+
+
+def _pick_pet(groups, folder, series_uid: str | Sequence[str] | None):
+    """The PET series to read, by a stated rule.
+
+    1. ``series_uid`` given: that series (with several UIDs, e.g. one per study of an import, the one in
+       ``folder``; none of them there -> the rule below).
+    2. One PET series: it.
+    3. Several: the only one whose CorrectedImage says attenuation-corrected (ATTN), e.g. an AC series beside its
+       non-AC (NAC) reconstruction; the choice is logged with the other series' UIDs.
+    4. Otherwise ``DicomError`` listing every PET series (UID, description, slices, AC) and how to choose one.
+    """
+    if isinstance(series_uid, str):
+        return _pick(groups, "PT", folder, series_uid)
+    pets = [(info, members) for info, members in groups if info.modality == "PT"]
+    if series_uid:
+        wanted = [item for item in pets if item[0].uid in set(series_uid)]
+        if len(wanted) == 1:
+            return wanted[0]
+        if len(wanted) > 1:
+            raise DicomError(f"{folder}: --series names {len(wanted)} of its PET series; name one per study")
+    if len(pets) <= 1:
+        return pets[0] if pets else None
+    corrected = [item for item in pets if _attenuation_corrected(item[1])]
+    listing = "; ".join(_describe(info, members) for info, members in pets)
+    if len(corrected) == 1:
+        info, members = corrected[0]
+        log.warning("%s holds %d PET series; using the attenuation-corrected one, %s (others: %s); choose another "
+                    "with --series UID", folder, len(pets), _describe(info, members),
+                    ", ".join(i.uid for i, _ in pets if i.uid != info.uid))
+        return corrected[0]
+    raise DicomError(f"{folder} holds {len(pets)} PET series and no rule tells which to use: {listing}; choose one "
+                     "with --series UID")
+
+
+def patient_pseudonym(ds: Any) -> str | None:
+    """A stable pseudonymous patient id from PatientID (+ IssuerOfPatientID), or None without a PatientID.
+
+    The visits of one patient share it, so splits are made by patient. It is a truncated SHA-256 of a fixed
+    prefix and the id: it keeps the identifier out of every output, but it is a pseudonym, not anonymisation
+    (short numeric ids could be recovered by trying them all), so treat manifests as confidential.
+    """
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if not pid:
+        return None
+    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
+    return "pat-" + hashlib.sha256(f"unipet-patient:{issuer}|{pid}".encode("utf-8", "ignore")).hexdigest()[:12]
+
+
+def _pet(folder, kind: str, series_uid: str | Sequence[str] | None, groups=None):
     from unipet.io.suv import suv_factors
 
     groups = groups if groups is not None else _group(_headers(folder))
-    picked = _pick(groups, "PT", folder, series_uid)
+    picked = _pick_pet(groups, folder, series_uid)
     if picked is None:
         found = ", ".join(sorted({info.modality for info, _ in groups})) or "no DICOM images"
         raise DicomError(f"no PET series (Modality PT) found in {folder} (found: {found}); point unipet at the "
@@ -295,7 +358,8 @@ def _pet(folder, kind: str, series_uid: str | None, groups=None):
     suv = (volume * factors[:, None, None]).astype(np.float32)
     first = headers[0]
     meta = suv_info.to_dict()
-    meta.update(age=_age_years(first), tracer=_tracer(first), scanner=_scanner(first))
+    meta.update(age=_age_years(first), tracer=_tracer(first), scanner=_scanner(first),
+                patient_pseudonym=patient_pseudonym(first))
     return suv, affine, meta, info, groups
 
 
@@ -307,7 +371,8 @@ def read_pet_suv(folder: str | os.PathLike, kind: str = "bw",
         folder: folder holding the series (searched recursively).
         kind: SUV normalisation, one of ``unipet.io.suv.KINDS`` (``"bw"``, ``"lbm-james"``, ``"lbm-janma"``,
             ``"bsa"``, ``"ibw"``).
-        series_uid: the PET SeriesInstanceUID to read; default the largest PET series.
+        series_uid: the PET SeriesInstanceUID to read; default the only PET series, else the only
+            attenuation-corrected one (logged), else a ``DicomError`` listing them (see ``_pick_pet``).
 
     Returns:
         ``(suv, affine, meta)``: SUV ``(z, y, x)`` float32 (g/mL; cm²/mL for ``bsa``), 4×4 RAS affine (mm), and
@@ -319,6 +384,7 @@ def read_pet_suv(folder: str | os.PathLike, kind: str = "bw",
         DicomError: no PET series, a missing or zero SUV tag (named), irregular geometry.
     """
     suv, affine, meta, _, _ = _pet(folder, kind, series_uid)
+    meta.pop("patient_pseudonym", None)
     return suv, affine, meta
 
 
@@ -345,10 +411,13 @@ def pseudonym(study_instance_uid: str) -> str:
 
 
 def load_dicom_study(folder: str | os.PathLike, study_id: str | None = None, task: str | None = None,
-                     kind: str = "bw") -> Study:
+                     kind: str = "bw", series_uid: str | Sequence[str] | None = None) -> Study:
     """Load a PET/CT study from DICOM: PET in SUV, CT (if any) resampled onto the PET grid.
 
-    The PET series is the largest one; the CT is the largest CT series sharing the PET's FrameOfReferenceUID
+    The PET series is picked by the rule of ``_pick_pet`` (``series_uid``, else the only one, else the only
+    attenuation-corrected one, else an error listing them); the patient id is a pseudonym of the DICOM
+    PatientID (``patient_pseudonym``), so visits of one patient stay together in splits. The CT is the largest
+    CT series sharing the PET's FrameOfReferenceUID
     (else its StudyInstanceUID, else the largest). CT is resampled linearly onto the PET grid, with -1024 HU
     outside the CT.
 
@@ -362,7 +431,8 @@ def load_dicom_study(folder: str | os.PathLike, study_id: str | None = None, tas
         DicomError: no PET series, or the SUV cannot be computed (message names the tag).
         ImageGeometryError: the CT and PET do not overlap in patient space.
     """
-    suv, affine, meta, pet_info, groups = _pet(folder, kind, None)
+    suv, affine, meta, pet_info, groups = _pet(folder, kind, series_uid)
+    patient = meta.pop("patient_pseudonym", None)
     ct = None
     picked = _pick(groups, "CT", folder, None, prefer=pet_info)
     if picked is not None:
@@ -377,4 +447,4 @@ def load_dicom_study(folder: str | os.PathLike, study_id: str | None = None, tas
         age=meta.pop("age"), sex=meta.pop("sex"), weight_kg=meta.pop("weight_kg"), height_m=meta.pop("height_m"),
         tracer=meta.pop("tracer"), scanner=meta.pop("scanner"), injected_dose_bq=meta.pop("dose_bq"),
         extra={"suv_" + k if k == "kind" else k: v for k, v in meta.items()})
-    return Study(study_id=sid, pet=suv, ct=ct, affine=affine, task=task, meta=study_meta)
+    return Study(study_id=sid, patient_id=patient, pet=suv, ct=ct, affine=affine, task=task, meta=study_meta)

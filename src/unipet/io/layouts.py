@@ -305,8 +305,14 @@ def import_dicom(
     kind: str = "bw",
     split_seed: int = 0,
     overwrite: bool = False,
+    series_uid: str | Sequence[str] | None = None,
 ) -> Manifest:
     """Convert DICOM PET/CT studies to NIfTI (SUV + CT on the PET grid) and index them.
+
+    ``patient_id`` is a pseudonym of each study's DICOM PatientID (``unipet.io.dicom.patient_pseudonym``), so the
+    visits of one patient share it and the patient-level split keeps them together. A study with several PET
+    series is read by the stated rule of ``unipet.io.dicom`` (the only attenuation-corrected one, with a notice)
+    or refused with the list of series; ``series_uid`` (one UID or one per study) chooses.
 
     ``source`` is one study folder or any tree of them: files are grouped by StudyInstanceUID
     (``unipet.io.dicom.study_folders``), so a patient folder with two examinations gives two studies. Converted
@@ -323,7 +329,7 @@ def import_dicom(
     task_set = task_set or TaskSet.load()
     cases = []
     for folder in study_dirs:
-        study = load_dicom_study(folder, task=task, kind=kind)
+        study = load_dicom_study(folder, task=task, kind=kind, series_uid=series_uid)
         dest = out_dir / study.study_id
         images = {"PET": dest / "SUV.nii.gz"}
         save_volume(study.pet, study.affine, images["PET"], overwrite=overwrite)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -49,8 +50,26 @@ class Case:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.case_id = check_case_id(self.case_id)
         if self.patient_id is None:
             self.patient_id = self.case_id
+        elif not isinstance(self.patient_id, (str, int)) or isinstance(self.patient_id, bool):
+            raise ConfigError(f"case {self.case_id}: patient_id must be a string, got {self.patient_id!r}")
+        self.patient_id = str(self.patient_id)
+
+
+#: what a case id may hold: it names output files (``<case_id>.nii.gz``), so no separators and no ``..``
+CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_case_id(case_id: Any) -> str:
+    """``case_id`` if it is a safe file-name stem (letters, digits, ``. _ + -``, at most 128 characters, not
+    starting with a dot, no ``..``), else ``ConfigError``: case ids name output files, and one like
+    ``../escape`` would write outside the output folder."""
+    if not isinstance(case_id, str) or not CASE_ID_PATTERN.fullmatch(case_id) or ".." in case_id:
+        raise ConfigError(f"case id {case_id!r} is not a safe file name (letters, digits and . _ + - only, no '..', "
+                          "no path separators, at most 128 characters); rename the case")
+    return case_id
 
 
 class Manifest:
@@ -111,8 +130,9 @@ class Manifest:
     def load(cls, path: str | Path) -> "Manifest":
         path = Path(path)
         data = read_json_object(path, "manifest", "create it with `unipet import`")
-        if "cases" not in data:
-            raise ConfigError(f"manifest {path} has no 'cases' list; re-create it with `unipet import`")
+        if not isinstance(data.get("cases"), list):
+            raise ConfigError(f"manifest {path} has no 'cases' list (found {type(data.get('cases')).__name__}); "
+                              "re-create it with `unipet import`")
         task_set = TaskSet.from_dict(data["task_set"]) if isinstance(data.get("task_set"), dict) else TaskSet.load(data.get("task_set"))
         base = path.parent
 
@@ -120,14 +140,28 @@ class Manifest:
             return None if p is None else str((base / p) if not os.path.isabs(p) else Path(p))
 
         cases = []
-        for raw in data["cases"]:
+        for i, raw in enumerate(data["cases"]):
+            if not isinstance(raw, dict):
+                raise ConfigError(f"manifest {path}: case {i} is {type(raw).__name__} {raw!r}, not an object with "
+                                  "'case_id' and 'images'; re-create the manifest with `unipet import`")
+            if not isinstance(raw.get("images"), dict):
+                raise ConfigError(f"manifest {path}: case {raw.get('case_id')!r} needs an 'images' mapping "
+                                  "(e.g. {\"PET\": \"a/SUV.nii.gz\", \"CT\": \"a/CTres.nii.gz\"})")
+            for key in ("task", "label", "organs", "split"):
+                if raw.get(key) is not None and not isinstance(raw[key], str):
+                    raise ConfigError(f"manifest {path}: case {raw.get('case_id')!r} has {key} {raw[key]!r}; it must "
+                                      "be a string or null")
+            for key, value in raw["images"].items():
+                if not isinstance(key, str) or key.upper() not in ("PET", "CT") or (value is not None and not isinstance(value, str)):
+                    raise ConfigError(f"manifest {path}: case {raw.get('case_id')!r} has images.{key} = {value!r}; "
+                                      "images map PET and CT to file paths (strings)")
+            if not isinstance(raw.get("meta") or {}, dict):
+                raise ConfigError(f"manifest {path}: case {raw.get('case_id')!r} has a 'meta' that is not an object")
             try:
                 c = Case(**{k: raw.get(k) for k in ("case_id", "images", "patient_id", "task", "label", "organs", "split")},
                          meta=raw.get("meta") or {})
             except TypeError as exc:
                 raise ConfigError(f"manifest {path}: malformed case {raw!r} ({exc})") from None
-            if not c.case_id or not isinstance(c.images, dict):
-                raise ConfigError(f"manifest {path}: every case needs 'case_id' and an 'images' mapping")
             c.images = {k.upper(): absolute(v) for k, v in c.images.items()}
             c.label, c.organs = absolute(c.label), absolute(c.organs)
             cases.append(c)
@@ -159,13 +193,12 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
     """
     from unipet.io.nifti import load_volume, replace_non_finite
 
+    from unipet.io.nifti import check_pet_values
+
     pet = ct = None
     affine = None
     if "PET" in case.images and case.images["PET"]:
         pet, affine = load_volume(case.images["PET"], what=f"case {case.case_id} PET")
-        pet, n_bad = replace_non_finite(pet, "PET", f"case {case.case_id} PET")
-        _report_non_finite(case.case_id, "PET", n_bad)
-        check_suv_range(pet, f"case {case.case_id} PET ({case.images['PET']})")
     if "CT" in case.images and case.images["CT"]:
         ct, ct_affine = load_volume(case.images["CT"], what=f"case {case.case_id} CT")
         ct, n_bad = replace_non_finite(ct, "CT", f"case {case.case_id} CT")
@@ -184,6 +217,9 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
     label = organs = None
     if with_label and case.label:
         label = _load_on_grid(case.label, f"case {case.case_id} label", shape, affine, np.uint8)
+    if pet is not None:  # NaN inside the lesion label is an error; elsewhere 0 SUV; negatives clipped (warned)
+        pet, _ = check_pet_values(pet, f"case {case.case_id} PET", mask=label)
+        check_suv_range(pet, f"case {case.case_id} PET ({case.images['PET']})")
     if case.organs:
         organs = _load_on_grid(case.organs, f"case {case.case_id} organ map", shape, affine, np.uint16)
     meta = StudyMeta.from_dict(case.meta)
@@ -209,6 +245,12 @@ def _load_on_grid(path: str, what: str, shape, affine, dtype) -> np.ndarray:
     if not np.isfinite(arr).all() or np.any(arr != np.round(arr)) or arr.min() < 0:
         raise LabelError(f"{what} holds non-integer or negative values; a label map must hold integers >= 0 "
                          "(resample labels with nearest-neighbour interpolation)")
+    top = float(arr.max()) if arr.size else 0.0
+    if top > np.iinfo(dtype).max:  # never narrow silently: 256 in uint8 would become 0 (the lesion erased)
+        fix = ("binarise the lesion mask (mask > 0) or pick its lesion label" if dtype == np.uint8 else
+               f"remap its labels to 0..{np.iinfo(dtype).max}")
+        raise LabelError(f"{what} holds the value {top:g}, more than {np.dtype(dtype).name} holds (max "
+                         f"{np.iinfo(dtype).max}); unipet does not narrow labels silently — {fix}")
     return arr.astype(dtype)
 
 

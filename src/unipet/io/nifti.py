@@ -55,12 +55,70 @@ def load_volume(path: str | Path, what: str = "image", dtype=np.float32) -> tupl
         raise ImageGeometryError(
             f"{what} file {path} is {data.ndim}-D with shape {data.shape}; unipet needs one 3-D volume "
             "(split a 4-D series or stack 2-D slices first)")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_header_geometry(img, affine, f"{what} file {path}")
+    if np.issubdtype(np.dtype(dtype), np.integer) and data.size:
+        lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+        dmin, dmax = float(np.nanmin(data)), float(np.nanmax(data))
+        if dmin < lo or dmax > hi:
+            raise ImageGeometryError(
+                f"{what} file {path} holds values {dmin:g}..{dmax:g}, outside {np.dtype(dtype).name} "
+                f"({lo}..{hi}); unipet never narrows values silently — remap them into that range first")
     volume = np.ascontiguousarray(nifti_to_zyx(data), dtype=dtype)
-    return volume, np.asarray(img.affine, dtype=np.float64)
+    return volume, affine
 
 
-def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
+def read_description(path: str | Path) -> str:
+    """The ``descrip`` field of a NIfTI file's header ("" when empty or unreadable); reads the header only."""
+    import nibabel as nib
+
+    try:
+        raw = nib.load(str(path)).header["descrip"]
+    except Exception:  # a damaged file has no usable description; the caller decides what that means
+        return ""
+    value = raw.item() if hasattr(raw, "item") else raw
+    return (value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)).strip("\x00 ")
+
+
+def check_header_geometry(img, affine: np.ndarray, source: str) -> None:
+    """Refuse a NIfTI header whose geometry is unknown or impossible.
+
+    Both sform and qform codes 0 mean the file says nothing about where its voxels are (nibabel then falls back
+    to 1 mm voxels at the origin: volumes would be silently wrong); a singular or non-finite affine, or a voxel
+    size of 0, cannot place voxels either.
+
+    Raises:
+        ImageGeometryError: naming the problem and the fix.
+    """
+    header = getattr(img, "header", None)
+    if header is not None and hasattr(header, "get_sform"):
+        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+            raise ImageGeometryError(
+                f"{source} has neither an sform nor a qform (both codes 0), so its voxel size and position are "
+                "unknown (nibabel would assume 1 mm voxels); write the scanner geometry into the header (e.g. "
+                "re-convert it from DICOM) and try again")
+        zooms = header.get_zooms()[:3]
+        if any(not np.isfinite(z) or z <= 0 for z in zooms):
+            raise ImageGeometryError(f"{source} has voxel size {tuple(float(z) for z in zooms)} mm; every voxel size "
+                                     "must be positive — fix the header (pixdim) from the scanner geometry")
+    check_affine(affine, source)
+
+
+def check_affine(affine: np.ndarray, source: str) -> None:
+    """Refuse a non-finite or singular affine, or one with a zero voxel size (``ImageGeometryError``)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    norms = np.linalg.norm(affine[:3, :3], axis=0) if affine.shape == (4, 4) else np.zeros(3)
+    if not np.isfinite(affine).all() or np.any(norms < 1e-6) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ImageGeometryError(f"{source} has an impossible affine (voxel sizes {np.round(norms, 4).tolist()} mm, "
+                                 "zero or not finite, or axes that are not independent); fix the header geometry")
+
+
+def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwrite: bool = False,
+                description: str | None = None) -> Path:
     """Write a ``(z, y, x)`` volume as NIfTI atomically (dtype kept; labels should be uint8).
+
+    ``description`` (ASCII, at most 79 characters) goes into the header's ``descrip`` field; predictions record
+    the checkpoint that made them there (``read_description``).
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
@@ -73,9 +131,51 @@ def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwr
     img = nib.Nifti1Image(np.ascontiguousarray(zyx_to_nifti(volume)), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    if description is not None:
+        img.header["descrip"] = description.encode("ascii", "replace")[:79]
     with atomic_path(path, overwrite=overwrite) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def check_pet_values(pet: np.ndarray, source: str, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """unipet's one rule for physically impossible PET (SUV) values, applied the same way wherever PET is read
+    (preprocess, predict and quantify).
+
+    - NaN or ±Inf inside ``mask`` (a lesion mask on the same grid): ``IntensityError`` — the lesion's SUV
+      cannot be known, and counting it as 0 would give SUVmax 0 and TLG 0.
+    - +Inf anywhere: ``IntensityError`` (no scanner produces it); NaN / -Inf elsewhere: 0 SUV, with a warning.
+    - No voxel above 0 (an all-zero or all-negative volume): ``IntensityError`` (an empty or failed
+      reconstruction).
+    - Negative SUV: clipped to 0 with a warning stating how many voxels and the lowest value (reconstruction
+      noise below zero has no physical meaning; left in, it makes TLG and SUVmean wrong, even negative).
+
+    Returns:
+        ``(clean_pet, n_changed)``: a float32 copy when anything changed, else ``pet`` itself.
+    """
+    import logging
+
+    log = logging.getLogger("unipet")
+    pet = np.asarray(pet)
+    finite = np.isfinite(pet)
+    if mask is not None and not finite.all():
+        inside = int((~finite & (np.asarray(mask) != 0)).sum())
+        if inside:
+            raise IntensityError(f"{source} has {inside} NaN/Inf voxels inside the lesion mask, so the lesions' SUV "
+                                 "is unknown; re-export the PET (or fix the mask) — unipet does not guess them")
+    pet, n_bad = replace_non_finite(pet, "PET", source)
+    if n_bad:
+        log.warning("%s: %d NaN/-Inf voxels set to 0 SUV", source, n_bad)
+    if pet.size and not (pet > 0).any():
+        raise IntensityError(f"{source} has no voxel above 0 SUV (all zero or negative): the reconstruction is "
+                             "empty or failed; export the PET again")
+    negative = pet < 0
+    n_neg = int(negative.sum())
+    if n_neg:
+        low = float(pet.min())
+        pet = np.where(negative, np.float32(0), pet).astype(np.float32, copy=False)
+        log.warning("%s: %d negative SUV voxels (lowest %.3g) clipped to 0", source, n_neg, low)
+    return pet, n_bad + n_neg
 
 
 def replace_non_finite(volume: np.ndarray, modality: str, source: str = "volume") -> tuple[np.ndarray, int]:

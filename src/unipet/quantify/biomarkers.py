@@ -178,8 +178,11 @@ def lesion_table(suv: np.ndarray, mask: np.ndarray, spacing_zyx: Sequence[float]
     """
     import pandas as pd
 
+    from unipet.io.nifti import check_pet_values
+
     QuantifyConfig(delineation, connectivity, peak_volume_ml, supersample).validate()
-    suv = np.asarray(suv)
+    # the same rule as preprocess and predict: NaN in a lesion is an error, negatives clipped with a warning
+    suv, _ = check_pet_values(np.asarray(suv), "the SUV volume", mask=_check_pair(np.asarray(suv), np.asarray(mask)))
     new_mask, info = delineate(suv, mask, spacing_zyx, delineation, connectivity=connectivity, liver=liver, affine=affine)
     labels, _ = label_components(new_mask, connectivity)
     rows = []
@@ -360,14 +363,14 @@ def _load_mask(path: Path, what: str, shape: tuple[int, ...], affine: np.ndarray
 def run_job(job: QuantifyJob, config: QuantifyConfig) -> tuple[Any, dict[str, Any]]:
     """Load one job's files and quantify it; returns ``(lesions, patient)`` with ``case`` and ``task`` added."""
     from unipet.io.manifest import check_suv_range
-    from unipet.io.nifti import load_volume, replace_non_finite
+    from unipet.io.nifti import check_pet_values, load_volume
     from unipet.study import check_binary_mask
 
     suv, affine = load_volume(job.suv, what=f"case {job.case} SUV")
-    suv, _ = replace_non_finite(suv, "PET", f"case {job.case} SUV")
-    check_suv_range(suv, f"case {job.case} SUV ({job.suv})")
     mask = check_binary_mask(_load_mask(job.mask, f"case {job.case} lesion mask", suv.shape, affine),
                              f"case {job.case} lesion mask")
+    suv, _ = check_pet_values(suv, f"case {job.case} SUV", mask=mask)
+    check_suv_range(suv, f"case {job.case} SUV ({job.suv})")
     liver = None
     if config.delineation == "percist":
         if job.liver_mask is not None:
