@@ -71,8 +71,8 @@ def test_report_from_studies_is_self_contained(tmp_path, pipeline_outputs):
                        survival_dir=pipeline_outputs / "surv", settings={"model": "stunet_s", "threshold": 0.5})
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
-    # 3 MIP figures + 1 agreement figure + 1 Kaplan–Meier figure, all embedded
-    assert text.count("data:image/png;base64,") == 5
+    # 3 MIP figures + the headline's Dice-by-type plot + 1 agreement figure + 1 Kaplan–Meier figure, all embedded
+    assert text.count("data:image/png;base64,") == 6
     for bad in ('src="http', "src='http", "href='http", 'href="http', "<link", "<script", "@import", "url("):
         assert bad not in text
     srcs = re.findall(r"src=['\"]([^'\"]+)['\"]", text)
@@ -116,7 +116,7 @@ def test_report_from_manifest_and_prediction_folder(tmp_path, pipeline_outputs):
                str(pipeline_outputs / "eval"), "--max-studies", "2", "--out", str(out)])
     assert rc == 0
     text = out.read_text()
-    assert "Showing 2 of 3 studies" in text and text.count("data:image/png;base64,") == 2
+    assert "Showing 2 of 3 studies" in text and text.count("alt='MIPs of ") == 2
     _, pred0, ref0 = tiny_study(0)
     ml = np.count_nonzero(ref0) * 12.0 / 1000.0  # voxel = 3 × 2 × 2 mm³
     assert np.count_nonzero(pred0) == np.count_nonzero(ref0) and 1.0 < ml < 2.0

@@ -200,7 +200,7 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
                  quant_pred=quant["predicted"], quant_ref=quant["reference"], survival_dir=survival_dir,
                  settings={"checkpoint": ckpt.name, "model": predictor.meta["model"]["name"],
                            "studies": len(manifest), "survival markers": ", ".join(SURVIVAL_MARKERS)},
-                 max_studies=12, title="unipet demo: phantom cohort", overwrite=True)
+                 max_studies=12, title="unipet demo: phantom cohort", viewers=True, overwrite=True)
     result.report = html
     echo(f"[8/{STEPS}] report written")
 

@@ -20,9 +20,12 @@ def report_command(
     survival: Path = typer.Option(None, "--survival", help="Folder of `unipet survival`."),
     max_studies: int = typer.Option(None, "--max-studies", help="Show the MIPs of at most N studies."),
     title: str = typer.Option("unipet cohort report", "--title", help="Title of the page."),
+    viewers: bool = typer.Option(True, "--viewers/--no-viewers", help="With --manifest: write an interactive 3-D viewer page per shown study (OUT_files/viewers/) and link it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing HTML file."),
 ) -> None:
-    """Write one self-contained HTML report: metrics, MIPs with outlines, biomarker agreement, survival.
+    """Write one self-contained HTML report: what was run and the headline per cancer type first (Dice with CI,
+    lesion sensitivity by size, FPV/FNV), then biomarker agreement, survival, and per-study PET MIPs worst first,
+    each linked to its 3-D viewer; every other number in collapsed details and in CSV/JSON files in OUT_files/.
 
     Every input is optional; a section whose input is missing is replaced by a note.
 
@@ -37,5 +40,6 @@ def report_command(
     settings = {"max_studies": "all" if max_studies is None else max_studies}
     path = build_report(out, manifest=manifest, pred_dir=pred, eval_dir=eval_dir, quant_pred=quant_pred,
                         quant_ref=quant_ref, survival_dir=survival, settings=settings, max_studies=max_studies,
-                        title=title, overwrite=overwrite)
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+                        title=title, viewers=viewers and manifest is not None, overwrite=overwrite)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and its data files in "
+                  f"{path.with_name(path.stem + '_files')}")

@@ -11,7 +11,7 @@ spacing) and an inverted grey scale of SUV 0–8 by default.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -193,5 +193,74 @@ def agreement_figure(pairs: pd.DataFrame, markers: dict[str, str] | None = None)
         ax.set_ylabel(f"predicted − reference {label}")
         ax.set_title("Bland–Altman", fontsize=9)
         ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- headline
+# One colour per cancer type (Okabe–Ito order), cycled when there are more types.
+TASK_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def dice_by_task_figure(per_case: pd.DataFrame, task_col: str = "task", value_col: str = "dice") -> Figure:
+    """Per-study Dice by cancer type: a box plot (median, quartiles, 1.5 IQR whiskers) with every study as a
+    jittered point and ``n`` under each type. Studies whose Dice is undefined (NaN: no reference lesion) are
+    left out and counted in the axis label.
+
+    Args:
+        per_case: one row per study with ``task_col`` and ``value_col`` (Dice in 0..1).
+    """
+    tasks = sorted(per_case[task_col].astype(str).unique())
+    values = [per_case.loc[per_case[task_col].astype(str) == t, value_col].to_numpy(float) for t in tasks]
+    finite = [v[np.isfinite(v)] for v in values]
+    fig = Figure(figsize=(max(3.2, 1.05 * len(tasks) + 1.0), 3.4))
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)  # jitter only; fixed so the page is reproducible
+    positions = np.arange(1, len(tasks) + 1)
+    shown = [v if v.size else np.array([np.nan]) for v in finite]
+    ax.boxplot(shown, positions=positions, widths=0.55, showfliers=False, medianprops={"color": "0.15"},
+               boxprops={"color": "0.45"}, whiskerprops={"color": "0.45"}, capprops={"color": "0.45"})
+    for pos, v, colour in zip(positions, finite, TASK_COLOURS * (len(tasks) // len(TASK_COLOURS) + 1)):
+        ax.scatter(pos + rng.uniform(-0.17, 0.17, v.size), v, s=16, color=colour, alpha=0.85, edgecolors="none",
+                   zorder=3)
+    ax.set_xticks(positions, [f"{t.replace('_', ' ')}\nn = {v.size}" for t, v in zip(tasks, finite)], fontsize=8)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("Dice per study")
+    n_undefined = int(sum(v.size - f.size for v, f in zip(values, finite)))
+    ax.set_title("Dice by cancer type" + (f" ({n_undefined} lesion-free studies not shown)" if n_undefined else ""),
+                 fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def detection_by_size_figure(detection: dict[str, dict[str, Any]]) -> Figure:
+    """Lesion detection sensitivity by lesion-size bin, one bar per cancer type, ``detected/n`` over each bar.
+
+    Args:
+        detection: ``{task: {"by_size": {bin: {"n", "detected", "sensitivity"}}}}`` — the per-task
+            ``lesion_detection`` of ``unipet evaluate``'s ``summary.json`` (pooled over lesions).
+    """
+    tasks = sorted(detection)
+    bins = list(next(iter(detection.values()))["by_size"]) if tasks else []
+    fig = Figure(figsize=(max(4.0, 1.1 * len(bins) + 1.4), 3.4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(tasks), 1)
+    for k, (task, colour) in enumerate(zip(tasks, TASK_COLOURS * (len(tasks) // len(TASK_COLOURS) + 1))):
+        x = np.arange(len(bins)) - 0.4 + width * (k + 0.5)
+        cells = [detection[task]["by_size"].get(b, {"n": 0, "detected": 0}) for b in bins]
+        sens = [c["detected"] / c["n"] if c["n"] else 0.0 for c in cells]
+        ax.bar(x, sens, width=width * 0.92, color=colour, label=task.replace("_", " "))
+        for xi, s, c in zip(x, sens, cells):
+            ax.text(xi, s + 0.02, f"{c['detected']}/{c['n']}" if c["n"] else "–", ha="center", va="bottom",
+                    fontsize=6.5, rotation=90 if len(tasks) > 3 else 0)
+    ax.set_xticks(np.arange(len(bins)), [f"{b} mL" for b in bins], fontsize=8)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlabel("reference lesion volume")
+    ax.set_ylabel("sensitivity (detected / lesions)")
+    ax.set_title("Lesion detection by size", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(tasks), 4), loc="upper left", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -23,7 +23,7 @@ import gzip
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -171,7 +171,7 @@ def nifti_gz_bytes(volume_zyx: np.ndarray, affine: np.ndarray, slope: float | No
     img.set_sform(np.asarray(affine, float), code=1)
     img.set_qform(np.asarray(affine, float), code=1)
     img.header.set_xyzt_units("mm")
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)  # level 1: 3-4x faster, ~10 % larger
 
 
 def viewer_html(vols: ViewerVolumes, title: str, subtitle: str = "", mip_png: bytes | None = None,
@@ -226,7 +226,7 @@ def focus_voxel(vols: ViewerVolumes) -> list[int] | None:
 
 def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | None, affine: np.ndarray, *,
                  ref: np.ndarray | None = None, pred: np.ndarray | None = None, title: str = "unipet viewer",
-                 subtitle: str = "", max_mb: float = MAX_PAGE_MB, inline_script: bool = True,
+                 subtitle: str = "", max_mb: float = MAX_PAGE_MB, inline_script: bool = True, mip: bool = True,
                  overwrite: bool = False) -> Path:
     """Write one viewer page for volumes on one grid (``(z, y, x)``, SUV / HU / binary masks, NIfTI affine).
 
@@ -235,6 +235,8 @@ def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | 
             ``niivue.umd.js`` and its ``LICENSE``/``VERSION`` once beside the page and links it (for many
             pages in one folder, as the report's viewers).
         max_mb: size limit of the page (volumes are cropped/downsampled to fit).
+        mip: show the PET MIPs with outlines beside the viewer (the report's pages leave them out: the report
+            shows them already).
 
     Returns:
         ``out_html``.
@@ -245,7 +247,7 @@ def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | 
     nv = niivue_dir()
     script = (nv / NIIVUE_FILE).read_text(encoding="utf-8") if inline_script else None
     mip_png = None
-    if pet is not None:
+    if pet is not None and mip:
         suv_ras, spacing = to_ras(np.asarray(pet, np.float32), affine)
         masks = [to_ras(np.asarray(m) > 0, affine)[0] if m is not None else None for m in (pred, ref)]
         mip_png = figure_png(mip_figure(title, suv_ras, spacing, masks[0], masks[1], height_in=4.0, caption=" "),
@@ -273,7 +275,8 @@ def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | 
 
 
 def write_study_viewer(out_html: str | Path, study: Any, pred: np.ndarray | None = None, *, with_label: bool = True,
-                       max_mb: float = MAX_PAGE_MB, inline_script: bool = True, overwrite: bool = False) -> Path:
+                       max_mb: float = MAX_PAGE_MB, inline_script: bool = True, mip: bool = True,
+                       overwrite: bool = False) -> Path:
     """A viewer page of a ``unipet.Study`` (PET, CT, its label as the reference) and an optional predicted mask
     on the study's grid. Only the pseudonymous study id and the task appear on the page."""
     if pred is not None and np.shape(pred) != tuple(study.shape):
@@ -282,7 +285,7 @@ def write_study_viewer(out_html: str | Path, study: Any, pred: np.ndarray | None
     subtitle = " · ".join(p for p in (f"task {study.task}" if study.task else "", _volumes_text(study, pred)) if p)
     return write_viewer(out_html, study.pet, study.ct, study.affine, ref=study.label if with_label else None,
                         pred=pred, title=str(study.study_id), subtitle=subtitle, max_mb=max_mb,
-                        inline_script=inline_script, overwrite=overwrite)
+                        inline_script=inline_script, mip=mip, overwrite=overwrite)
 
 
 def load_prediction(path: str | Path, study: Any) -> np.ndarray:
@@ -302,11 +305,11 @@ def write_case_viewer(case: Any, out_dir: str | Path, pred_dir: str | Path | Non
     (written there once); the prediction is ``pred_dir/<case_id>.nii.gz`` when it exists."""
     from unipet.io.manifest import load_study
 
-    study = load_study(case, task_set, with_label=True)
+    study = load_study(replace(case, organs=None), task_set, with_label=True)  # organ maps are not shown
     pred_path = Path(pred_dir) / f"{case.case_id}.nii.gz" if pred_dir is not None else None
     pred = load_prediction(pred_path, study) if pred_path is not None and pred_path.exists() else None
     out = inside(Path(out_dir), f"{case.case_id}.html")
-    return write_study_viewer(out, study, pred, inline_script=False, overwrite=True)
+    return write_study_viewer(out, study, pred, inline_script=False, mip=False, overwrite=True)
 
 
 def _volumes_text(study: Any, pred: np.ndarray | None) -> str:
