@@ -16,9 +16,11 @@ TINY = {
     "nnunet-res": {"base_channels": 4, "max_channels": 8},
     "unetr": {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 4},
     "swinunetr": {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4},
+    "swinunetr-v2": {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4},
+    "umamba": {"base_channels": 4, "max_channels": 8, "d_state": 4},
     "uxnet3d": {"widths": (4, 8, 16, 32), "depths": (1, 1, 1, 1), "hidden_size": 32},
 }
-TINY_PATCH = {"swinunetr": (64, 32, 32)}  # Swin UNETR's 1/32 bottleneck needs more than one voxel
+TINY_PATCH = {"swinunetr": (64, 32, 32), "swinunetr-v2": (64, 32, 32)}  # Swin UNETR's 1/32 bottleneck needs more than one voxel
 #: parameters a network holds but never uses: MONAI's ViT blocks keep a cross-attention norm UNETR does not call
 UNUSED = ("norm_cross_attn",)
 
@@ -42,7 +44,7 @@ def test_forward_backward_tiny(name):
     model.set_deep_supervision(True)  # every head takes part in the loss
     outs = model(x)
     assert isinstance(outs, list) and outs[0].shape == (1, 3, *patch)
-    if not name.startswith("nnunet"):
+    if not name.startswith(("nnunet", "umamba")):
         assert len(outs) == 1  # UNETR, Swin UNETR, 3D UX-Net have no auxiliary heads
     sum(o.square().mean() for o in outs).backward()
     for pname, p in model.named_parameters():
@@ -50,7 +52,7 @@ def test_forward_backward_tiny(name):
             assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", ["nnunet", "nnunet-res"])
+@pytest.mark.parametrize("name", ["nnunet", "nnunet-res", "umamba"])
 def test_nnunet_deep_supervision_native_resolutions(name):
     torch.manual_seed(0)
     model = create(name, patch_size=PATCH, **TINY[name])
@@ -137,3 +139,48 @@ def test_channel_layer_norm_normalises_each_voxel_over_channels():
     y = ChannelLayerNorm(6)(x)
     torch.testing.assert_close(y.mean(dim=1), torch.zeros(2, 3, 4, 5), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(dim=1, unbiased=False), torch.ones(2, 3, 4, 5), atol=1e-3, rtol=0)
+
+
+def test_umamba_matches_table1_and_its_mamba_layer_sees_every_bottleneck_voxel():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unipet.models.umamba import TABLE1_BLOCKS, release_block_counts
+
+    model = _meta("umamba").eval()
+    assert abs(count_parameters(model) / 42.12e6 - 1) < 0.03  # DpDNet Table 1: 42.12 M
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 2, 112, 160, 128, device="meta"))
+    assert abs(counter.get_total_flops() / 2 / 1067.69e9 - 1) < 0.03  # 1067.69 G MACs
+    assert [len(s) for s in model.encoder] == TABLE1_BLOCKS[0]
+    assert [len(s) for s in model.decoder] == TABLE1_BLOCKS[1]
+    assert release_block_counts(6) == ([2, 2, 2, 1, 1, 1], [2, 2, 2, 1, 1])
+    # the Mamba layer mixes along the whole token sequence: changing one bottleneck voxel changes others
+    torch.manual_seed(0)
+    layer = create("umamba", patch_size=PATCH, **TINY["umamba"]).mamba.eval()
+    x = torch.randn(1, 8, 4, 4, 4)
+    y = x.clone()
+    y[0, :, 0, 0, 0] = torch.randn(8)  # a new first token (a constant shift would vanish in the LayerNorm)
+    with torch.no_grad():
+        ref = layer(x)
+        diff = (ref - layer(y)).abs().sum(dim=1)[0].flatten() / ref.abs().sum(dim=1)[0].flatten()
+    assert diff[0] > 1e-2 and diff[1] > 1e-2 and (diff[1:] > 0).all()  # every later token sees it (the scan)
+
+
+def test_swinunetr_v2_is_monai_v2_with_the_v2_paper_configuration():
+    v2 = create("swinunetr-v2", patch_size=(128, 160, 128))  # MONAI's constructor cannot run on meta
+    assert abs(count_parameters(v2) / 72.76e6 - 1) < 0.001  # documented: no published config gives 46.49 M
+    assert v2.net.swinViT.layers1c[0] is not None  # the V2 residual conv block before a Swin stage
+
+
+def test_a_missing_optional_package_is_one_clear_error(monkeypatch, capsys):
+    from unipet.cli import main
+    from unipet.models.profile import profile_models
+
+    monkeypatch.setitem(__import__("sys").modules, "mambapy", None)
+    monkeypatch.setitem(__import__("sys").modules, "mambapy.mamba", None)
+    with pytest.raises(ConfigError, match=r"unipet\[mamba\]"):
+        create("umamba", patch_size=PATCH, **TINY["umamba"])
+    row = profile_models(["umamba"], patch=PATCH, count_macs=False)[0]
+    assert row["params"] is None and "mambapy" in row["reason"]
+    assert main(["models", "--no-macs", "--patch", "64", "64", "64"]) == 0
+    assert "pip install 'unipet[mamba]'" in capsys.readouterr().out.replace("\n", " ")

@@ -100,11 +100,12 @@ def test_uniseg_and_dodnet_select_only_their_task_parameters(x):
 
 @pytest.mark.parametrize("key,target,rel", [
     ("uniseg", 15.12e6, 0.003), ("dpdnet-default", 15.19e6, 0.001), ("dodnet", 15.14e6, 0.03),
-    ("clip-universal", 15.34e6, 0.03)])
+    ("clip-universal", 15.34e6, 0.03), ("clip-universal-512", 15.34e6, 0.015)])
 def test_parameter_counts_at_full_config(key, target, rel):
-    name = "dpdnet" if key.startswith("dpdnet") else key
+    name = "dpdnet" if key.startswith("dpdnet") else key.removesuffix("-512")
+    kwargs = {"text_encoder": None, "text_dim": 512} if key.endswith("-512") else MODELS.get(key, {})  # CLIP width
     with torch.device("meta"):
-        model = create(name, in_channels=2, num_classes=2, tasks=4, patch_size=FULL_PATCH, **MODELS.get(key, {}))
+        model = create(name, in_channels=2, num_classes=2, tasks=4, patch_size=FULL_PATCH, **kwargs)
     assert count_parameters(model) == pytest.approx(target, rel=rel)
 
 

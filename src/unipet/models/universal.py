@@ -1,5 +1,12 @@
 """CLIP-driven Universal Model (Liu et al., ICCV 2023) on an STU-Net backbone: text-embedding dynamic heads.
 
+The architecture is the CLIP-driven model's; the text encoder is not CLIP by default. The original embeds its
+class texts with CLIP's text encoder (512-d). unipet's default encoder is all-MiniLM-L6-v2 (384-d sentence
+embeddings, the ``[text]`` extra; unipet's choice: a small offline package, no CLIP weights to fetch), or
+``"hash"`` (deterministic bag of n-grams, any width). The embedding width is the parameter ``text_dim``: to use
+CLIP embeddings, build with ``text_encoder=None, text_dim=512`` and pass them as ``text=`` or load them with
+a checkpoint.
+
 Each class query (task x foreground class; with 2 classes: one query per cancer type) has a frozen text
 embedding ``[Q, E]``, computed once from the task set at construction (``unipet.models.text``) and stored in
 the model as the buffer ``text_embedding`` so that inference and checkpoint loading never run the encoder.
@@ -13,8 +20,11 @@ annotated in each sample's dataset (``partial_label_dice_bce``).
 interface); ``model.forward_all(x)`` returns every query ``[B, Q, D, H, W]`` (training with partial labels,
 or segmenting everything at once). ``text=FloatTensor[Q, E]`` overrides the stored embeddings.
 
-With STU-Net-S (2 in-ch, 2 classes, 4 tasks, 384-d MiniLM text) this has 15.11 M parameters against the
-published 15.34 M (-1.5 %; the original uses 512-d CLIP text embeddings).
+With STU-Net-S (2 in-ch, 2 classes, 4 tasks) this has 15.14 M parameters with 512-d (CLIP-width) text
+inputs, against the published 15.34 M (-1.3 %), and 15.11 M with the default 384-d MiniLM embeddings. The
+remaining 0.2 M is not accounted for by the CLIP-driven paper's description (text projection 512 -> 256,
+pooled image projection C -> 256, controller 512 -> head parameters, 8-channel precls), so nothing is added
+to make it up.
 """
 from __future__ import annotations
 
@@ -132,7 +142,8 @@ def query_texts(task_set, num_classes: int, field: str) -> list[str]:
 def build(in_channels: int, num_classes: int, tasks, patch_size, backbone: str = "s", base_width: int | None = None,
           depth=None, strides=None, spacing=None, min_feature: int = 4, text_encoder: str | None = "minilm",
           text_field: str = "prompt", text_dim: int = MINILM_DIM, task_classifier: bool = True) -> UniversalModel:
-    """CLIP-Universal on STU-Net-``backbone`` (15.11 M with STU-Net-S and MiniLM; published 15.34 M).
+    """CLIP-Universal on STU-Net-``backbone`` (STU-Net-S: 15.14 M with 512-d text, 15.11 M with MiniLM's 384-d;
+    published 15.34 M).
 
     ``text_encoder``: ``"minilm"``, ``"hash"`` or None (zero placeholder of ``text_dim``, filled by loading
     a checkpoint's state dict: the encoder is not needed then).
