@@ -41,6 +41,7 @@ def train_command(
     workers: int = typer.Option(None, "--workers", "-j", help="Data-loader processes (overrides the recipe)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Iterations between checkpoints."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log.jsonl is still written)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (as --no-progress; the bar is shown on an interactive terminal only anyway); log.jsonl, metrics.csv and TensorBoard are still written."),
     init: Path = typer.Option(None, "--init", help="Start from these weights (run folder, `unipet pretrain` output or .safetensors); tensors copied where shapes fit."),
     trainable: str = typer.Option(None, "--trainable", help="Train only this parameter scope of the model (e.g. peft); the rest is frozen."),
     peft: bool = typer.Option(False, "--peft", help="Parameter-efficient fine-tuning: same as --trainable peft (MAST-Pro)."),
@@ -69,7 +70,7 @@ def train_command(
         raise ConfigError(f"--peft and --trainable {trainable} contradict each other; give one of them")
     result = train(data, model, out, recipe=recipe, model_kw=parse_model_kw(model_kw), device=device, resume=resume,
                    iterations=iterations, patch_size=patch, batch_size=batch, workers=workers,
-                   checkpoint_every=checkpoint_every, progress=not no_progress, init_from=init,
+                   checkpoint_every=checkpoint_every, progress=not (no_progress or quiet), init_from=init,
                    trainable="peft" if peft else trainable)
     if env_world()[0] != 0:  # under torchrun only rank 0 reports
         return

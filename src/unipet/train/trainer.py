@@ -14,7 +14,6 @@ shared through an all-reduce.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -32,6 +31,7 @@ from unipet.errors import ConfigError, InputFileError, OutputExistsError
 from unipet.train import checkpoint as ckpt
 from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
 from unipet.train.losses import SegmentationLoss
+from unipet.train.monitor import MetricsCSV, log_examples, log_scalars, progress_bar
 from unipet.train.recipes import Recipe, load_recipe
 
 Callback = Callable[[int, dict[str, Any]], None]
@@ -126,8 +126,9 @@ class _StopFlag:
 
 
 def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], meta: dict[str, Any],
-              device: torch.device) -> dict[str, float]:
-    """Mean Dice per task on whole cached validation volumes (sliding window, no TTA)."""
+              device: torch.device, examples: list | None = None, n_examples: int = 2) -> dict[str, float]:
+    """Mean Dice per task on whole cached validation volumes (sliding window, no TTA). With ``examples`` (a list),
+    ``(case, image [C, z, y, x], pred, ref)`` of the first ``n_examples`` cases are appended to it."""
     from unipet.infer.predictor import Predictor
 
     was_training = model.training
@@ -142,6 +143,8 @@ def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], met
         ref = np.asarray(case.label) > 0
         denom = pred.sum() + ref.sum()
         scores.setdefault(case.task or "all", []).append(1.0 if denom == 0 else 2.0 * (pred & ref).sum() / denom)
+        if examples is not None and len(examples) < n_examples:
+            examples.append((cid, np.asarray(case.image), pred, ref))
     model.train(was_training)
     return {f"dice/{k}": float(np.mean(v)) for k, v in scores.items()}
 
@@ -170,15 +173,17 @@ def train(
     Args:
         data: cache folder, Cache, or manifest JSON.
         model_name: registry name (``unipet.models.available()``).
-        run_dir: output folder; ``checkpoint/`` (safetensors + JSON), ``log.jsonl`` and ``tb/`` go there.
+        run_dir: output folder; ``checkpoint/`` (safetensors + JSON), ``log.jsonl``, ``metrics.csv`` (one row per
+            step) and ``tb/`` go there.
         recipe: shipped recipe name, JSON/YAML file or Recipe; ``iterations``, ``patch_size``,
             ``batch_size``, ``workers``, ``checkpoint_every`` override it.
         model_kw: builder keyword arguments (e.g. ``{"base_width": 8}``); ``num_classes`` may be given here.
         device: ``cpu``, ``cuda`` or None (CUDA when available; ``cuda:LOCAL_RANK`` under torchrun).
         resume: continue from ``run_dir/checkpoint`` (its recipe and data; ``iterations``, ``workers`` and
             ``checkpoint_every`` may change, e.g. to extend a run); without it an existing checkpoint is refused.
-        progress: show a rich progress bar (rank 0).
-        tensorboard: write TensorBoard scalars when ``tensorboard`` is installed.
+        progress: show a rich progress bar with loss, it/s and ETA (rank 0, on an interactive terminal only).
+        tensorboard: write TensorBoard scalars (losses, lr, validation Dice, it/s) and validation MIP images
+            when ``tensorboard`` is installed (``unipet.train.monitor``).
         init_from: start from these weights (a unipet run/checkpoint folder, an encoder checkpoint of
             ``unipet pretrain`` or a weights file): tensors are copied by name where the shapes fit
             (``unipet.models.weights.load_pretrained``; input layers adapted), the rest keep their initialisation.
@@ -291,6 +296,7 @@ def train(
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard(run_dir, tensorboard and info.is_main)
+        metrics = MetricsCSV(run_dir, start) if info.is_main else None
         bar = _progress_bar(progress and info.is_main, recipe.iterations, start)
         loader = iter(make_loader(sampler, recipe.batch_size, start=start, workers=recipe.workers,
                                   pin_memory=dev.type == "cuda"))
@@ -321,8 +327,11 @@ def train(
                     logs = {"loss": value, "lr": lr, **parts, "data_s": wait, "step_s": time.perf_counter() - t0}
                     if val_ids and info.is_main and it % recipe.validate_every == 0:
                         meta = build_meta(model, cache, recipe, sampler, it, False)
-                        logs.update(_validate(model, cache, val_ids, meta, dev))
+                        examples: list = []
+                        logs.update(_validate(model, cache, val_ids, meta, dev,
+                                              examples=examples if writer is not None else None))
                         result.validation = {k: v for k, v in logs.items() if k.startswith("dice/")}
+                        log_examples(writer, it, examples, pet_channel)
                     if bar is not None:
                         bar[0].update(bar[1], completed=it, loss=value,
                                       rate=(it - start) / max(time.perf_counter() - t_begin, 1e-9))
@@ -331,7 +340,8 @@ def train(
                     stopping = any_flag(stop.set, info)
                     saving = it % recipe.checkpoint_every == 0 or it == recipe.iterations or stopping
                     if info.is_main:
-                        _log(run_dir, writer, it, logs, wait_total, time.perf_counter() - t_begin, it - start, saving)
+                        _log(run_dir, writer, it, logs, wait_total, time.perf_counter() - t_begin, it - start, saving,
+                             metrics)
                     if saving:
                         save(it, it == recipe.iterations)
                         barrier(info)
@@ -414,24 +424,18 @@ def _tensorboard(run_dir: Path, enabled: bool):
 
 
 def _progress_bar(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} it/s"),
-                   TimeRemainingColumn(), transient=False)
-    bar.start()
-    task = bar.add_task("train", total=total, completed=start, loss=math.nan, rate=0.0)
-    return bar, task
+    """rich bar with it/s, loss and ETA on an interactive terminal only (``unipet.train.monitor``)."""
+    return progress_bar(enabled, total, start)
 
 
 def _log(run_dir: Path, writer, it: int, logs: dict[str, Any], wait: float, elapsed: float, steps: int,
-         force: bool) -> None:
-    """TensorBoard scalars every step; a ``log.jsonl`` line every 10 steps, after validation and when ``force``."""
-    if writer is not None:
-        for k, v in logs.items():
-            writer.add_scalar(k, v, it)
+         force: bool, metrics: MetricsCSV | None = None) -> None:
+    """TensorBoard scalars and a ``metrics.csv`` row every step (with ``it_per_s``); a ``log.jsonl`` line every 10
+    steps, after validation and when ``force``."""
+    rate = {"it_per_s": steps / elapsed} if elapsed > 0 else {}
+    log_scalars(writer, it, {**logs, **rate})
+    if metrics is not None:
+        metrics.write({"iteration": it, **logs, **rate})
     if force or it % 10 == 0 or any(k.startswith("dice/") for k in logs):
         record = {"iteration": it, **{k: round(v, 6) for k, v in logs.items()},
                   "it_per_s": round(steps / elapsed, 4) if elapsed > 0 else None,
