@@ -11,7 +11,7 @@ import pkgutil
 import sys
 
 from unipet.cli.app import app
-from unipet.errors import UnipetError
+from unipet.errors import InterruptedRun, UnipetError
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "app" and not _module.startswith("_"):
@@ -21,9 +21,15 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        app(args=argv, prog_name="unipet", standalone_mode=False)
+        code = app(args=argv, prog_name="unipet", standalone_mode=False)
+    except InterruptedRun as exc:
+        print(f"unipet: {exc}", file=sys.stderr)
+        return exc.exit_code
     except UnipetError as exc:
-        print(f"unipet: error: {exc}", file=sys.stderr)
+        print(f"unipet: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only folders, full disks, missing paths met outside unipet's own checks
+        print(f"unipet: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help, Typer/click usage errors
         return int(exc.code or 0)
@@ -39,7 +45,27 @@ def main(argv: list[str] | None = None) -> int:
             print("unipet: aborted", file=sys.stderr)
             return 1
         raise
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a multi-line message from a library is joined)."""
+    return " ".join(str(exc).split("\n")).strip()
+
+
+def _os_error_line(exc: OSError) -> str:
+    import errno
+
+    what = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}disk full ({exc.strerror}); free space and run the same command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{what}{exc.strerror}; choose a path you can write to (or read)"
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        return f"{what}{exc.strerror}: a file stands where a folder must be, or the reverse; choose another path"
+    if exc.errno == errno.ENOENT:
+        return f"{what}does not exist; check the path"
+    return f"{what}{exc.strerror or exc}"
 
 
 if __name__ == "__main__":  # pragma: no cover

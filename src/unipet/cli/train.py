@@ -48,8 +48,9 @@ def train_command(
 ) -> None:
     """Train a model; writes OUT/checkpoint/ (model.safetensors + meta.json + training state).
 
-    Checkpoints are written every --checkpoint-every iterations and at the end; SIGTERM saves and exits;
-    --resume continues exactly where the last checkpoint left off. Under torchrun it trains with DDP.
+    Checkpoints are written every --checkpoint-every iterations and at the end; SIGTERM saves and exits with
+    status 143; --resume continues exactly where the last checkpoint left off. Under torchrun it trains with DDP.
+    Any error shuts the data-loader workers down and prints one line (exit 2).
 
     Examples:
 
@@ -63,17 +64,39 @@ def train_command(
 
         unipet train cache/ --model mastpro --out runs/peft --init runs/pretrained --peft
     """
-    from unipet.train import train
+    from unipet.errors import InterruptedRun
+    from unipet.infer.predictor import check_device
+    from unipet.train import run_guard, train
     from unipet.train.distributed import env_world
 
     if peft and trainable not in (None, "peft"):
         raise ConfigError(f"--peft and --trainable {trainable} contradict each other; give one of them")
-    result = train(data, model, out, recipe=recipe, model_kw=parse_model_kw(model_kw), device=device, resume=resume,
-                   iterations=iterations, patch_size=patch, batch_size=batch, workers=workers,
-                   checkpoint_every=checkpoint_every, progress=not (no_progress or quiet), init_from=init,
-                   trainable="peft" if peft else trainable)
+    kw = parse_model_kw(model_kw)
+    run_guard.check_options(model, kw, iterations=iterations, batch_size=batch, workers=workers,
+                            checkpoint_every=checkpoint_every, patch_size=patch)
+    if device is not None:
+        check_device(device)
+    if not resume:  # the recipe (a file may set checkpoint_every 0 too) is checked before any data is read
+        from unipet.train.recipes import load_recipe
+
+        r = load_recipe(recipe, iterations=iterations, batch_size=batch, workers=workers,
+                        checkpoint_every=checkpoint_every)
+        run_guard.check_options(iterations=r.iterations, batch_size=r.batch_size, workers=r.workers,
+                                checkpoint_every=r.checkpoint_every, patch_size=r.patch_size)
+    if env_world()[0] == 0:
+        run_guard.prepare_run(out, resume)
+    with run_guard.guarded(out):
+        result = train(data, model, out, recipe=recipe, model_kw=kw, device=device, resume=resume,
+                       iterations=iterations, patch_size=patch, batch_size=batch, workers=workers,
+                       checkpoint_every=checkpoint_every, progress=not (no_progress or quiet), init_from=init,
+                       trainable="peft" if peft else trainable)
     if env_world()[0] != 0:  # under torchrun only rank 0 reports
+        if result.stopped:
+            raise InterruptedRun("stopped by SIGTERM", run_guard.stopped_exit_code())
         return
-    state = "stopped (SIGTERM) at" if result.stopped else "finished at"
     last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
-    console.print(f"training {state} iteration {result.iteration}{last}; checkpoint in {out / 'checkpoint'}")
+    if result.stopped:
+        raise InterruptedRun(f"training stopped by SIGTERM at iteration {result.iteration}{last}; the checkpoint in "
+                             f"{out / 'checkpoint'} is complete — continue with --resume",
+                             run_guard.stopped_exit_code())
+    console.print(f"training finished at iteration {result.iteration}{last}; checkpoint in {out / 'checkpoint'}")

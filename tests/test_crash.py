@@ -1,0 +1,206 @@
+"""What survives a crash: SIGKILL during checkpoint writes, a full disk, SIGTERM (exit 143), errors inside the
+training loop with DataLoader workers (no hang, no orphaned worker), and log rows after a resume."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from _synthetic import write_autopet
+from unipet.errors import DiskFullError
+from unipet.models import create
+from unipet.train import checkpoint as ckpt
+from unipet.train import run_guard
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
+TINY = ["--model", "nnunet", "--patch", "16", "16", "16", "--batch", "1", "--model-kw", "base_channels=2",
+        "--model-kw", "max_channels=4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    from unipet.data.cache import build_cache
+    from unipet.io.layouts import import_autopet
+
+    root = tmp_path_factory.mktemp("crash")
+    manifest = import_autopet(write_autopet(root / "ap", n=3))
+    build_cache(manifest, root / "cache", ct_norm="ct-window")
+    return root / "cache"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs of live processes whose command line contains ``text`` (DataLoader workers inherit it)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next((l for l in (entry / "status").read_text().splitlines() if l.startswith("State:")), "")
+            except OSError:
+                continue
+            if text in cmd and "Z" not in state.split(":", 1)[-1][:3]:
+                out.append(int(entry.name))
+    return out
+
+
+def _no_orphans(marker: str, wait_s: float = 10.0) -> bool:
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        if not _processes_mentioning(marker):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# ------------------------------------------------------------------------------------------ checkpoint writes
+def test_sigkill_during_checkpoint_writes_leaves_a_complete_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import torch
+        from unipet.models import create
+        from unipet.train import checkpoint as ckpt
+        model = create("nnunet", in_channels=2, num_classes=2, tasks=["lymphoma"], patch_size=(32, 32, 32),
+                       base_channels=16, max_channels=64, max_stages=4)
+        i = 0
+        while True:
+            i += 1
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+            ckpt.save_checkpoint({str(run)!r}, model, {{"model": model.config, "iteration": i}})
+    """)
+    for delay in (0.05, 0.13, 0.31):
+        proc = subprocess.Popen([sys.executable, "-c", script], env=ENV)
+        try:
+            deadline = time.time() + 60
+            while not (run / "checkpoint" / "meta.json").exists() and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(delay)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        model, meta = ckpt.load_checkpoint(run)  # whichever of checkpoint/ or .checkpoint.old/ is complete
+        assert meta["iteration"] >= 1 and meta["checkpoint_id"]
+        ckpt.verify_weights(run)
+    run_guard.prepare_run(run, resume=True)
+    assert not list(run.glob(".checkpoint.tmp*"))
+
+
+def test_disk_full_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = create("nnunet", in_channels=2, num_classes=2, tasks=["lymphoma"], patch_size=(16, 16, 16),
+                   base_channels=2, max_channels=4, max_stages=3)
+    ckpt.save_checkpoint(tmp_path, model, {"model": model.config, "iteration": 1})
+    before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(DiskFullError, match=r"disk full.*needs about \d+ MB.*MB are free"):
+        ckpt.save_checkpoint(tmp_path, model, {"model": model.config, "iteration": 2})
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == before
+    assert ckpt.read_meta(tmp_path)["iteration"] == 1
+    assert not list(tmp_path.glob(".checkpoint.tmp*"))
+
+
+def test_disk_full_in_an_atomic_write_is_one_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    from unipet import fileio
+
+    target = tmp_path / "table.csv"
+    target.write_text("old\n")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", full)
+    with pytest.raises(DiskFullError, match="disk full"):
+        fileio.atomic_write_text(target, "new\n", overwrite=True)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+# ------------------------------------------------------------------------------------------ training runs
+def test_error_inside_the_loop_with_workers_exits_cleanly(tmp_path, cache):
+    run = tmp_path / "errrun"
+    script = textwrap.dedent(f"""
+        import sys
+        from unipet.errors import UnipetError
+        from unipet.train import run_guard, train
+        def boom(it, logs):
+            if it == 2:
+                raise ZeroDivisionError("integer modulo by zero")
+        try:
+            with run_guard.guarded({str(run)!r}):
+                train({str(cache)!r}, "nnunet", {str(run)!r}, iterations=50, patch_size=(16, 16, 16), batch_size=1,
+                      workers=2, progress=False, tensorboard=False, callbacks=[boom],
+                      model_kw={{"base_channels": 2, "max_channels": 4}})
+        except UnipetError as exc:
+            print("ERR", exc)
+            sys.exit(2)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, str(run)], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "training failed: ZeroDivisionError" in proc.stdout and "error.log" in proc.stdout
+    assert "ZeroDivisionError" in (run / "error.log").read_text()
+    assert _no_orphans(str(run))
+
+
+def test_sigterm_stops_with_143_and_resume_has_no_duplicate_log_rows(tmp_path, cache):
+    run = tmp_path / "termrun"
+    cmd = [sys.executable, "-m", "unipet", "train", str(cache), "--out", str(run), "--iterations", "5000",
+           "--checkpoint-every", "5000", "--workers", "2", *TINY]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while not ((run / "log.jsonl").exists() and (run / "log.jsonl").read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    stopped_at = ckpt.read_meta(run)["iteration"]
+    assert 10 <= stopped_at < 5000
+    assert _no_orphans(str(run))
+    # a row the killed run logged after its last checkpoint (as SIGKILL would leave it) is dropped on resume
+    with open(run / "log.jsonl", "a") as fh:
+        fh.write(json.dumps({"iteration": stopped_at + 3, "loss": 9.0}) + "\n")
+    (run / ".checkpoint.tmpstale").mkdir()
+    resumed = subprocess.run([sys.executable, "-m", "unipet", "train", str(cache), "--out", str(run), "--resume",
+                              "--iterations", str(stopped_at + 2), "--workers", "0", *TINY],
+                             env=ENV, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = [json.loads(l)["iteration"] for l in (run / "log.jsonl").read_text().splitlines() if l.strip()]
+    assert len(rows) == len(set(rows)) and rows == sorted(rows) and rows[-1] == stopped_at + 2
+    assert not (run / ".checkpoint.tmpstale").exists()
+
+
+def test_truncate_log_drops_rows_after_the_iteration_and_a_cut_last_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (10, 20, 30)) + '{"iteration": 4')
+    assert run_guard.truncate_log(log, 20) == 2
+    assert [json.loads(l)["iteration"] for l in log.read_text().splitlines()] == [10, 20]
+    assert run_guard.truncate_log(log, 20) == 0
+
+
+def test_options_refused_up_front():
+    from unipet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--checkpoint-every must be >= 1"):
+        run_guard.check_options(checkpoint_every=0)
+    with pytest.raises(ConfigError, match="takes no option bogus"):
+        run_guard.check_options("nnunet", {"bogus": 1})
+    run_guard.check_options("nnunet", {"base_channels": 4})
