@@ -259,3 +259,68 @@ def test_cli_survival_with_clinical_join_and_compare(tmp_path):
     # identical sources give identical statistics
     a, b = cmp[cmp["source"] == "a"].reset_index(), cmp[cmp["source"] == "b"].reset_index()
     assert np.allclose(a["hr"], b["hr"]) and np.allclose(a["c_index"], b["c_index"])
+
+
+# ---------------------------------------------------------------------------------------------- designs
+def test_whole_cohort_design_equals_direct_lifelines_on_gbsg2(gbsg2, tmp_path):
+    summary = run_survival(gbsg2, "time", "cens", ["pnodes"], design="whole", n_boot=20, out_dir=tmp_path / "w")
+    assert summary["design"] == "whole" and summary["cohort_for_statistics"] == "all"
+    assert summary["split"]["n_derivation"] == summary["split"]["n_validation"] == 686
+    r = summary["results"]["pnodes"]
+    assert r["n"] == 686 and r["events"] == 299
+    ref = direct_cox(gbsg2["pnodes"].to_numpy(float), gbsg2)
+    assert r["hr_continuous"]["hr"] == pytest.approx(ref["exp(coef)"], rel=1e-10)
+    assert r["hr_continuous"]["p"] == pytest.approx(ref["p"], rel=1e-8)
+    harrell = concordance_index(gbsg2["time"], -gbsg2["pnodes"], gbsg2["cens"])
+    assert r["c_index"]["value"] == pytest.approx(harrell, rel=1e-12)
+    assert r["cutoff"] == pytest.approx(float(np.median(gbsg2["pnodes"])))
+    high = gbsg2["pnodes"] > r["cutoff"]
+    direct_lr = logrank_test(gbsg2["time"][high], gbsg2["time"][~high], gbsg2["cens"][high], gbsg2["cens"][~high])
+    assert r["logrank_p"] == pytest.approx(direct_lr.p_value, rel=1e-10)
+    assert (tmp_path / "w" / "km_pnodes.png").exists()
+
+
+def test_fixed_derivation_cohort_by_column_or_ids(tmp_path):
+    df = synthetic_cohort(140, seed=4)
+    df["cohort"] = np.where(np.arange(140) < 60, "derivation", "validation")
+    by_col = run_survival(df, "os", "dead", ["mtv"], design="fixed", derivation_col="cohort", n_boot=10,
+                          id_col="case")
+    ids = df["case"][:60].tolist()
+    by_ids = run_survival(df, "os", "dead", ["mtv"], design="fixed", derivation_ids=ids, id_col="case", n_boot=10)
+    assert by_col["results"] == by_ids["results"]
+    split = by_col["split"]
+    assert (split["design"], split["n_derivation"], split["n_validation"]) == ("fixed", 60, 80)
+    assert split["derivation_ids"] == ids and split["validation_ids"] == df["case"][60:].tolist()
+    r = by_col["results"]["mtv"]
+    assert r["cutoff"] == pytest.approx(float(np.median(df["mtv"][:60])))  # derived on the given 60 only
+    assert r["n"] == 80  # statistics on the other 80
+    validation = df.iloc[60:]
+    ref = cox_hazard_ratio(validation, "mtv", "os", "dead", dichotomise_at=r["cutoff"])
+    assert r["hr_dichotomised"]["hr"] == pytest.approx(ref["hr"])
+    with pytest.raises(ConfigError, match="exactly one"):
+        run_survival(df, "os", "dead", ["mtv"], design="fixed")
+    with pytest.raises(ConfigError, match="not patients"):
+        run_survival(df, "os", "dead", ["mtv"], design="fixed", derivation_ids=["nobody"], id_col="case")
+    with pytest.raises(ConfigError, match="holds"):
+        run_survival(df.assign(cohort="maybe"), "os", "dead", ["mtv"], design="fixed", derivation_col="cohort")
+    with pytest.raises(ConfigError, match="design"):
+        run_survival(df, "os", "dead", ["mtv"], design="bootstrap")
+    # the comparison of sources uses the same fixed cohorts
+    cmp = compare_sources({"a": df, "b": df}, "os", "dead", ["mtv"], id_col="case", design="fixed",
+                          derivation_ids=ids, n_boot=10)
+    assert cmp["n"].tolist() == [80, 80] and cmp["hr"].iloc[0] == pytest.approx(r["hr_dichotomised"]["hr"])
+
+
+def test_cli_survival_designs(tmp_path):
+    df = synthetic_cohort(120, seed=12)
+    df.to_csv(tmp_path / "p.csv", index=False)
+    (tmp_path / "ids.txt").write_text("# derivation\n" + "\n".join(df["case"][:50]) + "\n")
+    base = ["survival", str(tmp_path / "p.csv"), "--time", "os", "--event", "dead", "--markers", "mtv",
+            "--n-boot", "10"]
+    assert main([*base, "--design", "whole", "--out", str(tmp_path / "w")]) == 0
+    assert json.loads((tmp_path / "w" / "summary.json").read_text())["results"]["mtv"]["n"] == 120
+    assert main([*base, "--design", "fixed", "--id-col", "case", "--derivation-ids", str(tmp_path / "ids.txt"),
+                 "--out", str(tmp_path / "f")]) == 0
+    fixed = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert fixed["split"]["n_derivation"] == 50 and fixed["results"]["mtv"]["n"] == 70
+    assert main([*base, "--derivation-ids", str(tmp_path / "ids.txt"), "--out", str(tmp_path / "x")]) == 2

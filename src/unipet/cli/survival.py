@@ -33,6 +33,33 @@ def _join_clinical(table, clinical_path: Path | None, id_col: str | None, clinic
         clinical.assign(**{id_col: clinical[id_col].astype(str)}), on=id_col, how="inner")
 
 
+def _read_ids(path: Path | None) -> list[str] | None:
+    """Patient ids, one per line (blank lines and lines starting with # skipped), or None."""
+    if path is None:
+        return None
+    from unipet.errors import InputFileError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise InputFileError(f"cannot read the derivation id list {path} ({exc.strerror}); give a text file with "
+                             "one patient id per line") from None
+    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise ConfigError(f"the derivation id list {path} holds no id; write one patient id per line")
+    return ids
+
+
+def _design(design: str, derivation_col: str | None, derivation_ids: Path | None) -> str:
+    """The design, checked against the options that go with it."""
+    if design not in ("split", "fixed", "whole"):
+        raise ConfigError(f"--design {design!r} is not known; use split, fixed or whole")
+    if design != "fixed" and (derivation_col is not None or derivation_ids is not None):
+        raise ConfigError("--derivation-col / --derivation-ids give the fixed design's derivation cohort; add "
+                          "--design fixed")
+    return design
+
+
 def _markers(text: str) -> list[str]:
     markers = [m.strip() for m in text.split(",") if m.strip()]
     if not markers:
@@ -54,17 +81,28 @@ def survival_command(
     clinical: Path = typer.Option(None, "--clinical", help="CSV with time/event joined to TABLE on --id-col."),
     clinical_id: str = typer.Option(None, "--clinical-id", help="Id column of --clinical (default: --id-col)."),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Stratify the split by the event."),
+    design: str = typer.Option("split", "--design", help="split (random derivation cohort), fixed (given by "
+                               "--derivation-col or --derivation-ids) or whole (no split: all patients)."),
+    derivation_col: str = typer.Option(None, "--derivation-col", help="--design fixed: column marking the "
+                                       "derivation cohort (1/true/derivation vs 0/false/validation)."),
+    derivation_ids: Path = typer.Option(None, "--derivation-ids", help="--design fixed: text file of derivation "
+                                        "patient ids (--id-col values), one per line."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the C-index interval."),
     time_unit: str = typer.Option("days", "--time-unit", help="Unit of --time, for the plot axis."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs in --out."),
 ) -> None:
-    """Derive median cut-offs on a derivation cohort and test every marker on the validation cohort.
+    """Derive median cut-offs on a derivation cohort and test every marker on the validation cohort (or, with
+    --design whole, on all patients).
 
-    Writes OUT/summary.json (per marker: cut-off, Cox HR with 95 % CI and p dichotomised and continuous, log-rank p, C-index with bootstrap CI; the split and seed) and OUT/km_<marker>.png.
+    Writes OUT/summary.json (per marker: cut-off, Cox HR with 95 % CI and p dichotomised and continuous, log-rank p, C-index with bootstrap CI; the design and cohorts) and OUT/km_<marker>.png.
 
     Examples:
 
         unipet survival patients.csv --time os_days --event death --markers total_mtv_ml,total_tlg,suv_max --out surv
+
+        unipet survival patients.csv --time os --event death --markers total_mtv_ml --design whole --out surv_all
+
+        unipet survival patients.csv --id-col case --derivation-ids derivation.txt --design fixed --time os --event death --markers total_mtv_ml --out surv_fixed
 
         unipet survival quant/patients.csv --clinical cohort/clinical.csv --id-col case --clinical-id study_id --time time --event event --markers total_mtv_ml --log --out surv
     """
@@ -75,10 +113,17 @@ def survival_command(
     df = _join_clinical(_read_table(table, "survival table"), clinical, id_col, clinical_id)
     summary = run_survival(df, time, event, _markers(markers), derive_fraction=derive_fraction, seed=seed,
                            out_dir=out, log=log, id_col=id_col, stratify=stratify, n_boot=n_boot,
-                           time_unit=time_unit, overwrite=overwrite)
+                           time_unit=time_unit, overwrite=overwrite,
+                           design=_design(design, derivation_col, derivation_ids), derivation_col=derivation_col,
+                           derivation_ids=_read_ids(derivation_ids))
     split = summary["split"]
-    view = Table(title=f"validation cohort: {split['n_validation']} patients, {split['events_validation']} events "
-                       f"(cut-offs from {split['n_derivation']}, seed {split['seed']})")
+    if design == "whole":
+        title = f"all {split['n_validation']} patients, {split['events_validation']} events (no split)"
+    else:
+        source = f"seed {split['seed']}" if design == "split" else "given derivation cohort"
+        title = (f"validation cohort: {split['n_validation']} patients, {split['events_validation']} events "
+                 f"(cut-offs from {split['n_derivation']}, {source})")
+    view = Table(title=title)
     for col in ("marker", "cut-off", "HR high/low (95% CI)", "p", "log-rank p", "C-index (95% CI)"):
         view.add_column(col)
     for marker, r in summary["results"].items():
@@ -103,6 +148,12 @@ def survival_compare_command(
     derive_fraction: float = typer.Option(0.4, "--derive-fraction", help="Share of patients deriving the cut-offs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the bootstrap."),
     log: bool = typer.Option(False, "--log", help="Continuous Cox model on log1p(marker)."),
+    design: str = typer.Option("split", "--design", help="split, fixed (--derivation-col of --clinical or "
+                               "--derivation-ids) or whole, as in `unipet survival`."),
+    derivation_col: str = typer.Option(None, "--derivation-col", help="--design fixed: column of --clinical "
+                                       "marking the derivation cohort."),
+    derivation_ids: Path = typer.Option(None, "--derivation-ids", help="--design fixed: text file of derivation "
+                                        "patient ids, one per line."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the C-index interval."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing CSV."),
 ) -> None:
@@ -128,6 +179,7 @@ def survival_compare_command(
     tables = {k: v.assign(**{id_col: v[id_col].astype(str)}) if id_col in v.columns else v for k, v in tables.items()}
     result = compare_sources(tables, time, event, _markers(markers), outcome=outcome, id_col=id_col,
                              derive_fraction=derive_fraction, seed=seed, log=log, n_boot=n_boot, out_csv=out,
-                             overwrite=overwrite)
+                             overwrite=overwrite, design=_design(design, derivation_col, derivation_ids),
+                             derivation_col=derivation_col, derivation_ids=_read_ids(derivation_ids))
     console.print(result[["marker", "source", "HR (95% CI)", "p", "C-index (95% CI)"]].to_string(index=False))
     console.print(f"wrote {out}")

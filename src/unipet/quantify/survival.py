@@ -1,9 +1,18 @@
 """Survival analysis of PET biomarkers: cut-offs, Kaplan–Meier, log-rank, Cox hazard ratios, C-index.
 
 All statistics come from lifelines (``KaplanMeierFitter``, ``logrank_test``, ``CoxPHFitter``,
-``concordance_index``); this module only organises them into the protocol used by PET outcome papers
-(e.g. DpDNet): a **median cut-off derived on a derivation cohort and applied to a validation cohort**,
-then hazard ratios, log-rank p and C-index on the validation cohort.
+``concordance_index``); this module only organises them into the protocols of PET outcome papers. Three
+study designs (``design=``):
+
+* ``"split"`` (default): a **random** derivation cohort (``derive_fraction`` of the patients, stratified by the
+  event); median cut-offs are derived on it and every statistic is computed on the remaining validation cohort.
+* ``"fixed"``: the derivation cohort is **given**, by a column (1 / true = derivation) or by a list of patient
+  ids; cut-offs from it, statistics on the other patients. DpDNet's survival analysis is of this kind: its
+  text derives the median cut-offs on 480 breast-cancer patients and applies them to the other 780, yet it
+  reports a cohort of 1,210 patients: **480 + 780 = 1,260, not 1,210**, so the paper's own counts do not say
+  which 50 patients are counted twice or left out; give the cohorts explicitly to reproduce it.
+* ``"whole"``: no split. Cut-offs, hazard ratios, log-rank, C-index and Kaplan–Meier curves on all patients
+  (the usual whole-cohort analysis; its cut-offs are not validated on unseen patients).
 
 Conventions, used everywhere in unipet:
 
@@ -126,6 +135,82 @@ def split_derivation_validation(df: pd.DataFrame, fraction: float, seed: int,
         raise ConfigError(f"derive fraction {fraction} leaves one cohort empty with {len(df)} patients; "
                           "use a fraction nearer 0.5 or more patients")
     return df.iloc[is_derivation], df.iloc[~is_derivation]
+
+
+DESIGNS = ("split", "fixed", "whole")
+_TRUE = {"1", "1.0", "true", "yes", "derivation", "train", "training"}
+_FALSE = {"0", "0.0", "false", "no", "validation", "test", "val"}
+
+
+def fixed_derivation_mask(df: pd.DataFrame, derivation_col: str | None = None,
+                          derivation_ids: Sequence[str] | None = None,
+                          ids: pd.Series | None = None) -> np.ndarray:
+    """Boolean mask of the given derivation cohort: from a column (1 / true / "derivation" vs 0 / false /
+    "validation") or from ``derivation_ids`` matched against ``ids`` (the id column, as strings)."""
+    if (derivation_col is None) == (derivation_ids is None):
+        raise ConfigError("the fixed design needs exactly one of a derivation column (--derivation-col) or a list "
+                          "of derivation ids (--derivation-ids)")
+    if derivation_col is not None:
+        if derivation_col not in df.columns:
+            raise ConfigError(f"derivation column {derivation_col!r} is not in the survival table; pass an existing "
+                              "column (1 = derivation, 0 = validation)")
+        text = df[derivation_col].astype(str).str.strip().str.lower()
+        bad = sorted(set(text) - _TRUE - _FALSE)
+        if bad:
+            raise ConfigError(f"derivation column {derivation_col!r} holds {bad[:3]}; use 1/0, true/false or "
+                              "derivation/validation")
+        return text.isin(_TRUE).to_numpy()
+    if ids is None:
+        raise ConfigError("derivation ids need --id-col naming the patient id column they refer to")
+    wanted = {str(i) for i in derivation_ids}
+    unknown = sorted(wanted - set(ids.tolist()))
+    if unknown:
+        raise ConfigError(f"{len(unknown)} derivation ids are not patients of the table (e.g. {unknown[:3]}); "
+                          "check the id list and --id-col")
+    return ids.isin(wanted).to_numpy()
+
+
+def choose_cohorts(clean: pd.DataFrame, event: str, design: str = "split", derive_fraction: float = 0.4,
+                   seed: int = 0, stratify: bool = True, derivation_col: str | None = None,
+                   derivation_ids: Sequence[str] | None = None,
+                   ids: pd.Series | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``(derivation, statistics cohort, record)`` of a design (module docstring); for ``"whole"`` both cohorts
+    are all patients. ``record`` is what ``summary.json`` stores under ``split``.
+
+    Raises:
+        ConfigError: an unknown design, or a cohort with fewer than ``MIN_PATIENTS`` patients or no event.
+    """
+    if design not in DESIGNS:
+        raise ConfigError(f"unknown survival design {design!r}; use one of {', '.join(DESIGNS)}")
+    record: dict[str, Any] = {"design": design}
+    if design == "whole":
+        derivation = validation = clean
+        record.update(n_derivation=int(len(clean)), n_validation=int(len(clean)),
+                      events_derivation=int(clean[event].sum()), events_validation=int(clean[event].sum()),
+                      method="no split: cut-offs and statistics on all patients")
+        return derivation, validation, record
+    if design == "split":
+        derivation, validation = split_derivation_validation(clean, derive_fraction, seed,
+                                                             stratify=event if stratify else None)
+        record.update(derive_fraction=float(derive_fraction), seed=int(seed), stratified_by=event if stratify else None,
+                      method="numpy.random.default_rng(seed) permutation per stratum")
+        hint = "use more patients or another --derive-fraction"
+    else:
+        mask = fixed_derivation_mask(clean, derivation_col, derivation_ids, ids)
+        derivation, validation = clean.iloc[mask], clean.iloc[~mask]
+        record.update(derivation_col=derivation_col, derivation_ids_given=derivation_ids is not None,
+                      method="derivation cohort given by the user")
+        hint = "check the derivation column or id list"
+    for name, part in (("derivation", derivation), ("validation", validation)):
+        if len(part) < MIN_PATIENTS or part[event].sum() == 0:
+            raise ConfigError(f"the {name} cohort has {len(part)} patients and {int(part[event].sum())} events; it "
+                              f"needs at least {MIN_PATIENTS} patients and one event — {hint}")
+    record.update(n_derivation=int(len(derivation)), n_validation=int(len(validation)),
+                  events_derivation=int(derivation[event].sum()), events_validation=int(validation[event].sum()))
+    if ids is not None:
+        record["derivation_ids"] = ids.loc[derivation.index].tolist()
+        record["validation_ids"] = ids.loc[validation.index].tolist()
+    return derivation, validation, record
 
 
 def derive_cutoffs(df: pd.DataFrame, markers: Iterable[str], method: str | float = "median") -> dict[str, float]:
@@ -300,17 +385,25 @@ def _format_p(p: float) -> str:
 def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str], derive_fraction: float = 0.4,
                  seed: int = 0, out_dir: str | Path | None = None, *, log: bool = False, id_col: str | None = None,
                  stratify: bool = True, n_boot: int = 1000, cutoff_method: str | float = "median",
-                 time_unit: str = "days", overwrite: bool = False) -> dict[str, Any]:
-    """Derive cut-offs on a random derivation cohort and evaluate every marker on the validation cohort.
+                 time_unit: str = "days", overwrite: bool = False, design: str = "split",
+                 derivation_col: str | None = None, derivation_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Derive cut-offs on a derivation cohort and evaluate every marker on the validation cohort (or, with
+    ``design="whole"``, derive and evaluate on all patients).
 
-    Per marker (all statistics on the **validation** cohort): the cut-off (from the derivation cohort),
-    group sizes, Cox HR of high vs low and of the continuous marker (``log1p`` when ``log``) with 95 % CI
-    and p, log-rank p, and the C-index of the continuous marker with a bootstrap 95 % interval.
+    Per marker (all statistics on the **validation** cohort, or on all patients for ``"whole"``): the cut-off
+    (from the derivation cohort), group sizes, Cox HR of high vs low and of the continuous marker (``log1p``
+    when ``log``) with 95 % CI and p, log-rank p, and the C-index of the continuous marker with a bootstrap
+    95 % interval.
 
     Args:
         df: one row per patient; ``id_col`` (optional) names a pseudonymous id recorded with the split.
-        derive_fraction: share of patients in the derivation cohort (DpDNet: 480 of 1,210 ≈ 0.4).
-        stratify: keep the event rate equal in both cohorts (stratified by ``event``).
+        design: ``"split"``, ``"fixed"`` or ``"whole"`` (module docstring).
+        derive_fraction: ``"split"``: share of patients in the derivation cohort (DpDNet's 480 of its stated
+            1,210 ≈ 0.4; see the module docstring for why its counts do not add up).
+        derivation_col: ``"fixed"``: column marking the derivation cohort (1 / true / "derivation"); the other
+            patients (0 / false / "validation") are the validation cohort.
+        derivation_ids: ``"fixed"``: ids (``id_col`` values) of the derivation cohort, instead of a column.
+        stratify: ``"split"``: keep the event rate equal in both cohorts (stratified by ``event``).
         out_dir: when given, writes ``summary.json`` and ``km_<marker>.png`` there (refuses existing
             files unless ``overwrite``).
 
@@ -320,6 +413,8 @@ def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str]
     markers = list(markers)
     if not markers:
         raise ConfigError("no marker columns given; pass --markers with at least one column name")
+    if design not in DESIGNS:
+        raise ConfigError(f"unknown survival design {design!r}; use one of {', '.join(DESIGNS)}")
     clean = check_survival_table(df, time, event, markers)
     ids = None
     if id_col is not None:
@@ -334,38 +429,25 @@ def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str]
         for name in ["summary.json", *[f"km_{_safe(m)}.png" for m in markers]]:
             check_writable(out_dir / name, overwrite)
 
-    derivation, validation = split_derivation_validation(clean, derive_fraction, seed,
-                                                         stratify=event if stratify else None)
-    for name, part in (("derivation", derivation), ("validation", validation)):
-        if len(part) < MIN_PATIENTS or part[event].sum() == 0:
-            raise ConfigError(f"the {name} cohort has {len(part)} patients and {int(part[event].sum())} events; it "
-                              f"needs at least {MIN_PATIENTS} patients and one event — use more patients or another "
-                              "--derive-fraction")
+    derivation, validation, split = choose_cohorts(clean, event, design, derive_fraction, seed, stratify,
+                                                   derivation_col, derivation_ids, ids)
     cutoffs = derive_cutoffs(derivation, markers, cutoff_method)
     results: dict[str, Any] = {}
+    cohort_name = "all patients" if design == "whole" else "validation cohort"
     for marker in markers:
         results[marker] = _evaluate_marker(validation, marker, time, event, cutoffs[marker], log, n_boot, seed)
         if out_dir is not None:
             png = kaplan_meier_plot(validation, marker, time, event, cutoffs[marker], out_dir / f"km_{_safe(marker)}.png",
                                     hr=results[marker]["hr_dichotomised"], logrank_p=results[marker]["logrank_p"],
-                                    time_unit=time_unit, title=f"{marker}: validation cohort", overwrite=overwrite)
+                                    time_unit=time_unit, title=f"{marker}: {cohort_name}", overwrite=overwrite)
             results[marker]["km_png"] = png.name
 
-    split = {
-        "derive_fraction": float(derive_fraction), "seed": int(seed),
-        "stratified_by": event if stratify else None, "method": "numpy.random.default_rng(seed) permutation per stratum",
-        "n_derivation": int(len(derivation)), "n_validation": int(len(validation)),
-        "events_derivation": int(derivation[event].sum()), "events_validation": int(validation[event].sum()),
-    }
-    if ids is not None:
-        split["derivation_ids"] = ids.loc[derivation.index].tolist()
-        split["validation_ids"] = ids.loc[validation.index].tolist()
     summary = {
         "time": time, "event": event, "time_unit": time_unit, "markers": markers,
         "n_patients": int(len(clean)), "n_excluded_missing": int(clean.attrs.get("n_excluded_missing", 0)),
         "cutoff_method": cutoff_method, "dichotomisation": HIGH_RULE, "risk_convention": RISK_CONVENTION,
-        "cohort_for_statistics": "validation", "log_continuous": bool(log), "ci_level": 0.95,
-        "split": split, "results": results,
+        "design": design, "cohort_for_statistics": "all" if design == "whole" else "validation",
+        "log_continuous": bool(log), "ci_level": 0.95, "split": split, "results": results,
     }
     if out_dir is not None:
         atomic_write_json(out_dir / "summary.json", summary, overwrite=overwrite)
@@ -403,13 +485,15 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
                     outcome: pd.DataFrame | None = None, id_col: str = "case", derive_fraction: float = 0.4,
                     seed: int = 0, stratify: bool = True, log: bool = False, n_boot: int = 1000,
                     cutoff_method: str | float = "median", out_csv: str | Path | None = None,
-                    overwrite: bool = False) -> pd.DataFrame:
+                    overwrite: bool = False, design: str = "split", derivation_col: str | None = None,
+                    derivation_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Prognostic value of the same biomarkers measured from several segmentation sources (Table-3 layout).
 
-    Every source is analysed on the **same patients and the same split**: the patients present in all
-    sources (joined on ``id_col``, in the first table's row order) are split once, exactly as
-    ``run_survival`` splits them; each source's cut-off is derived on its own derivation values and
-    applied to its validation values.
+    Every source is analysed on the **same patients and the same cohorts**: the patients present in all
+    sources (joined on ``id_col``, in the first table's row order) are divided once by ``design`` exactly as
+    ``run_survival`` divides them (``"split"``, ``"fixed"`` with ``derivation_ids`` or a ``derivation_col`` of
+    the outcome / first table, or ``"whole"``); each source's cut-off is derived on its own derivation values
+    and applied to its validation values.
 
     Args:
         tables: ``{source name: patient table}`` e.g. ``{"reference": ..., "model A": ...}``, each with
@@ -435,7 +519,8 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
                 if col not in outcome.columns:
                     raise ConfigError(f"the outcome table has no column {col!r}; it needs {id_col}, {time}, {event}")
             keep = [id_col, *[m for m in markers if m in table.columns]]
-            table = table[keep].merge(outcome[[id_col, time, event]], on=id_col, how="inner")
+            extra = [derivation_col] if derivation_col is not None and derivation_col in outcome.columns else []
+            table = table[keep].merge(outcome[[id_col, time, event, *extra]], on=id_col, how="inner")
         clean = check_survival_table(table, time, event, markers)
         clean[id_col] = clean[id_col].astype(str)
         if clean[id_col].duplicated().any():
@@ -450,8 +535,9 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
     if len(common) < 2 * MIN_PATIENTS:
         raise ConfigError(f"only {len(common)} patients are in every source; a comparison needs at least "
                           f"{2 * MIN_PATIENTS}")
-    derivation, validation = split_derivation_validation(first, derive_fraction, seed,
-                                                         stratify=event if stratify else None)
+    derivation, validation, record = choose_cohorts(first, event, design, derive_fraction, seed, stratify,
+                                                    derivation_col, derivation_ids,
+                                                    pd.Series(first.index, index=first.index))
     rows = []
     for marker in markers:
         for name, table in merged.items():
@@ -472,9 +558,7 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
                 "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
             })
     result = pd.DataFrame(rows)
-    result.attrs["split"] = {"derive_fraction": derive_fraction, "seed": seed,
-                             "stratified_by": event if stratify else None,
-                             "n_derivation": len(derivation), "n_validation": len(validation)}
+    result.attrs["split"] = {k: v for k, v in record.items() if not k.endswith("_ids")}
     if out_csv is not None:
         atomic_write_text(out_csv, result.to_csv(index=False), overwrite=overwrite)
     return result
