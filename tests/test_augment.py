@@ -105,3 +105,35 @@ def test_intensity_changes_keep_labels_and_config_roundtrip():
     assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError):
         AugmentConfig.from_dict({"p_rotation": 0.1})
+
+
+def test_rot90_turns_image_and_label_together_in_the_plane():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand((4, 2, 6, 8, 8), generator=g)
+    label = (image[:, 0] > 0.7).long()
+    out, lab = augment_batch(image, label, AugmentConfig(**OFF, p_rot90=1.0), _gen(3), PAD)
+    for i in range(4):
+        matches = [k for k in (1, 2, 3) if torch.equal(out[i], torch.rot90(image[i], k, (2, 3)))]
+        assert len(matches) == 1  # a quarter, half or three-quarter turn in the (y, x) plane
+        assert torch.equal(lab[i], torch.rot90(label[i], matches[0], (1, 2)))  # the label turned the same way
+    assert not torch.equal(out, image)
+    # a non-square plane takes only the half turn, which keeps the patch's shape
+    img2, lab2 = _batch(1)  # (8, 10, 12): y != x
+    out2, l2 = augment_batch(img2, lab2, AugmentConfig(**OFF, p_rot90=1.0), _gen(1), PAD)
+    assert torch.equal(out2, torch.rot90(img2, 2, (3, 4))) and torch.equal(l2, torch.rot90(lab2, 2, (2, 3)))
+
+
+def test_intensity_shift_adds_one_offset_per_sample_and_new_ops_leave_old_streams_alone():
+    image, label = _batch(2, b=64)
+    out, lab = augment_batch(image, label, AugmentConfig(**OFF, p_shift=1.0, shift=0.1), _gen(5), PAD)
+    delta = out - image
+    per_sample = delta.flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample), atol=1e-6)  # constant per sample
+    assert per_sample[:, 0].abs().max() <= 0.1 and per_sample[:, 0].std() > 0.02 and torch.equal(lab, label)
+    # with the new ops off, a default augmentation draws exactly what it drew before they existed
+    defaults = AugmentConfig()
+    assert (defaults.p_rot90, defaults.p_shift) == (0.0, 0.0)
+    a = augment_batch(*_batch(4), defaults, _gen(9), PAD)
+    b = augment_batch(*_batch(4), AugmentConfig(**{**defaults.to_dict(), "shift": 0.5, "rot90_plane": (0, 1)}),
+                      _gen(9), PAD)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -210,3 +210,27 @@ def test_experts_cli_reports_usage_per_task(peft_run, cache, tmp_path):
         assert report["routes"][name]["generic_share"] + report["routes"][name]["own_share"] == pytest.approx(1.0)
         assert report["routes"][name]["other_share"] == pytest.approx(0.0, abs=1e-9)
     assert main(["experts", str(peft_run), str(cache.root), "--out", str(out), "--device", "cpu"]) == 2  # no overwrite
+
+
+def test_prompt_attention_reads_the_samples_own_text_and_task_less_samples_take_the_general_route():
+    model = _model().eval()
+    x, organs = _inputs(batch=2, seed=3)
+    text = model.text_embedding.clone()
+    other = text.clone()
+    other[[0, 1, 3]] = torch.randn(3, text.shape[1])  # every sentence but task 2's
+    own = text.clone()
+    own[2] = torch.randn(text.shape[1])
+    with torch.no_grad():
+        y = model(x, task=2, organs=organs, text=text)
+        torch.testing.assert_close(model(x, task=2, organs=organs, text=other), y)  # other types' texts are not read
+        assert (model(x, task=2, organs=organs, text=own) - y).abs().max() > 1e-5  # its own sentence is
+        free = model(x, organs=organs, text=text)
+        assert (model(x, organs=organs, text=other) - free).abs().max() > 1e-5  # the general route reads them all
+        # per-sample task-less samples (NO_TASK = -1) in a batch with task-labelled ones
+        mixed = model(x, task=torch.tensor([2, -1]), organs=organs)
+        alone_known = model(x[:1], task=2, organs=organs[:1])
+        alone_free = model(x[1:], organs=organs[1:])
+    torch.testing.assert_close(mixed[:1], alone_known, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mixed[1:], alone_free, rtol=1e-4, atol=1e-5)
+    mask = model.own_text_mask(torch.tensor([1, -1]), 4)
+    assert mask.tolist() == [[False, True, False, False], [True, True, True, True]]

