@@ -13,14 +13,19 @@ from unipet.cli.app import app
 def preprocess_command(
     manifest_path: Path = typer.Argument(..., help="Manifest JSON written by `unipet import`."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache folder (resumable: finished cases are skipped)."),
-    spacing: tuple[float, float, float] = typer.Option(None, "--spacing", help="Target spacing z y x (mm); default native."),
+    spacing: tuple[float, float, float] = typer.Option(
+        None, "--spacing", help="Target spacing z y x (mm); default: planned from the training cases (median "
+        "spacing, nnU-Net's anisotropy rule; see unipet.data.plan)."),
+    native: bool = typer.Option(False, "--native", help="Keep each study's own grid (no resampling)."),
     channels: str = typer.Option("CT,PET", "--channels", help="Network channel order."),
     ct_norm: str = typer.Option("ct-zscore", "--ct-norm", help="ct-zscore (nnU-Net) or ct-window (level 0, width 1800)."),
     pet_norm: str = typer.Option("suv-zscore", "--pet-norm", help="suv-zscore, suv-log or suv-clip."),
     no_crop: bool = typer.Option(False, "--no-crop", help="Keep the full field of view instead of cropping to the body."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes."),
 ) -> None:
-    """Crop, resample and normalise every case into a cache with a lesion-instance index.
+    """Reorient, crop, resample and normalise every case into a cache with a lesion-instance index.
+
+    Every case not cached yet is read once before anything is written, and all bad cases are reported together.
 
     Examples:
 
@@ -31,12 +36,27 @@ def preprocess_command(
     from rich.progress import Progress
 
     from unipet.data.cache import build_cache
-    from unipet.io.manifest import Manifest
+    from unipet.errors import BatchError, ConfigError
+    from unipet.io.manifest import Manifest, check_cases
 
+    if spacing is not None and not all(float(v) > 0 for v in spacing):
+        raise ConfigError(f"--spacing must be three positive sizes in mm (z y x), got {tuple(spacing)}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     manifest = Manifest.load(manifest_path)
+    # every case not cached yet is read once first, so that all bad cases are reported together
+    todo = [c for c in manifest if not (out / c.case_id / "case.json").exists()]
+    bad = check_cases(manifest, todo)
+    if bad:
+        listed = "; ".join(f"{cid}: {msg}" for cid, msg in bad.items())
+        raise BatchError(f"{len(bad)} of {len(manifest)} cases cannot be preprocessed — {listed} — fix or remove them "
+                         "from the manifest, then run again (nothing was written)")
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task("preprocessing", total=len(manifest))
         cache = build_cache(manifest, out, channels=[c.strip() for c in channels.split(",")], ct_norm=ct_norm,
-                            pet_norm=pet_norm, target_spacing=spacing, crop_to_body=not no_crop, workers=workers,
+                            pet_norm=pet_norm,
+                            target_spacing=None if native else (spacing or "plan"), crop_to_body=not no_crop, workers=workers,
                             progress=lambda done, total: bar.update(job, completed=done, total=total))
-    console.print(f"cache {out}: {len(cache)} cases, channels {list(cache.config.channels)}")
+    grid = cache.config.target_spacing
+    console.print(f"cache {out}: {len(cache)} cases, channels {list(cache.config.channels)}, spacing "
+                  + ("native" if grid is None else " x ".join(f"{s:g}" for s in grid) + " mm (z y x)"))

@@ -56,7 +56,7 @@ class Prediction:
 
 def check_device(device: str | torch.device) -> str | torch.device:
     """``device`` if torch can name it as cpu / cuda[:N] / mps, else ``ConfigError`` naming the choices."""
-    if isinstance(device, torch.device):
+    if isinstance(device, torch.device) or device in (None, "auto"):
         return device
     try:
         dev = torch.device(str(device))

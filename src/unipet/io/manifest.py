@@ -228,6 +228,23 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
                  label=label, organs=organs, meta=meta)
 
 
+def check_cases(manifest: "Manifest", cases: Sequence[Case] | None = None, with_label: bool = True) -> dict[str, str]:
+    """Load every case (``load_study``) and collect what is wrong with each instead of stopping at the first.
+
+    Returns:
+        ``{case_id: message}`` of the cases that cannot be read (empty when all can).
+    """
+    from unipet.errors import UnipetError
+
+    bad: dict[str, str] = {}
+    for case in manifest if cases is None else cases:
+        try:
+            load_study(case, manifest.task_set, with_label=with_label)
+        except UnipetError as exc:
+            bad[case.case_id] = str(exc)
+    return bad
+
+
 def _report_non_finite(case_id: str, modality: str, n_bad: int) -> None:
     if n_bad:
         log.warning("case %s: %d NaN/-Inf %s voxels set to the background (%s)", case_id, n_bad, modality,
