@@ -324,7 +324,10 @@ def test_read_only_output_folder_patched(ws, capsys, monkeypatch):
     """The same refusal where the tests run as root (who may write anywhere): the access check is patched."""
     from unipet import fileio
 
-    monkeypatch.setattr(fileio.os, "access", lambda path, mode: False)
+    real = os.access
+    ro = str(ws["ro_dir"])
+    monkeypatch.setattr(fileio.os, "access", lambda path, mode, **kw: False if str(path).startswith(ro) and mode & os.W_OK
+                        else real(path, mode, **kw))
     before = _snapshot(ws["root"])
     assert main(_args(ws, "predict", "{run}", "{manifest}", "{ro_dir}")) == 2
     err = capsys.readouterr().err
