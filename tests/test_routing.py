@@ -159,3 +159,35 @@ def test_path_sharing_counts_shared_levels_within_and_between_groups():
     assert stats["between_groups"] == pytest.approx((0 + 1 / 3) / 2)
     with pytest.raises(ConfigError):
         path_sharing(table, groups=["a"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chosen_path_gradient_alone_learns_to_separate_unrelated_tasks(seed):
+    """Only the chosen sub-pathway runs, so the straight-through gradient keeps only its term; routing still
+    learns: two tasks that want opposite outputs end on different paths, and each path fits its task."""
+    import torch.nn.functional as F
+
+    from unipet.models.routing import PathwayModule, route_table
+
+    torch.manual_seed(seed)
+    paths = [torch.nn.Linear(4, 4) for _ in range(2)]
+    module = PathwayModule(paths, text_dim=8, router_hidden=16, tau=1.0).train()
+    text = torch.randn(2, 8)  # two unrelated tasks
+    target_map = torch.stack([torch.eye(4), -torch.eye(4)])  # task 0 wants +x, task 1 wants -x
+    opt = torch.optim.Adam(module.parameters(), lr=0.02)
+    for _ in range(400):
+        task = torch.randint(0, 2, (16,))
+        x = torch.randn(16, 4)
+        y = torch.einsum("bij,bj->bi", target_map[task], x)
+        loss = F.mse_loss(module(x, text=text[task]), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    routes = route_table([module], text)[:, 0]
+    assert routes[0] != routes[1]  # the tasks were separated onto different sub-pathways
+    module.eval()
+    with torch.no_grad():
+        x = torch.randn(64, 4)
+        for t in range(2):
+            err = F.mse_loss(module(x, text=text[t].expand(64, -1)), x @ target_map[t].T)
+            assert err < 0.05, (t, float(err))

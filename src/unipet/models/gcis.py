@@ -25,11 +25,25 @@ module keeps only sub-pathway ``k_l``, no routers, no text embeddings); ``unipet
 a trained full model with identical outputs for that task.
 
 Parameter counts (``unipet.models.prune.parameter_report``; 1 input channel (CT), 2 classes, MiniLM 384-d text,
-``decoder_widths = (24, 24, 48, 96, 192)``, i.e. half of each level's skip width): 60.48 M for the full model
-(paper 60.50 M) and 25.59 M for one task's single-path model (paper 26.75 M, -4.3 %): Swin encoder 8.06 M, encoder
-with the skip blocks 18.71 M, one sub-pathway of every level 6.88 M, the five routers 0.50 M, heads 778. The paper
-does not publish its decoder widths or what its "pruned" count includes; with these widths the full model matches
-and 57.7 % of the parameters are removed by pruning (paper 55.8 %).
+``decoder_widths = (24, 24, 48, 96, 192)``): 60.48 M for the full model and 25.59 M for one task's single-path
+model (Swin encoder 8.06 M, encoder with the skip blocks 18.71 M, one sub-pathway of every level 6.88 M, the
+five routers 0.50 M, heads 778), against 60.50 M and 26.75 M in the published article (Communications
+Engineering, 2024; the counts quoted here are that version's). What these numbers do and do not show:
+
+- The article publishes neither its decoder widths nor the width of its text embedding. The widths above are
+  unipet's choice, picked *so that* with MiniLM's 384-d text the full count equals 60.50 M: that match is
+  constructed, not evidence that the architecture is the paper's. With the release's 512-d CLIP text
+  (ViT-B-32) the five routers grow by 0.16 M (60.64 M).
+- The authors' release routes **7** positions with ``ap_num = 6`` paths each: the Swin UNETR bottleneck block
+  (``decoder10``), the five decoder blocks and the output convolution. unipet routes its 5 decoder levels and
+  shares the output heads. Swin UNETR-48's own blocks at the release's 7 positions would make 320 M (full) and
+  62 M (pruned), so the release's sub-pathways are narrower than Swin UNETR's and their widths are not
+  published; the 7-position layout is therefore not reproduced, and the pruned model stays 4.3 % under the
+  published 26.75 M (57.7 % of the parameters removed by pruning vs. 55.8 %).
+
+Router gradient: only the chosen sub-pathway runs, so the straight-through Gumbel gradient keeps only that
+path's term (``unipet.models.routing``); a test shows that routing still learns to put unrelated tasks on
+different sub-pathways.
 """
 from __future__ import annotations
 
