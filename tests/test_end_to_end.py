@@ -52,6 +52,29 @@ def test_demo_writes_a_self_contained_report_naming_every_study(demo):
         assert section in html
 
 
+def test_demo_report_opens_in_chromium_with_the_headline_first(demo, tmp_path):
+    """The demo's report in a real browser: no console error, the headline table on the first screen and its two
+    figures under it; nothing flattened in the main flow; every shown study linked to its viewer page."""
+    from _browser import require_chromium, screenshot
+
+    require_chromium()
+    px, console = screenshot(demo.report.as_uri(), tmp_path / "report.png", size=(1280, 1800))
+    assert console == [], console
+    header = np.all(px == (240, 244, 248), axis=-1)  # table header cells (#f0f4f8)
+    rows = np.nonzero(header.sum(axis=1) > 300)[0]
+    assert rows.size and rows.min() < 800, "the headline table is not on the first screen"
+    below = px[rows.min():]
+    green = np.all(np.abs(below.astype(int) - (0, 158, 115)) < 30, axis=-1).sum()  # lymphoma's colour (#009E73)
+    pink = np.all(np.abs(below.astype(int) - (204, 121, 167)) < 30, axis=-1).sum()  # melanoma's (#CC79A7)
+    assert green > 400 and pink > 400, (green, pink)  # the detection bars and Dice points are drawn
+    html = demo.report.read_text()
+    flow = re.sub(r"<details>.*?</details>", "", html, flags=re.S)
+    assert html.index("id='metrics'") < html.index("id='agreement'") < html.index("id='studies'")
+    assert not re.search(r"tasks\.\w+\.|n_nan|by_size\.", flow)
+    links = re.findall(r"<a class='viewer' href='([^']+)'", html)
+    assert len(links) == 12 and all((demo.report.parent / link).exists() for link in links)
+
+
 def test_demo_segments_every_cancer_type_and_runs_the_table3_comparison(demo):
     """What the shipped CPU-trained checkpoint does today (measured on this cohort: Dice lung 0.70, lymphoma 0.52,
     breast 0.20, melanoma 0.20): every prompt-aware head finds lesions (two of them had collapsed before)."""
