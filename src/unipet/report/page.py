@@ -34,8 +34,10 @@ img{max-width:100%;height:auto}nav{margin:8px 0}nav a{margin-right:12px}
 details{margin:6px 0;border:1px solid #ddd;border-radius:4px;padding:4px 10px}
 details>summary{cursor:pointer;font-weight:600;padding:2px 0}
 .viewer{font-size:.85em;display:block;text-align:center}figure.km{width:520px}
-@media print{nav,.viewer{display:none}body{max-width:none;margin:0}h2{break-after:avoid}
-figure,table{break-inside:avoid}details{border:none;padding:0}}
+@media print{nav,.viewer{display:none}body{max-width:none;margin:0;padding:0;font-size:11px}h2{break-after:avoid}
+figure,table{break-inside:avoid}details{border:none;padding:0}.wide{overflow:visible}
+table.headline{font-size:.8em}table.headline td{white-space:normal}table.tbl th,table.tbl td{padding:2px 4px}
+#studies figure{width:31%}#studies figure img{width:100%}figure.km{width:48%}figure.km img{width:100%}}
 """
 
 

@@ -412,6 +412,8 @@ NiiVue {version} (BSD-2-Clause). No data leave this page.</footer>
       nv.addVolume(img);
     }}
     if (cfg.focus) {{ nv.scene.crosshairPos = nv.vox2frac(cfg.focus); }}
+    nv.setRenderAzimuthElevation(180, 10);  // the 3-D render starts from the front
+    nv.opts.isOrientCube = true;
     nv.setSliceType(nv.sliceTypeMultiplanar);
     nv.opts.multiplanarShowRender = niivue.SHOW_RENDER.ALWAYS;
     bind();
