@@ -34,7 +34,9 @@ from unipet.train import load_recipe, train
 from unipet.train.checkpoint import load_checkpoint, read_meta
 from unipet.train.losses import SegmentationLoss, deep_supervision_weights
 
-TINY = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2]}
+#: the release layout with softmax heads: the tests below were written for it (the paper's layout and heads are
+#: the defaults and are tested in the last tests)
+TINY = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release", "activation": "softmax"}
 PATCH = (16, 16, 32)  # smallest fast shape: the 1/16 level keeps 2 voxels for its instance norms
 
 
@@ -149,10 +151,13 @@ def test_variants_build_and_differ():
 
 
 def test_paper_configuration_sizes():
-    full = profile_model("h2aseg", patch=(64, 128, 128))
-    base = profile_model("h2aseg", patch=(64, 128, 128), mcsa=False, tamw=False)
+    full = profile_model("h2aseg", patch=(64, 128, 128), layout="release", activation="softmax")
+    base = profile_model("h2aseg", patch=(64, 128, 128), mcsa=False, tamw=False, layout="release",
+                         activation="softmax")
     assert full["params"] == 10_099_205 and base["params"] == 6_496_085
     assert full["macs"] > base["macs"] > 0  # attention and MCSA convolutions are counted
+    paper = profile_model("h2aseg", patch=(64, 128, 128), count_macs=False)  # the defaults: the paper's
+    assert paper["params"] == 22_831_596
 
 
 def test_deep_supervision_outputs_and_paper_weights():
@@ -244,3 +249,53 @@ def test_seed_metric_convention_dice_and_hd95_on_positive_studies_only():
     row, _ = evaluate_case(pred, ref, (2.0, 2.0, 2.0))
     assert row["dice"] == pytest.approx(2 * 8 / 20) and row["hd95_mm"] == pytest.approx(2.0)
     assert row["precision"] == 1.0 and row["recall"] == pytest.approx(8 / 12)
+
+
+def test_paper_layout_puts_mcsa_after_every_level_and_release_layout_stays_an_option():
+    from unipet.models.h2aseg import MCSA
+
+    paper = create("h2aseg", patch_size=(16, 32, 32), widths=[2, 4, 4, 8, 8], window=[1, 2, 2])
+    assert sorted(paper.interactions) == ["1", "2", "3", "4", "5"]
+    assert all(isinstance(m, MCSA) for m in paper.interactions.values())
+    release = _tiny()
+    assert sorted(release.interactions) == ["2", "3", "4", "5"] and not isinstance(release.interactions["4"], MCSA)
+    with pytest.raises(ConfigError, match="multiples"):  # level 5 needs 16 x window
+        create("h2aseg", patch_size=PATCH, widths=[2, 4, 4, 8, 8], window=[2, 2, 2])
+    with pytest.raises(ConfigError, match="layout"):
+        create("h2aseg", patch_size=PATCH, **{**TINY, "layout": "mine"})
+    x = torch.randn(1, 2, 16, 32, 32)
+    x2 = x.clone()
+    x2[:, 1, :2, :2, :2] += 1.0  # a PET change in one corner
+    with torch.no_grad():
+        a, b = paper.eval().encode(x), paper.encode(x2)
+    assert (a[0][0] - b[0][0]).abs().max() > 0  # level 1: CT features read PET (MCSA at full resolution)
+
+
+def test_sigmoid_heads_train_with_bce_and_dice_per_output():
+    import torch.nn.functional as F
+
+    from unipet.train.losses import SegmentationLoss
+
+    torch.manual_seed(0)
+    model = create("h2aseg", patch_size=(16, 32, 32), widths=[2, 4, 4, 8, 8], window=[1, 2, 2])
+    assert model.output_activation == "sigmoid" and model.out_channels == 1
+    model.train()
+    model.set_deep_supervision(True)
+    x = torch.randn(2, 2, 16, 32, 32)
+    outs = model(x)
+    assert len(outs) == 5 and all(o.shape == (2, 1, 16, 32, 32) for o in outs)
+    target = torch.zeros(2, 16, 32, 32, dtype=torch.long)
+    target[:, 4:10, 8:20, 8:20] = 1
+    loss_fn = SegmentationLoss(model.output_activation, ds_weights=model.deep_supervision_weights)
+    loss, _ = loss_fn(outs, target)
+    per_output = [F.binary_cross_entropy_with_logits(o[:, 0], target.float()) for o in outs]
+    assert float(loss.detach()) > sum(w * float(b.detach()) for w, b in zip(model.deep_supervision_weights(5),
+                                                                            per_output))  # BCE + Dice
+    loss.backward()
+    assert all(p.grad is not None for p in model.heads.parameters())
+    model.eval()
+    with torch.no_grad():  # TAMW's foreground probability is the sigmoid of the coarse logit
+        fusion = model.fusions[0]
+        feats = torch.ones(1, fusion.fore[0].in_features, 2, 2, 2)
+        _, _, f_fore, _ = fusion.weights(feats, torch.full((1, 1, 1, 1, 1), 2.0))
+    torch.testing.assert_close(f_fore, feats * torch.sigmoid(torch.tensor(2.0)))

@@ -12,13 +12,16 @@ Architecture (``x [B, 2, D, H, W]``, PET in channel ``pet_channel``, CT in the o
   resolution, levels 2-5 are pre-activation residual units (``IN-PReLU-conv3(stride 2)-Dropout-IN-PReLU-conv3`` +
   ``IN-PReLU-conv3(stride 2)`` shortcut). Instance norms without affine parameters, PReLU, 3-D dropout 0.5 as in the
   released code.
-- **MCSA** (multi-modal cross-window spatial attention) after levels ``mcsa_levels`` (2, 3): *inter-window*: each
+- **MCSA** (Modality-Cooperative Spatial Attention, the paper's name) after encoder levels ``mcsa_levels``:
+  *inter-window*: each
   window of ``WINDOW`` voxels is pooled to one token by a convolution whose kernel and stride equal the window (one
   per modality), BDSA runs over the token grid, the result is upsampled trilinearly back to the feature size, added
   to the feature and normalised (IN-PReLU); *intra-window*: the feature is partitioned into windows, BDSA runs inside
   every window, the windows are reassembled, added and normalised. Queries/keys have ``C / qk_reduction`` (4)
-  channels. Levels ``bdsa_levels`` (4, 5; 1/8 and 1/16, small enough for global attention) use one global BDSA with
-  a residual connection, as the released code does; level 1 has no interaction (its attention would need gigabytes).
+  channels. Two layouts (``layout``): ``"paper"`` (default; source: the paper, which places MCSA after every
+  encoder level: ``mcsa_levels = (1, 2, 3, 4, 5)``; the input must then be a multiple of ``16 x window``, which the
+  paper's patch is) and ``"release"`` (the authors' code: MCSA after levels 2 and 3 only, one global BDSA with a
+  residual connection at levels 4 and 5, nothing at level 1).
 - **BDSA** (bi-directional spatial attention): for a target modality, a self-attention (Q, K, V from the target)
   and a cross-attention (Q from the target, K, V from the other modality), both single-head scaled dot-product
   attention with dropout on the attention weights; their outputs are concatenated and fused by a 3x3x3
@@ -34,7 +37,11 @@ Architecture (``x [B, 2, D, H, W]``, PET in channel ``pet_channel``, CT in the o
 - **Heads and deep supervision**: an ``IN-PReLU-conv3`` head on every decoder level (5 outputs, the bottleneck's
   included). In training with deep supervision the five logits are upsampled trilinearly to the input size (as the
   paper does) and returned full resolution first; ``deep_supervision_weights`` gives the paper's loss weights
-  ``6 - k`` for level ``k`` (5, 4, 3, 2, 1) on Dice + cross-entropy.
+  ``6 - k`` for level ``k`` (5, 4, 3, 2, 1).
+- **Loss** (``activation``): ``"sigmoid"`` (default; source: the paper, BCE + Dice on every output): the heads
+  have ``K - 1`` sigmoid channels, and unipet's trainer applies BCE + soft Dice per output
+  (``unipet.train.losses``); TAMW's foreground probability is then the sigmoid of the coarse logit.
+  ``"softmax"``: ``K`` softmax channels trained with cross-entropy + batch Dice (unipet's earlier default).
 
 Ablations (the paper's Table 2), through constructor switches (``VARIANTS``; ``--model-kw``): ``baseline``
 (``mcsa=False, tamw=False``: the same dual-branch ResUNet with channel concatenation), ``mcsa`` (``tamw=False``),
@@ -53,16 +60,20 @@ Differences from the released code (JinPLu/H2ASeg), all deliberate:
   it; tanh is odd, so that only flips the sign of the learnt background weights);
 - inference uses unipet's Gaussian sliding-window predictor.
 
-Sizes at the paper's patch 64x128x128 (``unipet.models.profile.profile_model``; 2 classes; MACs of one forward):
+Sizes at the paper's patch 64x128x128 (``unipet.models.profile.profile_model``; 2 classes, sigmoid heads; MACs
+of one forward):
 
-======== ======== ========
-variant  params   MACs
-======== ======== ========
-baseline 6.496 M  107.7 G
-mcsa     9.902 M  120.6 G
-tamw     6.694 M  107.7 G
-full     10.099 M 120.6 G
-======== ======== ========
+======== ================= =================
+variant  paper layout      release layout
+======== ================= =================
+baseline 6.483 M, 107.1 G  6.483 M, 107.1 G
+mcsa     22.634 M, 137.2 G 9.888 M, 120.0 G
+tamw     6.680 M, 107.1 G  6.680 M, 107.1 G
+full     22.832 M, 137.2 G 10.086 M, 120.0 G
+======== ================= =================
+
+MCSA at levels 4 and 5 holds most of the paper layout's extra parameters: its window tokenisers are
+convolutions with a window-sized kernel (4x8x8) on 64 and 128 channels.
 
 No published parameter count of the paper's model was available to compare with.
 """
@@ -233,15 +244,16 @@ class TAMW(nn.Module):
     """Target-aware modality weighting: ``(pet, ct [B, c, d, h, w], up [B, u, d, h, w], coarse logits [B, K, ...])
     -> F_enh [B, 2c + u, d, h, w]``.
 
-    ``F = concat(pet, ct, up)``; the coarse logits are upsampled to ``(d, h, w)`` and soft-maxed, ``P_fore`` is one
-    minus the background probability; ``F_fore = F * P_fore``, ``F_back = F * (1 - P_fore)``; per branch a global
+    ``F = concat(pet, ct, up)``; the coarse logits are upsampled to ``(d, h, w)``; ``P_fore`` is one minus the
+    background probability of their softmax (or, for sigmoid heads, the largest foreground sigmoid); ``F_fore = F * P_fore``, ``F_back = F * (1 - P_fore)``; per branch a global
     average pool (any size), ``Linear(C, C/r) -> tanh -> Linear(C/r, C) -> tanh`` gives channel weights in (-1, 1);
     ``F_enh = F + W_fore * F_fore + W_back * F_back``. Channels ``[0, c)`` are PET, ``[c, 2c)`` CT, the rest the
     decoder feature. While ``recorded`` is a list, each call appends ``(W_fore, W_back)`` (``[B, C]``, detached).
     """
 
-    def __init__(self, skip_channels: int, up_channels: int, reduction: int = 4) -> None:
+    def __init__(self, skip_channels: int, up_channels: int, reduction: int = 4, activation: str = "softmax") -> None:
         super().__init__()
+        self.activation = activation
         self.skip_channels = int(skip_channels)
         total = 2 * self.skip_channels + int(up_channels)
         hidden = max(1, total // int(reduction))
@@ -252,8 +264,11 @@ class TAMW(nn.Module):
     def weights(self, features: torch.Tensor, coarse_logits: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(W_fore [B, C], W_back [B, C], F_fore, F_back)`` for the concatenated ``features [B, C, d, h, w]``."""
-        prob = _upsample(coarse_logits.float(), features.shape[2:]).softmax(1).to(features.dtype)
-        p_back = prob[:, :1]
+        coarse = _upsample(coarse_logits.float(), features.shape[2:])
+        if self.activation == "sigmoid":  # foreground = the most probable foreground class
+            p_back = (1 - coarse.sigmoid().amax(1, keepdim=True)).to(features.dtype)
+        else:
+            p_back = coarse.softmax(1)[:, :1].to(features.dtype)
         f_fore, f_back = features * (1 - p_back), features * p_back
         return self.fore(f_fore.mean((2, 3, 4))), self.back(f_back.mean((2, 3, 4))), f_fore, f_back
 
@@ -272,7 +287,14 @@ class Head(nn.Sequential):
         super().__init__(nn.InstanceNorm3d(channels), nn.PReLU(), nn.Conv3d(channels, num_classes, 3, padding=1))
 
 
-def patch_multiple(window: Sequence[int] = WINDOW, mcsa_levels: Sequence[int] = (2, 3)) -> tuple[int, int, int]:
+#: MCSA / global-BDSA encoder levels of the two layouts
+LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "paper": {"mcsa_levels": (1, 2, 3, 4, 5), "bdsa_levels": ()},
+    "release": {"mcsa_levels": (2, 3), "bdsa_levels": (4, 5)},
+}
+
+
+def patch_multiple(window: Sequence[int] = WINDOW, mcsa_levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, int, int]:
     """Per axis ``(z, y, x)``, the number every input size must be a multiple of: 16 (four halvings) and, for each
     MCSA level ``l`` (1-based), ``window * 2^(l-1)`` (the level's feature must hold whole windows)."""
     multiple = [16, 16, 16]
@@ -283,7 +305,7 @@ def patch_multiple(window: Sequence[int] = WINDOW, mcsa_levels: Sequence[int] = 
 
 
 def check_patch(patch_size: Sequence[int], window: Sequence[int] = WINDOW,
-                mcsa_levels: Sequence[int] = (2, 3)) -> tuple[int, int, int]:
+                mcsa_levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, int, int]:
     """``patch_size`` as a 3-tuple; ConfigError naming the nearest valid patch unless it suits ``patch_multiple``."""
     patch = as_tuple3(patch_size)
     multiple = patch_multiple(window, mcsa_levels)
@@ -296,7 +318,8 @@ def check_patch(patch_size: Sequence[int], window: Sequence[int] = WINDOW,
 
 
 class H2ASeg(UnipetModel):
-    """H2ASeg (see the module docstring): ``x [B, 2, D, H, W] -> logits [B, K, D, H, W]``, or in training with deep
+    """H2ASeg (see the module docstring): ``x [B, 2, D, H, W] -> logits [B, K', D, H, W]`` (``K' = K - 1`` sigmoid
+    channels, or ``K`` softmax channels), or in training with deep
     supervision the 5 level logits upsampled to ``(D, H, W)``, full resolution first.
 
     Args:
@@ -313,14 +336,24 @@ class H2ASeg(UnipetModel):
         encoder_dropout, decoder_dropout: ``Dropout3d`` in the residual units; attention_dropout: on the attention
             weights and after each BDSA fusion convolution.
         pet_channel: input channel holding PET (0 or 1; unipet caches put CT first, so 1).
+        activation: ``"sigmoid"`` (the paper's BCE + Dice; ``K - 1`` output channels) or ``"softmax"``.
     """
 
     def __init__(self, in_channels: int = 2, num_classes: int = 2, widths: Sequence[int] = WIDTHS,
                  window: Sequence[int] = WINDOW, mcsa: bool = True, tamw: bool = True,
-                 mcsa_levels: Sequence[int] = (2, 3), bdsa_levels: Sequence[int] = (4, 5), qk_reduction: int = 4,
+                 mcsa_levels: Sequence[int] = LAYOUTS["paper"]["mcsa_levels"],
+                 bdsa_levels: Sequence[int] = LAYOUTS["paper"]["bdsa_levels"], qk_reduction: int = 4,
                  bdsa_qk_reduction: int = 1, tamw_reduction: int = 4, encoder_dropout: float = 0.5,
-                 decoder_dropout: float = 0.5, attention_dropout: float = 0.5, pet_channel: int = 1) -> None:
+                 decoder_dropout: float = 0.5, attention_dropout: float = 0.5, pet_channel: int = 1,
+                 activation: str = "sigmoid") -> None:
         super().__init__()
+        if activation not in ("sigmoid", "softmax"):
+            raise ConfigError(f"unknown h2aseg activation {activation!r}; use 'sigmoid' (the paper's BCE + Dice) or "
+                              "'softmax'")
+        if activation == "sigmoid" and num_classes < 2:
+            raise ConfigError(f"num_classes={num_classes}: give background + at least one foreground class (>= 2)")
+        self.output_activation = activation
+        self.out_channels = num_classes - 1 if activation == "sigmoid" else num_classes
         widths = [int(w) for w in widths]
         if in_channels != 2:
             raise ConfigError(f"h2aseg has one encoder branch per modality and needs exactly 2 input channels (PET, "
@@ -353,11 +386,11 @@ class H2ASeg(UnipetModel):
                 interactions[str(level)] = BDSA(c, max(1, c // bdsa_qk_reduction), attention_dropout, residual=True)
         self.interactions = nn.ModuleDict(interactions)
         # decoder level l (0-based, 0..3) fuses skips of width w_l with the upsampled 2 * w_{l+1} decoder feature
-        self.fusions = nn.ModuleList(TAMW(widths[l], 2 * widths[l + 1], tamw_reduction)
+        self.fusions = nn.ModuleList(TAMW(widths[l], 2 * widths[l + 1], tamw_reduction, activation)
                                      for l in range(LEVELS - 1)) if tamw else None
         self.decoder = nn.ModuleList(ResidualUnit(2 * widths[l] + 2 * widths[l + 1], 2 * widths[l], 1, decoder_dropout)
                                      for l in range(LEVELS - 1))
-        self.heads = nn.ModuleList(Head(2 * widths[l], num_classes) for l in range(LEVELS))
+        self.heads = nn.ModuleList(Head(2 * widths[l], self.out_channels) for l in range(LEVELS))
 
     def deep_supervision_weights(self, n: int) -> list[float]:
         """The paper's weights ``6 - k`` for level ``k`` (full resolution ``k = 1`` first): ``[5, 4, 3, 2, 1]``
@@ -413,19 +446,29 @@ class H2ASeg(UnipetModel):
           description="H2ASeg: dual-branch PET/CT ResUNet with cross-modal window attention (MCSA/BDSA) and "
                       "target-aware modality weighting (TAMW), deep supervision at 5 levels")
 def build(in_channels: int, num_classes: int, tasks, patch_size: Sequence[int], widths: Sequence[int] = WIDTHS,
-          window: Sequence[int] = WINDOW, mcsa: bool = True, tamw: bool = True, mcsa_levels: Sequence[int] = (2, 3),
-          bdsa_levels: Sequence[int] = (4, 5), qk_reduction: int = 4, bdsa_qk_reduction: int = 1,
-          tamw_reduction: int = 4, encoder_dropout: float = 0.5, decoder_dropout: float = 0.5,
-          attention_dropout: float = 0.5, pet_channel: int = 1) -> H2ASeg:
+          window: Sequence[int] = WINDOW, mcsa: bool = True, tamw: bool = True, layout: str = "paper",
+          mcsa_levels: Sequence[int] | None = None, bdsa_levels: Sequence[int] | None = None, qk_reduction: int = 4,
+          bdsa_qk_reduction: int = 1, tamw_reduction: int = 4, encoder_dropout: float = 0.5,
+          decoder_dropout: float = 0.5, attention_dropout: float = 0.5, pet_channel: int = 1,
+          activation: str = "sigmoid") -> H2ASeg:
     """H2ASeg for ``patch_size`` (z, y, x); the paper's configuration at ``PAPER_PATCH`` by default.
+
+    ``layout``: ``"paper"`` (MCSA after every encoder level) or ``"release"`` (the authors' code: MCSA at levels
+    2-3, global BDSA at 4-5); ``mcsa_levels`` / ``bdsa_levels`` override the layout's levels. ``activation``:
+    ``"sigmoid"`` (the paper's BCE + Dice) or ``"softmax"`` (CE + batch Dice).
 
     Table 2 variants: ``mcsa``/``tamw`` switches (``VARIANTS``), e.g. ``--model-kw '{"mcsa": false, "tamw":
     false}'`` for the channel-concatenation ResUNet baseline. Small widths (``widths=[2, 4, 4, 8, 8]``) and windows
     (``window=[2, 2, 2]``) make test-size models.
     """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown h2aseg layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    mcsa_levels = tuple(LAYOUTS[layout]["mcsa_levels"] if mcsa_levels is None else mcsa_levels)
+    bdsa_levels = tuple(LAYOUTS[layout]["bdsa_levels"] if bdsa_levels is None else bdsa_levels)
     check_patch(patch_size, window, mcsa_levels if mcsa else ())
     return H2ASeg(in_channels, num_classes, widths, window, mcsa, tamw, mcsa_levels, bdsa_levels, qk_reduction,
-                  bdsa_qk_reduction, tamw_reduction, encoder_dropout, decoder_dropout, attention_dropout, pet_channel)
+                  bdsa_qk_reduction, tamw_reduction, encoder_dropout, decoder_dropout, attention_dropout, pet_channel,
+                  activation)
 
 
 @contextlib.contextmanager
