@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from unipet.errors import DicomError, ImageGeometryError, OutputExistsError
+from unipet.fileio import umask_mode
 from unipet.study import Study
 
 PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.128"
@@ -186,6 +187,7 @@ def write_dicom_study(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, umask_mode(directory=True))  # mkdtemp makes 0700; the series folder gets the usual mode
     try:
         if study.pet is not None:
             _write_pet(study, tmp / "PT", shared, iop, spacing, thickness, positions, dose, half_life_s,
