@@ -114,3 +114,13 @@ def test_cli_measures_lesions_and_writes_seg_and_sr(pet_folder, tmp_path, capsys
     assert main(["dicom-sr", str(tmp_path / "other.nii.gz"), str(pet_folder), str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "not on the grid" in err and "Traceback" not in err
+
+
+def test_single_segment_dicom_seg_is_valid(pet_folder, tmp_path):
+    """The `unipet dicom-seg` output passes highdicom's reader and dciodvfy (when installed) as well."""
+    from unipet.io.seg_export import write_dicom_seg
+
+    write_dicom_seg(lesion_mask(), pet_folder, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert len(seg.SegmentSequence) == 1
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []

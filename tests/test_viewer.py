@@ -151,3 +151,13 @@ def test_page_renders_in_chromium_and_overlays_toggle(tmp_path):
     blue = (shown[canvas][..., 2].astype(int) - shown[canvas][..., 0].astype(int)) > 60
     blue_hidden = (hidden[canvas][..., 2].astype(int) - hidden[canvas][..., 0].astype(int)) > 60
     assert blue.sum() > 10 and blue_hidden.sum() < blue.sum() / 5
+
+
+def test_pet_only_page_and_bad_input(tmp_path):
+    pet, _, ref, _ = phantom()
+    text = write_viewer(tmp_path / "p.html", pet, None, make_affine(SPACING), ref=ref).read_text()
+    assert set(embedded_volumes(text)) == {"pet", "ref"} and "id='show-ct'" not in text
+    from unipet.errors import ImageGeometryError
+
+    with pytest.raises(ImageGeometryError, match="one grid"):
+        write_viewer(tmp_path / "q.html", pet, None, make_affine(SPACING), ref=ref[:, :10])

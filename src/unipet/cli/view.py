@@ -69,7 +69,7 @@ def view_command(
 
         unipet view cohort.json#PH00_0003_0 --pred predictions/PH00_0003_0.nii.gz --out study.html
 
-        unipet view autopet/PETCT_0af7ffe12a/08-12-2005-NA-PET-CT-58664 --pred preds/x.nii.gz
+        unipet view autopet/PETCT_0001/study-1 --pred preds/PETCT_0001-study-1.nii.gz
 
         unipet view suv.nii.gz --ct ct.nii.gz --ref seg.nii.gz --out view.html
     """
