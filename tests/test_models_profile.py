@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import torch
 from torch import nn
 
@@ -114,3 +116,22 @@ def test_cli_models_table(capsys):
     out = capsys.readouterr().out
     assert "nnunet-res" in out and "uxnet3d" in out
     assert "swinunetr: Swin UNETR needs a patch whose sizes are multiples of 32" in out.replace("\n", " ")
+
+
+def test_table1_rows_are_matched_within_3pct_or_carry_their_reason(capsys):
+    from unipet.models.profile import TABLE1
+
+    assert main(["models", "--json", "--no-macs"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(TABLE1) <= set(rows)
+    for name in TABLE1:
+        t1 = rows[name]["table1"]
+        if t1["note"] is None:
+            assert t1["within_3pct"] is True and abs(t1["params_diff_pct"]) <= 3, (name, t1)
+        else:  # an unmatched row says why
+            assert t1["within_3pct"] is not True and len(t1["note"]) > 20
+    assert rows["dpdnet"]["table1"]["params_diff_pct"] == pytest.approx(-0.01, abs=0.01)
+    assert rows["nnunet"]["table1"]["macs"] == 526.29e9 and rows["stunet-s"]["table1"]["note"] is None
+    swin = profile_model("swinunetr-v2", patch=(128, 160, 128), count_macs=False)  # Swin needs multiples of 32
+    assert swin["table1"]["params_diff_pct"] > 50 and "no published" in swin["table1"]["note"]
+    assert profile_model("dpdnet", in_channels=1, count_macs=False)["table1"]["params_diff_pct"] is None

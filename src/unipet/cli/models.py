@@ -22,7 +22,10 @@ def models_command(
     """List every registered model with its parameters, MACs (multiply-accumulates of one forward pass of one
     patch, counted on the meta device) and the prompts it takes.
 
-    A model that cannot take the patch (e.g. Swin UNETR needs multiples of 32) is listed with the reason.
+    A model that cannot take the patch (e.g. Swin UNETR needs multiples of 32) is listed with the reason. The
+    models of DpDNet's Table 1 show the published counts beside theirs, with the relative difference (and, for a
+    row that is not matched within 3 %, the documented reason); parameters are compared at 2 input channels, 2
+    classes and 4 tasks, MACs at 112 x 160 x 128.
 
     Examples:
 
@@ -37,7 +40,7 @@ def models_command(
     rows = profile_models(patch=patch, in_channels=in_channels, num_classes=classes, tasks=tasks,
                           count_macs=not no_macs)
     if as_json:
-        keys = ("name", "params", "macs", "prompts", "description", "reason")
+        keys = ("name", "params", "macs", "prompts", "description", "reason", "table1")
         print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
         return
     from rich.table import Table
@@ -45,17 +48,34 @@ def models_command(
 
     table = Table(title=f"unipet models at patch {' x '.join(map(str, patch))}, {in_channels} input channel(s), "
                         f"{classes} classes")
-    for col, justify in (("name", "left"), ("params (M)", "right"), ("MACs (G)", "right"), ("prompts", "left"),
-                         ("description", "left")):
+    for col, justify in (("name", "left"), ("params (M)", "right"), ("MACs (G)", "right"),
+                         ("DpDNet Table 1 (diff)", "right"), ("prompts", "left"), ("description", "left")):
         table.add_column(col, justify=justify)
     notes = []
     for row in rows:
         params = "-" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
         macs = "-" if row["macs"] is None else f"{row['macs'] / 1e9:.2f}"
-        cells = (row["name"], params, macs, ", ".join(row["prompts"]) or "none", row["description"])
+        cells = (row["name"], params, macs, _table1_cell(row.get("table1")), ", ".join(row["prompts"]) or "none",
+                 row["description"])
         table.add_row(*(Text(c) for c in cells))  # plain text: descriptions may hold [brackets]
         if row["reason"]:
             notes.append(f"{row['name']}: {row['reason']}")
+        if row.get("table1") and row["table1"]["note"]:
+            notes.append(f"{row['name']} vs Table 1: {row['table1']['note']}")
     console.print(table)
     for note in notes:
         console.print(note, style="dim", markup=False)
+
+
+def _table1_cell(t1: dict | None) -> str:
+    """``"15.19 M (+0.0 %)"``-style cell of a Table-1 comparison, ``""`` for a model not in the table."""
+    if not t1:
+        return ""
+    cell = f"{t1['params'] / 1e6:.2f} M"
+    if t1["params_diff_pct"] is not None:
+        cell += f" ({t1['params_diff_pct']:+.1f} %)"
+    if t1["macs"] is not None:
+        cell += f", {t1['macs'] / 1e9:.1f} G"
+        if t1["macs_diff_pct"] is not None:
+            cell += f" ({t1['macs_diff_pct']:+.1f} %)"
+    return cell

@@ -20,6 +20,48 @@ from unipet.models.base import as_tuple3, count_parameters
 #: the DpDNet comparison's training patch (D, H, W) in voxels
 DEFAULT_PATCH = (112, 160, 128)
 
+#: DpDNet's Table 1 (2 input channels, 2 classes, 4 tasks, 112x160x128): ``name -> (params, MACs or None, note)``;
+#: the note says why a row is not matched within 3 % (None where it is)
+TABLE1: dict[str, tuple[float, float | None, str | None]] = {
+    "nnunet": (30.79e6, 526.29e9, None),
+    "nnunet-res": (46.71e6, 833.94e9, None),
+    "unetr": (96.19e6, None, None),
+    "swinunetr-v2": (46.49e6, None, "no published Swin UNETR-V2 configuration has 46.49 M (feature size 36: 41.02 M, "
+                                    "48: 72.76 M); the V2 paper's configuration is kept"),
+    "uxnet3d": (83.81e6, None, "3D UX-Net's published configuration has 53.0 M and no published setting gives "
+                               "83.81 M"),
+    "umamba": (42.12e6, 1067.69e9, None),
+    "stunet-s": (14.60e6, 138.70e9, None),
+    "uniseg": (15.12e6, None, None),
+    "dodnet": (15.14e6, None, None),
+    "clip-universal": (15.34e6, None, None),
+    "dpdnet": (15.19e6, 138.79e9, None),
+}
+#: the settings of Table 1's counts
+TABLE1_SETTINGS = {"in_channels": 2, "num_classes": 2, "tasks": 4}
+
+
+def table1_comparison(name: str, params: int | None, macs: int | None, patch: Sequence[int], in_channels: int,
+                      num_classes: int, tasks: int) -> dict[str, Any] | None:
+    """A model's row of DpDNet's Table 1 beside the measured counts, or None for a model not in the table.
+
+    Returns:
+        ``{"params", "macs", "params_diff_pct", "macs_diff_pct", "within_3pct", "note"}``: the published counts,
+        the relative differences in percent (None when not comparable: other channels / classes / tasks, a
+        count not measured or not published; MACs only at the comparison's patch) and the documented reason
+        where a row is not matched.
+    """
+    if name not in TABLE1:
+        return None
+    paper_params, paper_macs, note = TABLE1[name]
+    same = (in_channels, num_classes, tasks) == tuple(TABLE1_SETTINGS.values())
+    p_diff = round(100 * (params / paper_params - 1), 2) if same and params is not None else None
+    m_diff = (round(100 * (macs / paper_macs - 1), 2)
+              if same and macs is not None and paper_macs is not None and tuple(patch) == DEFAULT_PATCH else None)
+    within = None if p_diff is None else abs(p_diff) <= 3 and (m_diff is None or abs(m_diff) <= 3)
+    return {"params": paper_params, "macs": paper_macs, "params_diff_pct": p_diff, "macs_diff_pct": m_diff,
+            "within_3pct": within, "note": note}
+
 
 def profile_model(name_or_model: str | nn.Module, patch: Sequence[int] = DEFAULT_PATCH, in_channels: int = 2,
                   num_classes: int = 2, tasks: int = 4, device: str | torch.device = "meta",
@@ -37,9 +79,11 @@ def profile_model(name_or_model: str | nn.Module, patch: Sequence[int] = DEFAULT
         **model_kwargs: architecture options for a registered model (e.g. ``feature_size=36``).
 
     Returns:
-        ``{"name", "description", "prompts", "params", "macs", "patch", "reason"}``: ``params`` and ``macs`` are
-        ints (``macs`` None when not counted), ``prompts`` the prompt inputs the model takes, ``reason`` why
-        MACs could not be counted (None when they were, or were not asked for).
+        ``{"name", "description", "prompts", "params", "macs", "patch", "reason", "table1"}``: ``params`` and
+        ``macs`` are ints (``macs`` None when not counted), ``prompts`` the prompt inputs the model takes,
+        ``reason`` why MACs could not be counted (None when they were, or were not asked for), ``table1`` the
+        model's row of DpDNet's Table 1 beside these counts (``table1_comparison``; None for other models or
+        when ``model_kwargs`` change the architecture).
 
     Raises:
         UnipetError: the model cannot be built with these settings (unknown name, patch it cannot take, ...).
@@ -57,8 +101,11 @@ def profile_model(name_or_model: str | nn.Module, patch: Sequence[int] = DEFAULT
         description = ((type(model).__doc__ or "").strip().splitlines() or [""])[0]
         prompts = sorted(set(getattr(model, "requires", ())) | set(getattr(model, "accepts", ())))
     macs, reason = _count_macs(model, patch, in_channels, tasks) if count_macs else (None, None)
-    return {"name": name, "description": description, "prompts": prompts, "params": count_parameters(model),
-            "macs": macs, "patch": list(patch), "reason": reason}
+    params = count_parameters(model)
+    return {"name": name, "description": description, "prompts": prompts, "params": params,
+            "macs": macs, "patch": list(patch), "reason": reason,
+            "table1": table1_comparison(name, params, macs, patch, in_channels, num_classes, tasks)
+            if not model_kwargs else None}
 
 
 def profile_models(names: Sequence[str] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
@@ -75,9 +122,12 @@ def profile_models(names: Sequence[str] | None = None, **kwargs: Any) -> list[di
             rows.append(profile_model(name, **kwargs))
         except UnipetError as exc:
             entry = info(name)
-            rows.append({"name": name, "description": entry.description, "prompts": list(entry.prompts),
-                         "params": None, "macs": None, "patch": list(as_tuple3(kwargs.get("patch", DEFAULT_PATCH))),
-                         "reason": str(exc)})
+            patch = list(as_tuple3(kwargs.get("patch", DEFAULT_PATCH)))
+            row = {"name": name, "description": entry.description, "prompts": list(entry.prompts),
+                   "params": None, "macs": None, "patch": patch, "reason": str(exc), "table1": None}
+            if name in TABLE1:
+                row["table1"] = table1_comparison(name, None, None, patch, 2, 2, 4)
+            rows.append(row)
     return rows
 
 
