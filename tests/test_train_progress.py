@@ -116,3 +116,20 @@ def test_cli_quiet_trains_without_a_bar_and_writes_metrics(cache, tmp_path, caps
     captured = capsys.readouterr()
     assert "it/s" not in captured.out + captured.err
     assert [int(r["iteration"]) for r in _read_csv(out / "metrics.csv")] == [1, 2]
+
+
+def test_metrics_csv_after_a_kill_and_resume_lists_every_step_once(cache, tmp_path):
+    args = dict(iterations=4, patch_size=PATCH, batch_size=1, workers=0, model_kw=KW, device="cpu", progress=False,
+                tensorboard=False, checkpoint_every=2)
+
+    def die_at_4(it, logs):  # step 3 is logged but the last checkpoint is at 2: a resume repeats step 3
+        if it == 4:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cache, "dpdnet", tmp_path / "run", callbacks=[die_at_4], **args)
+    assert [int(r["iteration"]) for r in _read_csv(tmp_path / "run" / "metrics.csv")] == [1, 2, 3]
+    resumed = train(cache, "dpdnet", tmp_path / "run", resume=True, **args)
+    rows = _read_csv(tmp_path / "run" / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["loss"]) for r in rows[2:]] == pytest.approx(resumed.losses, rel=1e-5)
