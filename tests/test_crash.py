@@ -129,6 +129,40 @@ def test_disk_full_in_an_atomic_write_is_one_error_and_keeps_the_old_file(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs where the OS lets this process mount one (root in a container), else skip."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here; the patched-writer tests cover a full disk")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk_keeps_the_previous_checkpoint(small_fs):
+    small = create("nnunet", in_channels=2, num_classes=2, tasks=["lymphoma"], patch_size=(16, 16, 16),
+                   base_channels=2, max_channels=4, max_stages=3)
+    big = create("nnunet", in_channels=2, num_classes=2, tasks=["lymphoma"], patch_size=(32, 32, 32),
+                 base_channels=16, max_channels=64, max_stages=4)
+    assert sum(p.numel() for p in big.parameters()) * 4 > 2_500_000  # does not fit in 2 MB
+    run = small_fs / "run"
+    ckpt.save_checkpoint(run, small, {"model": small.config, "iteration": 1})
+    with pytest.raises(DiskFullError, match=r"disk full.*needs about \d+ MB"):
+        ckpt.save_checkpoint(run, big, {"model": big.config, "iteration": 2})
+    _, meta = ckpt.load_checkpoint(run)
+    assert meta["iteration"] == 1 and not list(run.glob(".checkpoint.tmp*"))
+    from unipet import fileio
+
+    (small_fs / "t.bin").write_bytes(b"old")
+    with pytest.raises(DiskFullError):
+        fileio.atomic_write_bytes(small_fs / "t.bin", b"x" * 3_000_000, overwrite=True)
+    assert (small_fs / "t.bin").read_bytes() == b"old"
+
+
 # ------------------------------------------------------------------------------------------ training runs
 def test_error_inside_the_loop_with_workers_exits_cleanly(tmp_path, cache):
     run = tmp_path / "errrun"

@@ -225,8 +225,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
         if old.exists():
             shutil.rmtree(old)
         return final
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as exc:  # safetensors reports a full disk as SafetensorError("... os error 28")
+        if is_disk_full(exc):
             need = sum(int(v.numel() * v.element_size()) for v in weights.values())
             free = shutil.disk_usage(run_dir).free
             raise DiskFullError(f"disk full while writing the checkpoint in {run_dir}: it needs about "
@@ -236,6 +236,15 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an error that means the disk or quota is full (``OSError`` ENOSPC/EDQUOT, or a library error
+    that wraps one, as safetensors' ``SafetensorError`` does)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(k in text for k in ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122"))
 
 
 def _apply_umask(path: Path, directory: bool = False) -> None:

@@ -17,7 +17,6 @@ Exit codes of ``unipet train`` (see ``unipet.cli``): 0 finished, 2 refused or fa
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import inspect
 import json
@@ -145,18 +144,15 @@ def guarded(run_dir: str | Path) -> Iterator[None]:
     except (KeyboardInterrupt, SystemExit):
         shutdown_workers()
         raise
-    except OSError as exc:
+    except Exception as exc:
         shutdown_workers()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if ckpt.is_disk_full(exc):
             where = run_dir if run_dir.exists() else run_dir.parent
             need = _checkpoint_bytes(run_dir)
             free = shutil.disk_usage(where).free if where.exists() else 0
-            raise DiskFullError(f"disk full while training into {run_dir} ({exc.filename or 'a file'}): a checkpoint "
+            raise DiskFullError(f"disk full while training into {run_dir} ({getattr(exc, 'filename', None) or 'a file'}): a checkpoint "
                                 f"needs about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; free space and "
                                 "resume with --resume") from None
-        raise TrainingFailed(_failure(run_dir, exc)) from None
-    except Exception as exc:
-        shutdown_workers()
         raise TrainingFailed(_failure(run_dir, exc)) from None
 
 
