@@ -3,6 +3,8 @@
 - ``unipet.pretrain.masked``: masking, masked reconstruction loss, the pre-training module.
 - ``unipet.pretrain.align``: the shared latent space and the cross-modal alignment loss.
 - ``unipet.pretrain.loop``: the training loop writing an encoder checkpoint (``unipet pretrain``).
+- ``unipet.pretrain.organs``: MAST-Pro's anatomical encoder pre-trained as an organ-map autoencoder
+  (``unipet pretrain-anatomy``).
 """
 from unipet.pretrain.loop import PretrainConfig, PretrainResult, evaluate_pretrainer, pretrain
 
