@@ -22,9 +22,13 @@ def predict_command(
     overlap: float = typer.Option(0.5, "--overlap", help="Tile overlap fraction."),
     tile_batch: int = typer.Option(2, "--tile-batch", help="Tiles per forward pass."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Re-predict studies whose outputs exist (default: skip)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-predict studies whose outputs exist, also another checkpoint's (default: skip this checkpoint's, refuse another's)."),
+    series: list[str] = typer.Option(None, "--series", help="DICOM input: PET SeriesInstanceUID where a study has several (repeatable)."),
 ) -> None:
     """Predict lesion masks; resumable (finished studies are skipped), a failing study is reported and skipped.
+
+    A line per study is printed as it finishes. Each mask records the checkpoint that made it: a re-run skips the
+    studies this checkpoint finished and refuses to mix in another checkpoint's masks unless --overwrite.
 
     Under torchrun every rank predicts every K-th study. The checkpoint's metadata decides the preprocessing.
 
@@ -57,7 +61,8 @@ def predict_command(
         else:
             err_console.print(f"{head} failed: {detail}", markup=False)
 
-    report = predict_batch(predictor, inputs, out_dir, task=task, overwrite=overwrite, on_case=line)
+    report = predict_batch(predictor, inputs, out_dir, task=task, overwrite=overwrite, on_case=line,
+                           series_uid=series or None)
     console.print(f"{len(report.done)} predicted, {len(report.skipped)} skipped (done before), "
                   f"{len(report.failed)} failed; outputs in {out_dir}", markup=False)
     if report.failed:

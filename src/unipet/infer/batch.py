@@ -43,8 +43,10 @@ class BatchReport:
         return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "cases": self.records}
 
 
-def collect_cases(source: Any, out_dir: str | Path, task_set: TaskSet | None = None) -> list[CaseSource]:
-    """Turn any supported input into a list of ``CaseSource`` (see the module docstring)."""
+def collect_cases(source: Any, out_dir: str | Path, task_set: TaskSet | None = None,
+                  series_uid: str | Sequence[str] | None = None) -> list[CaseSource]:
+    """Turn any supported input into a list of ``CaseSource`` (see the module docstring); ``series_uid`` picks the
+    PET series of DICOM studies that hold several (``unipet.io.dicom``)."""
     from unipet.io.layouts import import_autopet, import_dicom, import_nnunet
     from unipet.io.manifest import Manifest, load_study
 
@@ -64,7 +66,8 @@ def collect_cases(source: Any, out_dir: str | Path, task_set: TaskSet | None = N
     elif any(path.glob("*/*/SUV.nii.gz")) or any(path.glob("*/*/PET.nii.gz")):
         manifest = import_autopet(path, task_set=task_set)
     else:
-        manifest = import_dicom(path, Path(out_dir) / "_converted", task_set=task_set, overwrite=False)
+        manifest = import_dicom(path, Path(out_dir) / "_converted", task_set=task_set, overwrite=False,
+                                series_uid=series_uid)
     ts = manifest.task_set
     return [CaseSource(c.case_id, lambda c=c: load_study(c, ts, with_label=False)) for c in manifest]
 
@@ -98,7 +101,8 @@ def stale_outputs(out_dir: Path, case_ids: Sequence[str], checkpoint_id: str | N
 def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: str | None = None,
                   overwrite: bool = False, rank: int | None = None, world_size: int | None = None,
                   progress: Callable[[int, int, str], None] | None = None,
-                  on_case: Callable[[int, int, str, str, Any], None] | None = None) -> BatchReport:
+                  on_case: Callable[[int, int, str, str, Any], None] | None = None,
+                  series_uid: str | Sequence[str] | None = None) -> BatchReport:
     """Predict every study of ``source`` into ``out_dir`` (mask + lesion table per study).
 
     Each mask records the id of the checkpoint that made it (``write_prediction``). Finished outputs are
@@ -115,6 +119,7 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
         progress: ``callback(done, total, case_id)`` after each study.
         on_case: ``callback(done, total, case_id, status, detail)`` after each study, as it happens: status
             ``"done"`` (detail: the summary record), ``"skipped"`` (None) or ``"failed"`` (the message).
+        series_uid: DICOM input: the PET series to read where a study holds several.
 
     Returns:
         A ``BatchReport``; also written as ``summary.json`` (``summary.rank<R>.json`` when sharded).
@@ -132,7 +137,7 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
     env_rank, env_world_size, _ = env_world()
     rank = env_rank if rank is None else rank
     world_size = env_world_size if world_size is None else world_size
-    cases = shard(collect_cases(source, out, predictor.task_set), rank, world_size)
+    cases = shard(collect_cases(source, out, predictor.task_set, series_uid), rank, world_size)
     model_id = getattr(predictor, "checkpoint_id", None)
     if not overwrite:
         stale = stale_outputs(out, [c.case_id for c in cases], model_id)
