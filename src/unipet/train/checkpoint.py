@@ -199,8 +199,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
     try:
         _apply_umask(tmp, directory=True)
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "unipet"})
-        meta = {**meta, "format": FORMAT_VERSION, "versions": versions(),
-                CHECKSUM_KEY: file_sha256(tmp / "model.safetensors")}
+        meta = {**{k: v for k, v in meta.items() if k != "checkpoint_id"},  # a loaded source's id is not ours
+                "format": FORMAT_VERSION, "versions": versions(), CHECKSUM_KEY: file_sha256(tmp / "model.safetensors")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
         if optimizer is not None or train_state is not None:
             tensors, rest = rng_state()
