@@ -186,3 +186,18 @@ def test_study_ids_cannot_escape_the_output_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a safe file name"):
         Case(case_id="..", images={})
     shutil.rmtree(tmp_path / "out")
+
+
+def test_predict_applies_the_same_pet_rule_to_study_objects(tmp_path, caplog):
+    from unipet.errors import IntensityError
+    from unipet.infer import Predictor
+
+    predictor = Predictor.from_checkpoint(_tiny_run(tmp_path / "r", 0), device="cpu")
+    s = tiny_study(5)
+    s.pet[0, 0, :4] = -2.0
+    with caplog.at_level(logging.WARNING, logger="unipet"):
+        pred = predictor.predict_study(s)
+    assert pred.mask.shape == s.shape and "4 negative SUV voxels" in caplog.text
+    s.pet[:] = 0.0
+    with pytest.raises(IntensityError, match="no voxel above 0 SUV"):
+        predictor.predict_study(s)

@@ -15,6 +15,7 @@ type with the largest mean vote is used for the whole study (reported with that 
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -297,6 +298,13 @@ class Predictor:
         from unipet.quantify.components import components
 
         start = time.perf_counter()
+        if study.pet is not None:  # the PET value rule of unipet.io.nifti.check_pet_values, as when reading files
+            from unipet.io.nifti import check_pet_values
+
+            pet, changed = check_pet_values(study.pet, f"study {study.study_id} PET")
+            if changed:
+                study = copy.copy(study)
+                study.pet = pet
         pre = preprocess_study(study, self.config, with_label=False)
         probability = None
         if task is None:
