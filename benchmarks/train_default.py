@@ -54,7 +54,9 @@ def main() -> None:
     from unipet.train import train
     from unipet.train.checkpoint import find_checkpoint, read_meta
 
-    model_kw = {"base_width": args.base_width}
+    # every architecture kwarg explicit: the checkpoint must not follow a later change of the model's defaults
+    model_kw = {"base_width": args.base_width, "pa_head": "paper", "task_classifier": True, "specific_prompt": True,
+                "common_prompt": True, "pa_heads": True}
     if args.tiny:
         args.cases, args.iterations, args.patch, args.batch, args.workers = 6, 4, (16, 32, 32), 2, 0
         args.device, model_kw = args.device or "cpu", {"base_width": 4, "min_feature": 2}

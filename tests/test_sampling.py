@@ -125,3 +125,28 @@ def test_loader_stream_is_independent_of_worker_count(cache):
     for (x, y), _ in zip(zip(serial, parallel), range(4)):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
         assert x["image"].shape == (2, 2, 8, 8, 8) and x["task"].dtype == torch.int64
+
+
+def test_hot_patches_centre_physiological_uptake_outside_lesions(tmp_path):
+    """``hot`` (hard-negative) patches hold a hot spot that is not a lesion; lesions never count as hot spots."""
+    s = tiny_study(7, shape=SHAPE, lesion=True, task="lymphoma")  # lesion cube at SUV 8
+    s.pet[10:13, 14:17, 4:7] = 6.0  # physiological hot spot (e.g. a kidney) away from the lesion
+    s.pet[2, 20, 20] = 9.0  # a single hot voxel: noise, not a hot spot (fewer than HOT_MIN_VOXELS)
+    root = tmp_path / "ap"
+    _write(root, s)
+    (root / "clinical.csv").write_text(f"study_id,patient_id,task\n{s.study_id},{s.patient_id},lymphoma\n")
+    manifest = import_autopet(root)
+    for c in manifest:
+        c.split = "train"
+    cache = build_cache(manifest, tmp_path / "c", crop_to_body=False)
+    sampler = PatchSampler(cache, patch_size=(6, 6, 6), mix={"hot": 1.0}, jitter=0.5)
+    assert sampler.mix == {"hot": 1.0}
+    case_id = cache.case_ids[0]
+    spots = sampler.hot_spots(case_id)
+    assert len(spots) == 1 and len(spots[0]) == 27
+    assert {tuple(v) for v in spots[0]} == {(z, y, x) for z in range(10, 13) for y in range(14, 17) for x in range(4, 7)}
+    pet = list(cache.config.channels).index("PET")
+    for i in range(20):
+        patch = sampler.batch(i, 1)
+        assert patch["kind"] == ["hot"]
+        assert patch["image"][0, pet].max() >= sampler.hot_level  # the hot spot is inside the patch

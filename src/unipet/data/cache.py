@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from unipet.data.normalize import foreground_stats, make_spec
+from unipet.data.plan import plan_from_fingerprint
 from unipet.data.preprocess import PreprocessConfig, body_bbox, preprocess_study
 from unipet.errors import ConfigError, InputFileError, LabelError
 from unipet.fileio import atomic_write_json
@@ -103,6 +104,7 @@ def _fingerprint_case(args: tuple[Case, TaskSet, int]) -> dict[str, Any]:
     box = body_bbox(study)
     sl = tuple(slice(a, b) for a, b in box)
     out: dict[str, Any] = {"spacing": list(study.spacing), "shape": list(study.shape), "task": study.task,
+                           "crop_shape": [b - a for a, b in box],
                            "lesion_voxels": int(study.label.sum()) if study.label is not None else 0}
     body = (study.ct[sl] > -500) if study.ct is not None else (study.pet[sl] > 0.05)
     lesion = study.label[sl].astype(bool) if study.label is not None else np.zeros_like(body)
@@ -145,6 +147,8 @@ def compute_fingerprint(manifest: Manifest, cases: Sequence[Case], workers: int 
         "n_cases": len(parts),
         "spacing": {"median": np.median(spacings, 0).tolist(), "min": spacings.min(0).tolist(), "max": spacings.max(0).tolist()},
         "shape": {"median": np.median(shapes, 0).tolist(), "min": shapes.min(0).tolist(), "max": shapes.max(0).tolist()},
+        # per case, for spacing planning (unipet.data.plan): spacing (mm) and body-cropped shape (voxels)
+        "cases_spacing": spacings.tolist(), "cases_shape": [p["crop_shape"] for p in parts],
         "intensity": intensity, "intensity_source": sources, "tasks": tasks,
         "cases_with_lesions": int(sum(p["lesion_voxels"] > 0 for p in parts)),
     }
@@ -212,7 +216,7 @@ def build_cache(
     channels: Sequence[str] = ("CT", "PET"),
     ct_norm: str = "ct-zscore",
     pet_norm: str = "suv-zscore",
-    target_spacing: Sequence[float] | None = None,
+    target_spacing: Sequence[float] | str | None = "plan",
     crop_to_body: bool = True,
     splits: Sequence[str] | None = None,
     workers: int = 1,
@@ -226,7 +230,9 @@ def build_cache(
         out_dir: cache folder (created; an existing cache must have the same settings).
         channels: network input channel order.
         ct_norm, pet_norm: normalisation scheme names (``unipet.data.normalize``).
-        target_spacing: ``(z, y, x)`` mm, or None to keep each study's grid.
+        target_spacing: ``(z, y, x)`` mm; ``"plan"`` (default) plans it from the training cases' fingerprint
+            (``unipet.data.plan``: nnU-Net's median rule with its anisotropy handling); None keeps each study's
+            own grid (the checkpoint then records the median spacing, at which prediction runs).
         crop_to_body: crop to the body's bounding box.
         splits: only cache cases of these splits (all when None).
         workers: parallel processes.
@@ -250,6 +256,11 @@ def build_cache(
         train = [c for c in cases if c.split in (None, "train")] or cases
         fingerprint = compute_fingerprint(manifest, train, workers)
         atomic_write_json(fp_path, fingerprint, overwrite=True)
+    if isinstance(target_spacing, str):
+        if target_spacing != "plan":
+            raise ConfigError(f"target spacing {target_spacing!r} is not known; give three numbers (z y x mm), "
+                              "'plan' or None")
+        target_spacing = plan_from_fingerprint(fingerprint)
     schemes = {"CT": ct_norm, "PET": pet_norm}
     config = PreprocessConfig(channels=tuple(c.upper() for c in channels),
                               normalisation={ch: make_spec(schemes[ch], fingerprint) for ch in (c.upper() for c in channels)},

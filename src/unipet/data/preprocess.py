@@ -221,6 +221,32 @@ def resampled_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[f
     return new_shape, new_affine
 
 
+def target_grid(shape: Sequence[int], affine: np.ndarray, box: Sequence[tuple[int, int]],
+                spacing: Sequence[float], margin: int = 0
+                ) -> tuple[tuple[int, int, int], np.ndarray, tuple[tuple[int, int], ...]]:
+    """The grid at ``spacing`` covering ``box`` (half-open voxel ranges of the grid ``shape, affine``).
+
+    The grid at ``spacing`` is laid over the **whole** field of view (``resampled_grid``), cut to the voxels
+    covering ``box`` plus ``margin`` voxels *of the new grid*, so the grid a study is resampled to does not
+    depend on its voxel size: a study stored at an integer fraction of the target spacing lands exactly on the
+    grid of its coarse original, with the same crop.
+
+    Returns:
+        ``(shape, affine)`` of the new grid's crop and the crop ``((z0, z1), ...)`` on the input grid whose
+        voxels it covers (for putting results back).
+    """
+    from unipet.study import spacing_from_affine
+
+    full_shape, full_affine = resampled_grid(shape, affine, spacing)
+    factor = np.asarray(spacing, dtype=np.float64) / np.asarray(spacing_from_affine(affine))
+    lo = [min(n - 1, max(0, int(np.floor(a / f + 1e-6)) - margin)) for (a, _), f, n in zip(box, factor, full_shape)]
+    hi = [min(n, max(low + 1, int(np.ceil(b / f - 1e-6)) + margin))
+          for (_, b), f, n, low in zip(box, factor, full_shape, lo)]
+    crop = tuple((max(0, int(np.floor(low * f + 1e-6))), min(n, int(np.ceil(h * f - 1e-6))))
+                 for low, h, f, n in zip(lo, hi, factor, shape))
+    return tuple(h - low for low, h in zip(lo, hi)), crop_affine(full_affine, lo), crop  # type: ignore[return-value]
+
+
 def crop_affine(affine: np.ndarray, start_zyx: Sequence[int]) -> np.ndarray:
     """Affine of a sub-volume starting at voxel ``start_zyx``."""
     shift = np.eye(4)
@@ -241,14 +267,22 @@ def preprocess_study(study: Study, config: PreprocessConfig, with_label: bool = 
     given = study
     study = reorient_study(study, config.orientation)
     reoriented = study is not given
-    crop = body_bbox(study, config.crop_margin) if config.crop_to_body else tuple((0, n) for n in study.shape)
+    crop = tuple((0, n) for n in study.shape)
+    grid = None
+    if config.target_spacing is not None:
+        body = body_bbox(study, 0) if config.crop_to_body else crop
+        grid = target_grid(study.shape, study.affine, body, config.target_spacing,
+                           config.crop_margin if config.crop_to_body else 0)
+        crop = grid[2]
+    elif config.crop_to_body:
+        crop = body_bbox(study, config.crop_margin)
     sl = tuple(slice(a, b) for a, b in crop)
     affine = crop_affine(study.affine, [a for a, _ in crop])
     image = study.image(config.channels)[(slice(None), *sl)]
     label = study.label[sl] if (with_label and study.label is not None) else None
     organs = study.organs[sl] if study.organs is not None else None
-    if config.target_spacing is not None:
-        shape, new_affine = resampled_grid(image.shape[1:], affine, config.target_spacing)
+    if grid is not None:
+        shape, new_affine, _ = grid
         if shape != tuple(image.shape[1:]) or not np.allclose(new_affine, affine, atol=1e-4):
             image = np.stack([resample_to_grid(c, affine, shape, new_affine, order=1,
                                                fill=float(c.min())) for c in image])

@@ -7,6 +7,12 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
   voxel at a random position within the central half of the patch.
 - ``random``: a uniformly random patch of a uniformly random training case.
 - ``negative``: a random patch of a random lesion-free case (a case whose lesion index is empty).
+- ``hot``: a *hard negative*: a random training case, then one of its physiological hot spots uniformly — a
+  connected component of PET >= ``hot_suv`` (SUV, default 2.5) outside every lesion (brain, heart,
+  kidneys, ureters, bladder, bowel loops, glands, brown fat) — then a random voxel of it, placed like a lesion
+  voxel. Detection, not delineation, is what separates a lesion-finding network from an SUV threshold, and a
+  random patch rarely holds the small hot spots that look most like lesions (unipet's choice; not in nnU-Net).
+  The hot spots of a case are found once per process from the cached PET channel (memoised).
 
 A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
 ``PatchSampler.mix`` holds the effective mix that is recorded with the run.
@@ -38,7 +44,11 @@ from unipet.data.normalize import apply_normalisation
 from unipet.data.preprocess import PreprocessConfig
 from unipet.errors import ConfigError
 
-KINDS = ("lesion", "random", "negative")
+KINDS = ("lesion", "random", "negative", "hot")
+#: SUV from which a voxel outside the lesions counts as a physiological hot spot (``hot`` patches)
+HOT_SUV = 2.5
+#: hot spots smaller than this many voxels are noise, not anatomy
+HOT_MIN_VOXELS = 3
 #: memory-mapped cases kept open per process
 OPEN_CASES = 64
 DEFAULT_MIX = {"lesion": 0.5, "random": 0.3, "negative": 0.2}
@@ -173,11 +183,13 @@ class PatchSampler:
         jitter: fraction of the patch within which a lesion voxel is placed around the centre (0 = centred).
         multi_spacing: ``{"spacings": [[z, y, x], ...], "random_p": 0.1}`` to draw patches at several spacings
             (see the module docstring), or None.
+        hot_suv: SUV threshold of the ``hot`` kind's physiological hot spots.
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
-                 with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None) -> None:
+                 with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None,
+                 hot_suv: float = HOT_SUV) -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
         self.cache, self.seed, self.rank, self.batch_mode = cache, int(seed), int(rank), batch_mode
@@ -195,6 +207,8 @@ class PatchSampler:
         self.multi_spacing = multi_spacing
         self._spacings = parse_multi_spacing(multi_spacing)
         self.pad_values = channel_pad_values(cache.config)
+        self.hot_suv = float(hot_suv)
+        self._hot: dict[str, list[np.ndarray]] = {}
         task_set = cache.task_set
         # Cases without a task (e.g. lesion-free controls) get a random task per draw: a prompted model must
         # learn to output nothing on a lesion-free study whatever the prompt.
@@ -202,6 +216,11 @@ class PatchSampler:
         self.num_tasks = len(task_set)
         self.lesions = [(c, les) for c in self.case_ids for les in self.infos[c].get("lesions", [])]
         self.negatives = [c for c in self.case_ids if not self.infos[c].get("lesions")]
+        if "PET" not in cache.config.channels:
+            self.hot_level = None  # no PET channel: no hot spots to draw
+        else:
+            spec = cache.config.normalisation["PET"]
+            self.hot_level = float(apply_normalisation(np.array([self.hot_suv], np.float32), spec)[0])
         self.mix = self._effective_mix(mix or DEFAULT_MIX)
         self._open: OrderedDict[str, CachedCase] = OrderedDict()
         self._pools: dict[tuple[str, int | None], list] = {}
@@ -225,17 +244,21 @@ class PatchSampler:
             weights["lesion"] = 0.0
         if not self.negatives:
             weights["negative"] = 0.0
+        if self.hot_level is None:
+            weights["hot"] = 0.0
         total = sum(weights.values())
         if total <= 0:
             raise ConfigError(f"sampling mix {mix} leaves nothing to draw (no lesions or no lesion-free cases); "
                               "give a 'random' share")
-        return {k: v / total for k, v in weights.items()}
+        # kinds the mix does not name and that have no share are left out of the record
+        return {k: v / total for k, v in weights.items() if k in mix or v > 0}
 
     def describe(self) -> dict[str, Any]:
         """JSON-able record of the sampler's configuration (for the run's metadata)."""
         return {"mix": self.mix, "batch_mode": self.batch_mode, "patch_size": list(self.patch_size),
                 "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
-                "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing}
+                "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing,
+                "hot_suv": self.hot_suv}
 
     # ------------------------------------------------------------------ drawing
     def rng(self, batch_index: int) -> np.random.Generator:
@@ -274,12 +297,43 @@ class PatchSampler:
             voxel = [a + int(o) for (a, _), o in zip(box, offset)]
         else:  # index and label disagree (should not happen): use the recorded centroid
             voxel = [int(round(c)) for c in lesion["centroid"]]
+        return self._start_around(voxel, rng)
+
+    def _start_around(self, voxel: Sequence[int], rng: np.random.Generator) -> list[int]:
+        """Patch start placing ``voxel`` at a random position within the central ``jitter`` share of the patch."""
         start = []
         for v, p in zip(voxel, self.patch_size):
             half = int(p * self.jitter / 2)
             shift = int(rng.integers(-half, half + 1)) if half else 0
-            start.append(v - p // 2 + shift)
+            start.append(int(v) - p // 2 + shift)
         return start
+
+    def hot_spots(self, case_id: str) -> list[np.ndarray]:
+        """Voxel indices ``[n, 3]`` (z, y, x) of each physiological hot spot of a case (memoised; see ``hot``)."""
+        if case_id not in self._hot:
+            import cc3d
+
+            case = self._case(case_id)
+            pet = np.asarray(case.image[list(self.cache.config.channels).index("PET")])
+            hot = pet >= self.hot_level
+            if case.label is not None:
+                hot &= np.asarray(case.label) == 0
+            labels = cc3d.connected_components(hot.astype(np.uint8), connectivity=26)
+            voxels = np.argwhere(labels > 0)
+            order = np.argsort(labels[tuple(voxels.T)], kind="stable")
+            voxels = voxels[order]
+            counts = np.bincount(labels[tuple(voxels.T)])[1:]
+            spots = np.split(voxels, np.cumsum(counts)[:-1]) if voxels.size else []
+            self._hot[case_id] = [s for s in spots if len(s) >= HOT_MIN_VOXELS]
+        return self._hot[case_id]
+
+    def _hot_start(self, case_id: str, rng: np.random.Generator) -> list[int] | None:
+        """Start of a patch around a random voxel of a random hot spot of the case, or None if it has none."""
+        spots = self.hot_spots(case_id)
+        if not spots:
+            return None
+        spot = spots[int(rng.integers(len(spots)))]
+        return self._start_around(spot[int(rng.integers(len(spot)))], rng)
 
     def _pool(self, kind: str, task: int | None) -> list:
         """Lesions (``kind="lesion"``) or case ids to draw from, restricted to ``task`` (memoised)."""
@@ -299,7 +353,7 @@ class PatchSampler:
 
     def draw(self, rng: np.random.Generator, kind: str | None = None, task: int | None = None) -> Patch:
         """Draw one patch (of ``kind``, or a kind drawn from the mix); ``task`` restricts it to one task."""
-        kind = kind or str(rng.choice(KINDS, p=[self.mix[k] for k in KINDS]))
+        kind = kind or str(rng.choice(KINDS, p=[self.mix.get(k, 0.0) for k in KINDS]))
         lesion_key = None
         pool = self._pool(kind, task)
         if kind == "lesion":
@@ -309,6 +363,10 @@ class PatchSampler:
             case = self._case(case_id)
             start = self._lesion_start(case, lesion, rng)
             lesion_key = (case_id, int(lesion["id"]))
+        elif kind == "hot":
+            case_id = pool[int(rng.integers(len(pool)))]
+            case = self._case(case_id)
+            start = self._hot_start(case_id, rng) or self._random_start(case.image.shape[1:], rng)
         else:
             case_id = pool[int(rng.integers(len(pool)))]
             case = self._case(case_id)
