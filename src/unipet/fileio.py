@@ -19,9 +19,21 @@ from unipet.errors import DiskFullError, InputFileError, OutputError, OutputExis
 def umask_mode(directory: bool = False) -> int:
     """Permission bits a new file (0666) or folder (0777) gets under the process umask, as ``open`` and ``mkdir``
     give them; ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700, so atomic writers apply this before the rename."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask: read from ``/proc/self/status`` where Linux offers it (no window in which another thread
+    could create a file under a changed umask), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
+    return mask
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
