@@ -206,7 +206,11 @@ def test_sigterm_stops_with_143_and_resume_has_no_duplicate_log_rows(tmp_path, c
             proc.kill()
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
-    stopped_at = ckpt.read_meta(run)["iteration"]
+    meta = ckpt.read_meta(run)
+    stopped_at = meta["iteration"]
+    # a checkpoint written by the trainer records its orientation and the checksum of its weights
+    assert meta["preprocess"]["orientation"] == "RAS"
+    assert meta[ckpt.CHECKSUM_KEY] == ckpt.file_sha256(run / "checkpoint" / "model.safetensors")
     assert 10 <= stopped_at < 5000
     assert _no_orphans(str(run))
     # a row the killed run logged after its last checkpoint (as SIGKILL would leave it) is dropped on resume
