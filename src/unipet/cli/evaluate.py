@@ -36,6 +36,9 @@ def evaluate_command(
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the 95 % intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     workers: int = typer.Option(1, help="Processes scoring cases in parallel."),
+    baselines: str = typer.Option(None, "--baselines", help="Also score reference methods on the same studies "
+                                  "(needs a manifest as REFERENCE): 'all' or a list of suv2.5, suv4, percist, "
+                                  "organ-aware, oracle41, oracle50 (see unipet.evaluate.baselines)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Score predicted lesion masks: Dice, IoU, precision, recall, HD95, autoPET FPV/FNV and lesion detection,
@@ -48,8 +51,17 @@ def evaluate_command(
         unipet evaluate preds/ manifest.json --out eval/ --match iou --iou-threshold 0.5 --cldice
 
         unipet evaluate preds/ manifest.json --out eval/ --positive-only --missing-as-empty --workers 8
+
+        unipet evaluate preds/ manifest.json --out eval/ --baselines all
     """
+    from unipet.errors import ConfigError
+    from unipet.evaluate.baselines import parse_methods
     from unipet.evaluate.runner import EvaluationConfig, evaluate
+
+    methods = parse_methods(baselines) if baselines else []
+    if methods and reference.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError("--baselines needs the images: give a manifest JSON as REFERENCE (`unipet import`), "
+                          "not a folder of masks")
 
     config = EvaluationConfig(connectivity=connectivity, rule=match, iou_threshold=iou_threshold,
                               size_bins_ml=parse_bins(size_bins), with_cldice=with_cldice, positive_only=positive_only,
@@ -66,3 +78,20 @@ def evaluate_command(
     for task, row in summary["table1"].items():
         table.add_row(task, str(row["n"]), row["DSC"], row["IoU"])
     console.print(table)
+    if methods:
+        from unipet.evaluate.baselines import comparison_rows, evaluate_baselines
+        from unipet.fileio import atomic_write_json
+
+        found = evaluate_baselines(reference, out / "baselines", methods, config=config, overwrite=overwrite)
+        for method, reason in found["skipped"].items():
+            console.print(f"baseline {method} skipped: {reason}")
+        rows = comparison_rows({"prediction": summary, **{m: found[m] for m in methods if m in found}})
+        atomic_write_json(out / "baselines.json", {"rows": rows, "skipped": found["skipped"]}, overwrite=overwrite)
+        table = Table(title="prediction vs baselines — Dice, lesion sensitivity (>= 1 mL / < 1 mL), FPV / FNV mL")
+        for col in ("task", "method", "n", "Dice", "sens >=1", "sens <1", "FPV", "FNV"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["task"], r["method"], str(r["n"]), f"{r['dice']:.3f}", f"{r['sens_ge1']:.2f}",
+                          f"{r['sens_lt1']:.2f}", f"{r['fpv_ml']:.1f}", f"{r['fnv_ml']:.1f}")
+        console.print(table)
+        console.print(f"baseline masks and scores in {out / 'baselines'}; the table in {out / 'baselines.json'}")
