@@ -223,6 +223,8 @@ TABLE = [
     ("preprocess-out-is-file", ["preprocess", "{manifest}", "--out", "{a_file}"], 2, "a file stands where|is a file"),
     ("preprocess-spacing-zero", ["preprocess", "{manifest}", "--out", "{root}/c1", "--spacing", "0", "2", "2"], 2,
      "--spacing must be three positive"),
+    ("preprocess-channels", ["preprocess", "{manifest}", "--out", "{root}/c1", "--channels", "CT,MRI"], 2,
+     "--channels must list CT and/or PET"),
     # --- import
     ("import-missing-folder", ["import", "autopet", "{root}/nope", "--out", "{root}/x.json"], 2, "does not exist"),
     ("import-out-is-folder", ["import", "autopet", "{ap}", "--out", "{empty_dir}", "--overwrite"], 2, "is a folder"),

@@ -43,6 +43,9 @@ def preprocess_command(
         raise ConfigError(f"--spacing must be three positive sizes in mm (z y x), got {tuple(spacing)}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    names = [c.strip().upper() for c in channels.split(",") if c.strip()]
+    if not names or any(c not in ("CT", "PET") for c in names) or len(set(names)) != len(names):
+        raise ConfigError(f"--channels must list CT and/or PET once each (e.g. CT,PET), got {channels!r}")
     manifest = Manifest.load(manifest_path)
     # every case not cached yet is read once first, so that all bad cases are reported together
     todo = [c for c in manifest if not (out / c.case_id / "case.json").exists()]
