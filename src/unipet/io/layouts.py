@@ -95,8 +95,12 @@ def import_autopet(
 
 def _case_id(patient: str, study: str) -> str:
     """A file-name-safe case id; autoPET's study folders repeat dates and spaces, phantom ones are ids already."""
-    if study.startswith(patient) or re.fullmatch(r"[A-Za-z0-9_.-]+", study) and len(study) < 48:
-        return study if study.startswith(patient) else f"{patient}_{study}"
+    safe = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", study) is not None and ".." not in study
+    if study.startswith(patient) and safe and len(study) <= 128:
+        return study
+    patient = re.sub(r"[^A-Za-z0-9_.+-]+", "_", patient).replace("..", "_").lstrip("._") or "p"
+    if safe and len(study) < 48:
+        return f"{patient}_{study}"
     digest = re.sub(r"[^A-Za-z0-9]+", "", study)[-12:]
     return f"{patient}_{digest}"
 
