@@ -120,3 +120,21 @@ def test_stale_temporaries_are_cleaned_and_modes_follow_the_umask(tmp_path):
     (run / ".checkpoint.tmpfeed").mkdir()
     assert ckpt.clean_stale_temporaries(run) == [run / ".checkpoint.tmpfeed"]
     shutil.rmtree(run)
+
+
+def test_a_write_after_an_interrupted_swap_never_deletes_the_only_checkpoint(tmp_path, monkeypatch):
+    folder = _save(tmp_path / "run")
+    os.replace(folder, tmp_path / "run" / ckpt.OLD)  # killed between the two renames: only the old one is left
+    real = os.replace
+
+    def dies_before_the_new_one_is_in_place(src, dst):
+        if Path(src).name.startswith(ckpt.TMP_PREFIX):
+            raise OSError(5, "I/O error")
+        real(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", dies_before_the_new_one_is_in_place)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path / "run", _model(), {"model": _model().config, "iteration": 2})
+    monkeypatch.undo()
+    _, meta = ckpt.load_checkpoint(tmp_path / "run")  # the previous checkpoint survived
+    assert meta["iteration"] == 1

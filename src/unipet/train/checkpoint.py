@@ -65,6 +65,17 @@ def checkpoint_id(path: str | Path) -> str:
     return (recorded if isinstance(recorded, str) and recorded else file_sha256(folder / "model.safetensors"))[:16]
 
 
+def recover_interrupted_swap(run_dir: str | Path) -> bool:
+    """Put ``.checkpoint.old/`` back as ``checkpoint/`` when a write was killed between its two renames (only the
+    old one is left). Returns True when it did."""
+    run_dir = Path(run_dir)
+    final, old = run_dir / CHECKPOINT, run_dir / OLD
+    if not final.exists() and (old / "meta.json").exists() and (old / "model.safetensors").exists():
+        os.replace(old, final)
+        return True
+    return False
+
+
 def clean_stale_temporaries(run_dir: str | Path) -> list[Path]:
     """Remove the ``.checkpoint.tmp*`` folders an interrupted ``save_checkpoint`` left in ``run_dir``.
 
@@ -216,6 +227,7 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
             _apply_umask(f)
         _fsync_dir(tmp)
         final, old = run_dir / CHECKPOINT, run_dir / OLD
+        recover_interrupted_swap(run_dir)  # never delete the only complete checkpoint
         if old.exists():
             shutil.rmtree(old)
         if final.exists():

@@ -3,7 +3,8 @@ orphaned worker on any error path.
 
 - ``check_options``: ``--checkpoint-every 0``, non-positive iterations / batch / patch, negative workers, builder
   options the model does not take — refused before any data is read.
-- ``prepare_run``: removes the ``.checkpoint.tmp*`` folders a killed checkpoint write left; on ``--resume``
+- ``prepare_run``: removes the ``.checkpoint.tmp*`` folders a killed checkpoint write left, puts back a
+  ``.checkpoint.old/`` left alone by a write killed between its renames; on ``--resume``
   drops the ``log.jsonl`` rows after the checkpoint's iteration (they are written again), so the log has no
   duplicate iterations.
 - ``guarded``: every exception leaving the training loop first shuts the DataLoader worker processes down
@@ -70,6 +71,7 @@ def prepare_run(run_dir: str | Path, resume: bool) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     removed = [str(p) for p in ckpt.clean_stale_temporaries(run_dir)]
+    ckpt.recover_interrupted_swap(run_dir)
     dropped = 0
     if resume:
         try:
