@@ -121,16 +121,32 @@ def shutdown_workers(timeout_s: float = 5.0) -> int:
         warnings.simplefilter("ignore")
         iterators = [obj for obj in gc.get_objects() if isinstance(obj, _MultiProcessingDataLoaderIter)]
     for it in iterators:
-        try:
-            it._shutdown_workers()
-        except Exception:  # a half-built iterator: the kill below still ends its workers
-            continue
+        shutdown_loader(it, timeout_s)
     for proc in multiprocessing.active_children():
         proc.join(timeout_s)
         if proc.is_alive():
             proc.kill()
             proc.join(timeout_s)
     return before
+
+
+def shutdown_loader(iterator: Any, timeout_s: float = 5.0) -> None:
+    """Stop the worker processes of one DataLoader iterator (nothing to do for single-process loading).
+
+    The iterator is asked to stop (``_shutdown_workers``); a worker still alive after that is killed — the
+    workers ignore SIGTERM, so torch's own ``terminate()`` fallback cannot end them.
+    """
+    stop = getattr(iterator, "_shutdown_workers", None)
+    if stop is None:
+        return
+    try:
+        stop()
+    except Exception:  # a half-built iterator: its workers are killed below
+        pass
+    for worker in list(getattr(iterator, "_workers", None) or []):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout_s)
 
 
 @contextlib.contextmanager
@@ -194,5 +210,5 @@ def stopped_exit_code() -> int:
     return 128 + int(signal.SIGTERM)
 
 
-__all__ = ["TrainingFailed", "check_options", "prepare_run", "truncate_log", "shutdown_workers", "guarded",
-           "stopped_exit_code"]
+__all__ = ["TrainingFailed", "check_options", "prepare_run", "truncate_log", "shutdown_workers", "shutdown_loader",
+           "guarded", "stopped_exit_code"]
