@@ -9,8 +9,10 @@ Schema (paths are relative to the manifest's folder when they lie below it, else
                 "split": "train" | "val" | "test" | null, "meta": {...de-identified...}}]}
 
 PET images referenced by a manifest are in SUV and CT in HU; ``load_study`` resamples the CT onto the
-PET grid when the grids differ, checks that they overlap, applies the non-finite rule and refuses PET
-that looks like Bq/mL.
+PET grid when the grids differ, checks that they overlap, applies the PET value rule
+(``unipet.io.nifti.check_pet_values``: NaN inside the lesion label refused, elsewhere 0 SUV, negatives clipped
+with a count, all-zero refused) and refuses PET that looks like Bq/mL. Labels are never narrowed (a value that
+does not fit the label type is an error), and case ids must be safe file names (``check_case_id``).
 """
 from __future__ import annotations
 
@@ -191,9 +193,7 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
 
     Raises InputFileError, ImageGeometryError, IntensityError or LabelError with what to fix.
     """
-    from unipet.io.nifti import load_volume, replace_non_finite
-
-    from unipet.io.nifti import check_pet_values
+    from unipet.io.nifti import check_pet_values, load_volume, replace_non_finite
 
     pet = ct = None
     affine = None
