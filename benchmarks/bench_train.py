@@ -8,6 +8,12 @@ CPU smoke check::
 
     python benchmarks/bench_train.py --tiny
 
+CPU settings side by side (``--compare``: each configuration in its own process, one after the other, on the same
+cache, patch, batch and iterations; it/s and data-wait share for each and the ratio to the first)::
+
+    python benchmarks/bench_train.py --device cpu --compare --cache /tmp/d13/cache --patch 48 64 64 \
+        --model-kw '{"base_width": 8, "pa_head": "paper", "task_classifier": true}' --iterations 40 --warmup 5
+
 ``--cache DIR`` uses an existing cache instead of generating a phantom cohort.
 """
 from __future__ import annotations
@@ -86,8 +92,17 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--model-kw", default="{}", help="JSON builder options")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
+    p.add_argument("--compare", action="store_true", help="run the CPU configurations of CONFIGS side by side")
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny data, model and patch")
     args = p.parse_args()
+    if args.compare:
+        return compare(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import torch
 
@@ -121,7 +136,7 @@ def main() -> None:
     run = work / f"run-{int(time.time())}"
     recipe = load_recipe("dpdnet" if args.model == "dpdnet" else "nnunet", amp=args.amp, compile=args.compile,
                          iterations=total, patch_size=tuple(args.patch), batch_size=args.batch,
-                         workers=args.workers, checkpoint_every=10 ** 9)
+                         workers=args.workers, checkpoint_every=10 ** 9, channels_last=args.channels_last)
     result = train(cache, args.model, run, recipe=recipe, model_kw=model_kw, device=args.device, progress=False,
                    tensorboard=False, callbacks=[clock])
     seconds = marks["end"] - marks["start"]
@@ -130,6 +145,7 @@ def main() -> None:
     out = {
         "benchmark": "train", "recipe": recipe.name, "model": args.model, "model_kw": model_kw, "patch": list(args.patch),
         "batch": args.batch, "amp": args.amp, "compile": args.compile, "workers": args.workers,
+        "threads": torch.get_num_threads(), "channels_last": args.channels_last,
         "timed_iterations": args.iterations, "it_per_s": round(args.iterations / seconds, 3),
         "samples_per_s": round(args.iterations * args.batch / seconds, 3),
         "data_wait_share": round(data_wait / seconds, 4),
@@ -139,6 +155,53 @@ def main() -> None:
         "final_loss": round(result.losses[-1], 4),
     }
     print(json.dumps(out, indent=2))
+
+
+#: CPU configurations of --compare: the first is the reference (PyTorch's default threads, as the shipped default
+#: was trained before), then one change at a time
+CONFIGS = (
+    {"name": "default threads, 1 worker", "threads": 0, "workers": 1},
+    {"name": "1 thread + 1 worker process", "threads": 1, "workers": 1},
+    {"name": "1 thread, data in the main process", "threads": 1, "workers": 0},
+    {"name": "1 thread + 1 worker, channels_last_3d", "threads": 1, "workers": 1, "channels_last": True},
+    {"name": "1 thread + 1 worker, torch.compile", "threads": 1, "workers": 1, "compile": True},
+)
+
+
+def compare(args) -> None:
+    """Run every configuration of ``CONFIGS`` in a subprocess (fresh thread pools) and print them side by side."""
+    import os
+    import subprocess
+    import sys
+
+    base = [sys.executable, __file__, "--device", args.device or "cpu", "--patch", *map(str, args.patch),
+            "--batch", str(args.batch), "--amp", "none", "--iterations", str(args.iterations), "--warmup",
+            str(args.warmup), "--model", args.model, "--model-kw", args.model_kw]
+    if args.cache:
+        base += ["--cache", str(args.cache)]
+    if args.work:
+        base += ["--work", str(args.work)]
+    rows = []
+    for conf in CONFIGS:
+        cmd = base + ["--workers", str(conf["workers"])]
+        cmd += ["--threads", str(conf["threads"])] if conf["threads"] else []
+        cmd += ["--channels-last"] if conf.get("channels_last") else []
+        cmd += ["--compile"] if conf.get("compile") else []
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            rows.append({"name": conf["name"], "error": (done.stderr.strip().splitlines() or ["?"])[-1]})
+            continue
+        out = json.loads(done.stdout[done.stdout.index("{"):])
+        rows.append({"name": conf["name"], "threads": out["threads"], "workers": out["workers"],
+                     "it_per_s": out["it_per_s"], "data_wait_share": out["data_wait_share"]})
+    ref = next((r["it_per_s"] for r in rows if "it_per_s" in r), None)
+    for r in rows:
+        if "it_per_s" in r and ref:
+            r["speed_vs_first"] = round(r["it_per_s"] / ref, 2)
+    print(json.dumps({"benchmark": "train-cpu-compare", "patch": list(args.patch), "batch": args.batch,
+                      "model": args.model, "model_kw": json.loads(args.model_kw), "iterations": args.iterations,
+                      "configs": rows}, indent=2))
 
 
 if __name__ == "__main__":

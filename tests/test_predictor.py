@@ -172,3 +172,16 @@ def test_prompt_free_prediction_reports_the_inferred_task_and_cli(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["pat000_case000.nii.gz", "pat000_case001.nii.gz"]
     assert (tmp_path / "out" / "pat000_case001_lesions.csv").exists()
     assert main([*args[:3], str(tmp_path / "out2"), "--task", "no_such_task", "--device", "cpu"]) == 2
+
+
+def test_tta_mirrors_only_the_axes_the_checkpoint_was_trained_flipped_along():
+    model = PointModel(kernel=3)
+    image = np.random.default_rng(1).random((2, 8, 8, 8), dtype=np.float32)
+    meta = {**_meta((8, 8, 8)), "recipe": {"augmentation": {"enabled": True, "flip_axes": [2]}}}
+    left_right = Predictor(model, meta, device="cpu", tta=True)
+    assert left_right.tta_axes == (2,)
+    left_right.probabilities(image)
+    assert left_right.last_passes == 2  # no flip, x flip: never head-to-feet
+    every = Predictor(model, meta, device="cpu", tta=True, tta_axes=(0, 1, 2))
+    every.probabilities(image)
+    assert every.last_passes == 8

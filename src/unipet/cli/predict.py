@@ -17,7 +17,8 @@ def predict_command(
     out_dir: Path = typer.Argument(..., help="Output folder: <study>.nii.gz and <study>_lesions.csv."),
     task: str = typer.Option(None, "--task", help="Task name, or 'auto' (prompt-free). Default: each study's own task, else auto."),
     tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation."),
-    tta_axes: str = typer.Option("0,1,2", "--tta-axes", help="Axes to mirror (0=z, 1=y, 2=x)."),
+    tta_axes: str = typer.Option(None, "--tta-axes", help="Axes to mirror (0=z, 1=y, 2=x); default: those the "
+                                 "checkpoint was trained to be mirrored along (its recipe's flip axes)."),
     tta_budget: float = typer.Option(None, "--tta-budget", help="Seconds per study after which no further mirrored pass starts."),
     overlap: float = typer.Option(0.5, "--overlap", help="Tile overlap fraction."),
     tile_batch: int = typer.Option(2, "--tile-batch", help="Tiles per forward pass."),
@@ -43,7 +44,7 @@ def predict_command(
     from unipet.infer import Predictor, predict_batch
     from unipet.infer.predictor import check_device, parse_axes
 
-    axes = parse_axes(tta_axes)
+    axes = None if tta_axes is None else parse_axes(tta_axes)
     check_device(device)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=overlap, tta=tta, tta_axes=axes,
                                           tta_budget_s=tta_budget, tile_batch=tile_batch)

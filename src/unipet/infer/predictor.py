@@ -98,6 +98,9 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
         overlap: fraction of a tile overlapping its neighbour (0–<1).
         tta: mirroring test-time augmentation over ``tta_axes``.
+        tta_axes: axes to mirror (0 = z, 1 = y, 2 = x); None = the axes the checkpoint was trained to be mirrored
+            along (its recipe's ``augmentation.flip_axes``; all three when it does not say): mirroring along an
+            axis the network never saw flipped (e.g. head-to-feet) averages in predictions it was not trained for.
         tta_budget_s: stop adding mirrored passes once the next would exceed this many seconds.
         tile_batch: tiles per forward pass.
         amp: autocast dtype name on CUDA (``"bf16"``, ``"fp16"``, ``"none"``); CPU runs in float32.
@@ -105,7 +108,7 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "auto",
-                 overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] = (0, 1, 2),
+                 overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] | None = None,
                  tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
                  stitch_device: str = "auto") -> None:
         from unipet.train.distributed import resolve_device
@@ -132,7 +135,11 @@ class Predictor:
         self.patch = tuple(int(p) for p in meta.get("patch_size") or meta["model"]["patch_size"])
         self.pad = torch.as_tensor(channel_pad_values(self.config))
         self.overlap, self.tile_batch = float(overlap), int(tile_batch)
-        self.mirrors = mirror_sets(tta_axes) if tta else [()]
+        if tta_axes is None:
+            augmentation = (meta.get("recipe") or {}).get("augmentation") or {}
+            tta_axes = augmentation.get("flip_axes", (0, 1, 2)) if augmentation.get("enabled", True) else (0, 1, 2)
+        self.tta_axes = tuple(int(a) for a in tta_axes)
+        self.mirrors = mirror_sets(self.tta_axes) if tta else [()]
         self.tta_budget_s = tta_budget_s
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp] if self.device.type == "cuda" else None
         self.stitch_device = stitch_device
