@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: PyTorch's default)")
     p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     p.add_argument("--compare", action="store_true", help="run the CPU configurations of CONFIGS side by side")
+    p.add_argument("--config-timeout", type=int, default=600, help="seconds a --compare configuration may take")
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny data, model and patch")
     args = p.parse_args()
     if args.compare:
@@ -111,7 +112,8 @@ def main() -> None:
 
     model_kw = json.loads(args.model_kw)
     if args.tiny:
-        args.patch, args.batch, args.iterations, args.warmup, args.workers = (16, 32, 32), 2, 6, 2, 1
+        args.patch, args.batch, args.iterations, args.warmup = (16, 32, 32), 2, 6, 2
+        args.workers = min(args.workers, 1)
         args.device, args.amp, args.cases = args.device or "cpu", "none", 6
         model_kw = {"base_width": 4, "min_feature": 2, **model_kw}
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-train-"))
@@ -177,6 +179,8 @@ def compare(args) -> None:
     base = [sys.executable, __file__, "--device", args.device or "cpu", "--patch", *map(str, args.patch),
             "--batch", str(args.batch), "--amp", "none", "--iterations", str(args.iterations), "--warmup",
             str(args.warmup), "--model", args.model, "--model-kw", args.model_kw]
+    if args.tiny:
+        base += ["--tiny"]
     if args.cache:
         base += ["--cache", str(args.cache)]
     if args.work:
@@ -188,7 +192,11 @@ def compare(args) -> None:
         cmd += ["--channels-last"] if conf.get("channels_last") else []
         cmd += ["--compile"] if conf.get("compile") else []
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.config_timeout)
+        except subprocess.TimeoutExpired:
+            rows.append({"name": conf["name"], "error": f"did not finish in {args.config_timeout} s"})
+            continue
         if done.returncode != 0:
             rows.append({"name": conf["name"], "error": (done.stderr.strip().splitlines() or ["?"])[-1]})
             continue
