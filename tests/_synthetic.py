@@ -37,3 +37,14 @@ def write_autopet(root: Path, n: int = 4, tasks=("lymphoma", "lung_cancer")) -> 
         rows.append(f"{s.study_id},{s.patient_id},{s.task},F,{50 + i},70,1.7,{10 + i},{i % 2}")
     (root / "clinical.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def tiny_train_cache(tmp_path_factory, n: int, n_val: int):
+    """A cache of ``n`` tiny autoPET studies (``write_autopet``), the last ``n_val`` in the validation split."""
+    from unipet.data.cache import build_cache
+    from unipet.io.layouts import import_autopet
+
+    manifest = import_autopet(write_autopet(tmp_path_factory.mktemp("ap"), n=n))
+    for i, c in enumerate(manifest):
+        c.split = "val" if i >= n - n_val else "train"
+    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c")

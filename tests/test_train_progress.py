@@ -9,9 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from _synthetic import write_autopet
-from unipet.data.cache import build_cache
-from unipet.io.layouts import import_autopet
+from _synthetic import tiny_train_cache
 from unipet.train import train
 from unipet.train.monitor import MetricsCSV, mip_overlay_rgb, progress_bar
 
@@ -21,11 +19,7 @@ KW = {"base_width": 4, "min_feature": 2}
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    root = write_autopet(tmp_path_factory.mktemp("ap"), n=4)
-    manifest = import_autopet(root)
-    for i, c in enumerate(manifest):
-        c.split = "val" if i >= 3 else "train"
-    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c")
+    return tiny_train_cache(tmp_path_factory, n=4, n_val=1)
 
 
 def _read_csv(path):

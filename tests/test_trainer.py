@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from _synthetic import write_autopet
+from _synthetic import tiny_train_cache
 from unipet.cli import main
-from unipet.data.cache import build_cache
 from unipet.errors import ConfigError, OutputExistsError
-from unipet.io.layouts import import_autopet
 from unipet.train import load_recipe, train
 from unipet.train.checkpoint import load_checkpoint, read_meta
 
@@ -23,11 +21,7 @@ KW = {"base_width": 4, "min_feature": 2}
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    root = write_autopet(tmp_path_factory.mktemp("ap"), n=6)
-    manifest = import_autopet(root)
-    for i, c in enumerate(manifest):
-        c.split = "val" if i >= 4 else "train"
-    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c")
+    return tiny_train_cache(tmp_path_factory, n=6, n_val=2)
 
 
 def _run(cache, run_dir, **kw):

@@ -40,7 +40,7 @@ from torch import nn
 
 from unipet.errors import ConfigError, ImageGeometryError
 from unipet.models.base import UnipetModel, as_tuple3
-from unipet.models.blocks import check_divisible
+from unipet.models.blocks import check_divisible, run_encoder
 from unipet.models.registry import register
 from unipet.models.stunet import plan_strides
 
@@ -169,11 +169,7 @@ class ResEncUNet(UnipetModel):
     def forward(self, x: torch.Tensor, task=None, text=None, organs=None):
         self.check_inputs(x, task, text, organs)
         check_divisible(x.shape[2:], self.strides, type(self).__name__)
-        skips = []
-        h = self.stem(x)
-        for stage in self.encoder:
-            h = stage(h)
-            skips.append(h)
+        skips = run_encoder(self.stem, self.encoder, x)
         h = skips.pop()
         wanted = len(self.decoder) if (self.deep_supervision and self.training) else 1
         logits: list[torch.Tensor] = []

@@ -143,3 +143,13 @@ def run_grouped(task: torch.Tensor, x: torch.Tensor, modules: nn.ModuleList) -> 
     for idx, out in outs:
         result.index_copy_(0, idx, out)
     return result
+
+
+def run_encoder(stem: nn.Module, stages, x: torch.Tensor) -> list[torch.Tensor]:
+    """``stem`` then each encoder stage in turn: the output of every stage, shallowest first ``[B, C_i, ...]``."""
+    skips = []
+    h = stem(x)
+    for stage in stages:
+        h = stage(h)
+        skips.append(h)
+    return skips

@@ -31,7 +31,7 @@ from torch import nn
 
 from unipet.errors import ConfigError
 from unipet.models.base import UnipetModel, as_tuple3
-from unipet.models.blocks import ResBlock, check_divisible, conv_norm_act
+from unipet.models.blocks import ResBlock, check_divisible, conv_norm_act, run_encoder
 from unipet.models.registry import register
 
 
@@ -98,11 +98,7 @@ class UMambaBot(UnipetModel):
     def forward(self, x: torch.Tensor, task=None, text=None, organs=None):
         self.check_inputs(x, task, text, organs)
         check_divisible(x.shape[2:], self.strides, type(self).__name__)
-        skips = []
-        h = self.stem(x)
-        for stage in self.encoder:
-            h = stage(h)
-            skips.append(h)
+        skips = run_encoder(self.stem, self.encoder, x)
         h = self.mamba(skips.pop())
         all_outputs = self.deep_supervision and self.training
         logits: list[torch.Tensor] = []
