@@ -164,15 +164,3 @@ def test_init_from_a_run_and_training_only_a_scope(cache, tmp_path, monkeypatch)
         train(cache, "unetr", tmp_path / "c", iterations=1, patch_size=(16, 16, 16), batch_size=1, workers=0,
               device="cpu", progress=False, tensorboard=False, init_from=tmp_path / "a",
               model_kw={"feature_size": 4, "hidden_size": 48, "mlp_dim": 96, "num_heads": 2})
-
-
-def test_cpu_training_threads_leave_the_cores_of_the_data_workers(monkeypatch):
-    from unipet.train.distributed import cpu_training_threads
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert cpu_training_threads(1, cores=2) == 1
-    assert cpu_training_threads(0, cores=2) == 2
-    assert cpu_training_threads(8, cores=2) == 1
-    assert cpu_training_threads(2, cores=16, world_size=2) == 7
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert cpu_training_threads(1, cores=2) is None  # the user's setting wins

@@ -96,18 +96,3 @@ def shutdown(info: DistInfo) -> None:
     """Leave the process group if this module joined it."""
     if info.initialised_here and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def cpu_training_threads(workers: int, cores: int | None = None, world_size: int = 1) -> int | None:
-    """Intra-op threads for CPU training beside ``workers`` data-loader processes, or None to leave PyTorch's.
-
-    PyTorch starts one OpenMP thread per core; with data workers (and other ranks) on the same cores those
-    threads wait for each other at every barrier of every convolution. Measured on 2 cores (DpDNet-small, patch
-    48x64x64, benchmarks/RESULTS.md): 1 thread beside 1 worker process trains faster than PyTorch's 2 threads.
-    So: the cores left after the workers, shared by the ranks of this machine, at least 1 (unipet's choice).
-    A user's ``OMP_NUM_THREADS`` wins (None is returned).
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    cores = cores or os.cpu_count() or 1
-    return max(1, (cores - max(0, int(workers))) // max(1, int(world_size)))

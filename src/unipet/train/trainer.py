@@ -29,8 +29,7 @@ from unipet.data.cache import Cache
 from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
 from unipet.errors import ConfigError, InputFileError, OutputExistsError
 from unipet.train import checkpoint as ckpt
-from unipet.train.distributed import (DistInfo, any_flag, barrier, cpu_training_threads, init_distributed, shutdown,
-                                     wrap_model)
+from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
 from unipet.train.losses import SegmentationLoss
 from unipet.train.monitor import MetricsCSV, log_examples, log_scalars, progress_bar
 from unipet.train.recipes import Recipe, load_recipe
@@ -299,10 +298,6 @@ def train(
         writer = _tensorboard(run_dir, tensorboard and info.is_main)
         metrics = MetricsCSV(run_dir, start) if info.is_main else None
         bar = _progress_bar(progress and info.is_main, recipe.iterations, start)
-        threads = cpu_training_threads(recipe.workers, world_size=info.world_size) if dev.type == "cpu" else None
-        threads_before = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
         loader = iter(make_loader(sampler, recipe.batch_size, start=start, workers=recipe.workers,
                                   pin_memory=dev.type == "cuda"))
         wait_total, t_begin = 0.0, time.perf_counter()
@@ -354,7 +349,6 @@ def train(
                         result.stopped = True
                         break
         finally:
-            torch.set_num_threads(threads_before)
             if bar is not None:
                 bar[0].stop()
             if writer is not None:
