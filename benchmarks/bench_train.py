@@ -101,8 +101,11 @@ def main() -> None:
     if args.compare:
         return compare(args)
     if args.threads:
+        import os
+
         import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the trainer keeps a user's thread setting
         torch.set_num_threads(args.threads)
 
     import torch
@@ -123,6 +126,7 @@ def main() -> None:
     marks: dict[str, float] = {}
 
     def clock(it: int, logs: dict) -> None:
+        marks["threads"] = torch.get_num_threads()
         if it == args.warmup:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
@@ -147,7 +151,7 @@ def main() -> None:
     out = {
         "benchmark": "train", "recipe": recipe.name, "model": args.model, "model_kw": model_kw, "patch": list(args.patch),
         "batch": args.batch, "amp": args.amp, "compile": args.compile, "workers": args.workers,
-        "threads": torch.get_num_threads(), "channels_last": args.channels_last,
+        "threads": int(marks["threads"]), "channels_last": args.channels_last,
         "timed_iterations": args.iterations, "it_per_s": round(args.iterations / seconds, 3),
         "samples_per_s": round(args.iterations * args.batch / seconds, 3),
         "data_wait_share": round(data_wait / seconds, 4),
@@ -159,14 +163,19 @@ def main() -> None:
     print(json.dumps(out, indent=2))
 
 
-#: CPU configurations of --compare: the first is the reference (PyTorch's default threads, as the shipped default
-#: was trained before), then one change at a time
+#: CPU configurations of --compare: the first is the reference (PyTorch's default, one thread per core, beside
+#: one data-loader worker: how the earlier default was trained), then one change at a time. ``threads`` is set as
+#: OMP_NUM_THREADS (the user's setting, which the trainer keeps); None leaves the trainer's rule
+#: (``unipet.train.distributed.cpu_training_threads``: the cores left after the workers).
 CONFIGS = (
-    {"name": "default threads, 1 worker", "threads": 0, "workers": 1},
+    {"name": "PyTorch default: 1 thread per core + 1 worker", "threads": "cores", "workers": 1},
     {"name": "1 thread + 1 worker process", "threads": 1, "workers": 1},
-    {"name": "1 thread, data in the main process", "threads": 1, "workers": 0},
-    {"name": "1 thread + 1 worker, channels_last_3d", "threads": 1, "workers": 1, "channels_last": True},
-    {"name": "1 thread + 1 worker, torch.compile", "threads": 1, "workers": 1, "compile": True},
+    {"name": "1 thread per core, data in the main process", "threads": "cores", "workers": 0},
+    {"name": "trainer's rule, data in the main process", "threads": None, "workers": 0},
+    {"name": "trainer's rule, data in the main process, channels_last_3d", "threads": None, "workers": 0,
+     "channels_last": True},
+    {"name": "trainer's rule, data in the main process, torch.compile", "threads": None, "workers": 0,
+     "compile": True},
 )
 
 
@@ -188,10 +197,11 @@ def compare(args) -> None:
     rows = []
     for conf in CONFIGS:
         cmd = base + ["--workers", str(conf["workers"])]
-        cmd += ["--threads", str(conf["threads"])] if conf["threads"] else []
         cmd += ["--channels-last"] if conf.get("channels_last") else []
         cmd += ["--compile"] if conf.get("compile") else []
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        if conf["threads"] is not None:
+            env["OMP_NUM_THREADS"] = str(os.cpu_count() if conf["threads"] == "cores" else conf["threads"])
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.config_timeout)
         except subprocess.TimeoutExpired:

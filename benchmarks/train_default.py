@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--base-width", type=int, default=8)
     p.add_argument("--recipe", default="dpdnet")
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loader processes (0 is fastest on a 2-core CPU: RESULTS.md)")
     p.add_argument("--device", default=None)
     p.add_argument("--init", type=Path, help="start from these weights (a run folder), e.g. a first stage")
     p.add_argument("--run", default="run", help="name of the run folder inside --work")

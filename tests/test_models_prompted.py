@@ -251,3 +251,22 @@ def test_checkpoints_recording_explicit_head_kwargs_load_with_their_architecture
     x = torch.randn(2, 2, *PATCH, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x, task=torch.tensor([0, 3])), model(x, task=torch.tensor([0, 3])))
+
+
+def test_channels_last_3d_gives_the_eager_output():
+    """The recipe's ``channels_last`` (the fastest CPU setting measured, benchmarks/RESULTS.md) changes memory
+    layout only: DpDNet's logits equal the contiguous model's."""
+    import torch
+
+    from unipet.models import create
+
+    torch.manual_seed(0)
+    model = create("dpdnet", in_channels=2, num_classes=2, tasks=["lung_cancer", "lymphoma"], patch_size=(16, 32, 32),
+                   base_width=4, min_feature=2).eval()
+    x = torch.randn(2, 2, 16, 32, 32)
+    task = torch.tensor([0, 1])
+    with torch.no_grad():
+        eager = model(x, task=task)
+        model.to(memory_format=torch.channels_last_3d)
+        fast = model(x.contiguous(memory_format=torch.channels_last_3d), task=task)
+    torch.testing.assert_close(fast, eager, atol=1e-5, rtol=1e-4)
