@@ -188,6 +188,24 @@ def test_error_inside_the_loop_with_workers_exits_cleanly(tmp_path, cache):
     assert _no_orphans(str(run))
 
 
+def test_api_training_error_with_workers_does_not_hang(tmp_path, cache):
+    """``unipet.train.train`` called directly (no CLI guard): an exception in the loop still stops the workers, so
+    the interpreter exits instead of waiting forever for workers that ignore SIGTERM."""
+    run = tmp_path / "apirun"
+    script = textwrap.dedent(f"""
+        from unipet.train import train
+        def boom(it, logs):
+            if it == 2:
+                raise ZeroDivisionError("integer modulo by zero")
+        train({str(cache)!r}, "nnunet", {str(run)!r}, iterations=50, patch_size=(16, 16, 16), batch_size=1,
+              workers=2, progress=False, tensorboard=False, callbacks=[boom],
+              model_kw={{"base_channels": 2, "max_channels": 4}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr
+    assert _no_orphans(str(run))
+
+
 def test_sigterm_stops_with_143_and_resume_has_no_duplicate_log_rows(tmp_path, cache):
     run = tmp_path / "termrun"
     cmd = [sys.executable, "-m", "unipet", "train", str(cache), "--out", str(run), "--iterations", "5000",

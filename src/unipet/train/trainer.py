@@ -29,6 +29,7 @@ from unipet.data.cache import Cache
 from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
 from unipet.errors import ConfigError, InputFileError, OutputExistsError
 from unipet.train import checkpoint as ckpt
+from unipet.train import run_guard
 from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
 from unipet.train.losses import SegmentationLoss
 from unipet.train.monitor import MetricsCSV, log_examples, log_scalars, progress_bar
@@ -228,6 +229,7 @@ def train(
             recipe = load_recipe(recipe, iterations=iterations, batch_size=batch_size, workers=workers,
                                  checkpoint_every=checkpoint_every, trainable=trainable,
                                  patch_size=tuple(patch_size) if patch_size is not None else None)
+        run_guard.check_options(checkpoint_every=recipe.checkpoint_every)  # 0 would fail (x % 0) mid-run
         dev = info.device
         if resume:  # the model is rebuilt exactly as recorded
             kw = dict(meta_old["model"].get("kwargs", {}))
@@ -295,6 +297,7 @@ def train(
             return result
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            run_guard.prepare_run(run_dir, resume)  # stale checkpoint temporaries; log.jsonl rows after `start`
         writer = _tensorboard(run_dir, tensorboard and info.is_main)
         metrics = MetricsCSV(run_dir, start) if info.is_main else None
         bar = _progress_bar(progress and info.is_main, recipe.iterations, start)
@@ -349,6 +352,7 @@ def train(
                         result.stopped = True
                         break
         finally:
+            run_guard.shutdown_loader(loader)  # no orphaned (SIGTERM-ignoring) workers on any exit
             if bar is not None:
                 bar[0].stop()
             if writer is not None:
