@@ -12,6 +12,10 @@ orphaned worker on any error path.
   interpreter waiting for them forever at exit); a full disk becomes ``DiskFullError`` naming the space needed;
   an unexpected exception becomes one ``TrainingFailed`` line with its traceback saved to ``RUN_DIR/error.log``.
 
+``unipet.train.train`` itself calls ``check_options`` (checkpoint interval), ``prepare_run`` and
+``shutdown_loader`` (its own DataLoader, on every exit), so API callers get the same; ``unipet train`` adds the
+up-front option checks and ``guarded``.
+
 Exit codes of ``unipet train`` (see ``unipet.cli``): 0 finished, 2 refused or failed (one line),
 143 stopped by SIGTERM after saving a checkpoint (128 + 15, what schedulers expect), 130 interrupted (Ctrl-C).
 """
