@@ -31,7 +31,7 @@ from unipet.data.normalize import foreground_stats, make_spec
 from unipet.data.plan import plan_from_fingerprint
 from unipet.data.preprocess import PreprocessConfig, body_bbox, preprocess_study
 from unipet.errors import ConfigError, InputFileError, LabelError
-from unipet.fileio import atomic_write_json
+from unipet.fileio import atomic_write_json, umask_mode
 from unipet.io.manifest import Case, Manifest, load_study
 from unipet.study import spacing_from_affine
 from unipet.tasks import TaskSet
@@ -184,6 +184,7 @@ def _write_case(args: tuple[Case, TaskSet, PreprocessConfig, str, str]) -> str:
             raise LabelError(f"case {case.case_id} organ map holds labels above 255; remap it to at most 255 labels")
         pre.label, pre.organs = pre.organs.astype(np.uint8), None
     tmp = Path(tempfile.mkdtemp(prefix=f".{case.case_id}.", dir=root))
+    os.chmod(tmp, umask_mode(True))  # mkdtemp made it 0700: a case folder gets the mode any tool would give it
     try:
         np.save(tmp / "image.npy", pre.image)
         if pre.label is not None:
