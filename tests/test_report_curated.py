@@ -136,3 +136,16 @@ def test_report_links_a_viewer_per_shown_study(cohort, tmp_path):
     out.rename(tmp_path / "r2.html")  # the page moved away, its data folder is still there: not overwritten unasked
     with pytest.raises(OutputExistsError, match="r_files already exists"):
         build_report(tmp_path / "r.html", manifest=cohort / "m.json")
+
+
+def test_survival_table_shows_unbounded_intervals_instead_of_failing():
+    """A dichotomised Cox fit with one patient in a group has an unbounded interval (JSON null): the table says so."""
+    from unipet.report.html import _survival_table
+
+    res = {"cutoff": 82.5, "n_high": 1, "n_low": 14,
+           "hr_dichotomised": {"hr": 8.4e7, "lo": 0.0, "hi": None, "p": 0.99},
+           "hr_continuous": {"hr": 1.84, "lo": 1.02, "hi": float("inf"), "p": 0.04},
+           "logrank_p": 3e-4, "c_index": {"value": 0.70, "lo": 0.43, "hi": 0.91}}
+    row = _survival_table({"results": {"total_mtv_ml": res}}).iloc[0]
+    assert row["HR high vs low (95% CI)"].endswith("–n/a)")
+    assert row["HR continuous (95% CI)"] == "1.84 (1.02–∞)"

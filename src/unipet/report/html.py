@@ -24,6 +24,7 @@ appear; folder paths are shown by their last component only.
 from __future__ import annotations
 
 import html
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Sized
@@ -367,17 +368,22 @@ def _comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
 
 def _survival_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per marker of a ``unipet survival`` summary, formatted like a paper's table."""
+    def num(v: Any, spec: str) -> str:
+        # a Cox fit on a degenerate split (one patient in a group) has an unbounded interval: JSON null / inf
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else (
+            "∞" if isinstance(v, float) and math.isinf(v) else format(v, spec))
+
     def hr(d: dict[str, Any]) -> str:
-        return f"{d['hr']:.2f} ({d['lo']:.2f}–{d['hi']:.2f})"
+        return f"{num(d['hr'], '.2f')} ({num(d['lo'], '.2f')}–{num(d['hi'], '.2f')})"
 
     rows = []
     for marker, r in summary.get("results", {}).items():
         c = r["c_index"]
         rows.append({"marker": marker, "cut-off": f"{r['cutoff']:.4g}", "n (high/low)": f"{r['n_high']}/{r['n_low']}",
-                     "HR high vs low (95% CI)": hr(r["hr_dichotomised"]), "p": f"{r['hr_dichotomised']['p']:.3g}",
-                     "HR continuous (95% CI)": hr(r["hr_continuous"]), "p (cont.)": f"{r['hr_continuous']['p']:.3g}",
-                     "log-rank p": f"{r['logrank_p']:.3g}",
-                     "C-index (95% CI)": f"{c['value']:.3f} ({c['lo']:.3f}–{c['hi']:.3f})"})
+                     "HR high vs low (95% CI)": hr(r["hr_dichotomised"]), "p": num(r["hr_dichotomised"]["p"], ".3g"),
+                     "HR continuous (95% CI)": hr(r["hr_continuous"]), "p (cont.)": num(r["hr_continuous"]["p"], ".3g"),
+                     "log-rank p": num(r["logrank_p"], ".3g"),
+                     "C-index (95% CI)": f"{num(c['value'], '.3f')} ({num(c['lo'], '.3f')}–{num(c['hi'], '.3f')})"})
     return pd.DataFrame(rows)
 
 
