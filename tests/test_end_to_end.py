@@ -76,11 +76,11 @@ def test_demo_report_opens_in_chromium_with_the_headline_first(demo, tmp_path):
 
 
 def test_demo_segments_every_cancer_type_and_runs_the_table3_comparison(demo):
-    """What the shipped CPU-trained checkpoint does today (measured on this cohort: Dice lung 0.70, lymphoma 0.52,
-    breast 0.20, melanoma 0.20): every prompt-aware head finds lesions (two of them had collapsed before)."""
+    """What the shipped CPU-trained checkpoint does on this cohort (measured: Dice lung 0.82, lymphoma 0.72, breast
+    0.50, melanoma 0.53; the previous default had 0.70 / 0.52 / 0.20 / 0.20): every prompt-aware head finds lesions."""
     assert set(demo.dice_by_task) == {"breast_cancer", "lung_cancer", "lymphoma", "melanoma"}
-    assert demo.dice_by_task["lung_cancer"] > 0.5 and demo.dice_by_task["lymphoma"] > 0.4, demo.dice_by_task
-    assert demo.dice_by_task["breast_cancer"] > 0.1 and demo.dice_by_task["melanoma"] > 0.1, demo.dice_by_task
+    assert demo.dice_by_task["lung_cancer"] > 0.7 and demo.dice_by_task["lymphoma"] > 0.6, demo.dice_by_task
+    assert demo.dice_by_task["breast_cancer"] > 0.4 and demo.dice_by_task["melanoma"] > 0.4, demo.dice_by_task
     assert set(demo.agreement) == set(SURVIVAL_MARKERS) and demo.agreement["total_mtv_ml"]["n"] >= 25
     assert set(demo.survival) == set(SURVIVAL_MARKERS)
     comparison = pd.read_csv(demo.out / "survival" / "comparison.csv")  # seed 000's Table-3 layout
@@ -89,13 +89,32 @@ def test_demo_segments_every_cancer_type_and_runs_the_table3_comparison(demo):
     assert {"cutoff", "hr", "hr_lo", "hr_hi", "c_index", "c_lo", "c_hi"} <= set(comparison.columns)
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: the shipped CPU-trained checkpoint reaches Dice 0.20 on "
-                   "breast cancer and melanoma and a median MTV difference of 55 % (benchmarks/RESULTS.md); strict, "
-                   "so a checkpoint that meets the stated distance makes this test fail until the xfail is removed")
-def test_predicted_biomarkers_agree_with_reference_within_the_stated_distance(demo):
-    assert all(d > 0.35 for d in demo.dice_by_task.values()), demo.dice_by_task
-    mtv = demo.agreement["total_mtv_ml"]
-    assert mtv["pearson_r"] > 0.8 and mtv["median_abs_rel_diff"] < 0.5, mtv
+def _same_side_hazard_ratios(demo) -> None:
+    comparison = pd.read_csv(demo.out / "survival" / "comparison.csv")
+    for marker, rows in comparison.groupby("marker"):
+        hr = rows.set_index("source")["hr"]
+        assert (hr["reference"] > 1) == (hr["predicted"] > 1), (marker, hr.to_dict())
+
+
+def test_predicted_biomarkers_track_the_reference(demo):
+    """What the shipped default reaches on this cohort (benchmarks/RESULTS.md, "Default checkpoint v2": MTV r 0.80,
+    TLG r 0.91, SUVmax r 0.65, median |rel. MTV diff| 30 %), held with a margin, and every predicted-mask hazard
+    ratio on the same side of 1 as the reference-mask one."""
+    assert demo.agreement["total_mtv_ml"]["pearson_r"] > 0.7, demo.agreement["total_mtv_ml"]
+    assert demo.agreement["total_tlg"]["pearson_r"] > 0.8, demo.agreement["total_tlg"]
+    assert demo.agreement["total_mtv_ml"]["median_abs_rel_diff"] < 0.45, demo.agreement["total_mtv_ml"]
+    _same_side_hazard_ratios(demo)
+
+
+@pytest.mark.xfail(strict=True, reason="target of the quality issue not reached by the CPU-trained default (MTV r "
+                   "0.80, TLG r 0.91, SUVmax r 0.65: false positives in lesion-free studies, benchmarks/RESULTS.md); "
+                   "strict, so a checkpoint that meets it turns this red until the mark is removed")
+def test_predicted_biomarkers_agree_with_reference_as_the_quality_issue_asks(demo):
+    """The issue's targets: total MTV and TLG Pearson r >= 0.95, SUVmax r >= 0.9, hazard ratios on the same side."""
+    for marker in ("total_mtv_ml", "total_tlg"):
+        assert demo.agreement[marker]["pearson_r"] >= 0.95, (marker, demo.agreement[marker])
+    assert demo.agreement["suv_max"]["pearson_r"] >= 0.9, demo.agreement["suv_max"]
+    _same_side_hazard_ratios(demo)
 
 
 def test_agreement_statistics_on_known_pairs():

@@ -48,8 +48,10 @@ def demo_command(
     for marker, a in result.agreement.items():
         console.print(f"  {marker:<14} predicted - reference: bias {a['bias']:.2f}, 95 % LoA {a['loa_lo']:.2f} to "
                       f"{a['loa_hi']:.2f}, median |rel. diff| {100 * a['median_abs_rel_diff']:.0f} %")
+    from unipet.report.html import format_stat as f
+
     for marker, res in result.survival.items():
         hr, ci = res["hr_dichotomised"], res["c_index"]
-        console.print(f"  {marker:<14} HR {hr['hr']:.2f} ({hr['lo']:.2f}-{hr['hi']:.2f}), "
-                      f"C-index {ci['value']:.3f} ({ci['lo']:.3f}-{ci['hi']:.3f})")
+        console.print(f"  {marker:<14} HR {f(hr['hr'], '.2f')} ({f(hr['lo'], '.2f')}-{f(hr['hi'], '.2f')}), "
+                      f"C-index {f(ci['value'], '.3f')} ({f(ci['lo'], '.3f')}-{f(ci['hi'], '.3f')})")
     console.print(f"report: {result.report}")

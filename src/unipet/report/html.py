@@ -366,12 +366,19 @@ def _comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
     return comparison[cols].rename(columns=keep)
 
 
+def format_stat(value: Any, spec: str) -> str:
+    """``format(value, spec)``, or ``n/a`` for a missing value (None, NaN) and ``∞`` for an infinite one: a Cox fit on
+    a degenerate split (one patient in a group) has an unbounded interval, stored as JSON null."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return format(value, spec)
+
+
 def _survival_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per marker of a ``unipet survival`` summary, formatted like a paper's table."""
-    def num(v: Any, spec: str) -> str:
-        # a Cox fit on a degenerate split (one patient in a group) has an unbounded interval: JSON null / inf
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else (
-            "∞" if isinstance(v, float) and math.isinf(v) else format(v, spec))
+    num = format_stat
 
     def hr(d: dict[str, Any]) -> str:
         return f"{num(d['hr'], '.2f')} ({num(d['lo'], '.2f')}–{num(d['hi'], '.2f')})"
