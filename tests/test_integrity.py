@@ -93,15 +93,28 @@ def test_edited_metadata_is_one_clear_error(tmp_path, edit, phrase):
         ckpt.load_checkpoint(folder)
 
 
-def test_shipped_checkpoint_without_checksum_loads_without_warning(caplog):
+def test_shipped_checkpoint_records_its_checksum_and_verifies():
     meta = json.loads((SHIPPED / "meta.json").read_text())
-    assert ckpt.CHECKSUM_KEY not in meta  # written before checksums: accepted as documented
+    assert meta[ckpt.CHECKSUM_KEY] == ckpt.file_sha256(SHIPPED / "model.safetensors")
+    _, loaded = ckpt.load_checkpoint(SHIPPED)
+    assert loaded["checkpoint_id"] == meta[ckpt.CHECKSUM_KEY][:16]
+
+
+def test_checkpoint_without_checksum_loads_without_warning(tmp_path, caplog):
+    """Checkpoints written before checksums existed are accepted as documented (their id is their weights' hash)."""
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(SHIPPED, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta[ckpt.CHECKSUM_KEY]
+    (folder / "meta.json").write_text(json.dumps(meta))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with caplog.at_level(logging.WARNING):
-            _, loaded = ckpt.load_checkpoint(SHIPPED)
+            _, loaded = ckpt.load_checkpoint(folder)
     assert not caplog.records
-    assert loaded["checkpoint_id"] == ckpt.file_sha256(SHIPPED / "model.safetensors")[:16]
+    assert loaded["checkpoint_id"] == ckpt.file_sha256(folder / "model.safetensors")[:16]
 
 
 def test_stale_temporaries_are_cleaned_and_modes_follow_the_umask(tmp_path):
