@@ -98,6 +98,9 @@ def main() -> None:
     p.add_argument("--patch", type=int, nargs=3, default=(48, 64, 64))
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--recipe", default="recipes/default_v2.json", help="recipe of --train (name or file)")
+    p.add_argument("--model-kw", default="{}", help="JSON builder options of every --train model, e.g. "
+                   "'{\"base_width\": 8}'")
+    p.add_argument("--train-cache", type=Path, help="an existing training cache (default: a new phantom cohort)")
     p.add_argument("--work", type=Path)
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny cohort, models and budget")
@@ -109,7 +112,7 @@ def main() -> None:
     from unipet.infer import Predictor, predict_batch
     from unipet.train import train
 
-    model_kw: dict = {}
+    model_kw: dict = json.loads(args.model_kw)
     if args.tiny:
         args.n, args.train_cases, args.iterations, args.patch, args.batch = 6, 8, 4, (16, 32, 32), 2
         args.train = args.train or "dpdnet"
@@ -122,12 +125,15 @@ def main() -> None:
     results: dict = {"benchmark": "quality", "heldout": {"n": args.n, "seed": args.seed, "size": args.size},
                      "tta": args.tta, "models": {}, "train": {}}
     if args.train:
-        cache = phantom_cache(work / "train", args.train_cases, args.size, seed=args.train_seed, tiny=args.tiny)
+        from unipet.data.cache import Cache
+
+        cache = (Cache(args.train_cache) if args.train_cache else
+                 phantom_cache(work / "train", args.train_cases, args.size, seed=args.train_seed, tiny=args.tiny))
         for name in args.train.split(","):
             run = work / f"run-{name}"
             t0 = time.perf_counter()
             trained = train(cache, name, run, recipe=args.recipe, model_kw=model_kw, device=args.device,
-                            iterations=args.iterations, patch_size=args.patch, batch_size=args.batch, workers=1,
+                            iterations=args.iterations, patch_size=args.patch, batch_size=args.batch, workers=0,
                             resume=(run / "checkpoint").exists(), progress=False)
             results["train"][name] = {"seconds": round(time.perf_counter() - t0, 1), "iterations": args.iterations,
                                       "final_loss": trained.losses[-1] if trained.losses else None}
