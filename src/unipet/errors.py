@@ -65,3 +65,16 @@ class InterruptedRun(UnipetError):
     def __init__(self, message: str, exit_code: int = 143) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def check_known_fields(cls: type, data: dict, what: str) -> None:
+    """Raise ``ConfigError`` naming the keys of ``data`` that are not fields of the dataclass ``cls``.
+
+    ``what`` names the settings in the message, e.g. ``"recipe fields"``.
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown {what} {sorted(unknown)}; known: {', '.join(sorted(known))}")

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from unipet.data.augment import AugmentConfig
-from unipet.errors import ConfigError, OutputExistsError
+from unipet.errors import ConfigError, OutputExistsError, check_known_fields
 from unipet.models.anatomy import DEFAULT_DEPTHS, DEFAULT_WIDTHS, ENCODER_PREFIXES
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -80,10 +80,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown pre-training settings {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        check_known_fields(cls, d, "pre-training settings")
         return cls(**d)
 
     def with_overrides(self, **overrides: Any) -> "PretrainConfig":

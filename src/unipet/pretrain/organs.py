@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unipet.errors import ConfigError, OutputExistsError
+from unipet.errors import ConfigError, OutputExistsError, check_known_fields
 from unipet.models.mastpro import PHANTOM_ORGAN_CLASSES, AnatomyEncoder, organ_fractions
 
 KIND = "pretrain-anatomy"
@@ -65,10 +65,7 @@ class AnatomyPretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AnatomyPretrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown anatomy pre-training settings {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        check_known_fields(cls, d, "anatomy pre-training settings")
         return cls(**d)
 
     def validate(self) -> None:

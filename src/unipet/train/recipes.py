@@ -55,14 +55,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from unipet.data.augment import AugmentConfig
-from unipet.errors import ConfigError
+from unipet.errors import ConfigError, check_known_fields
 
 
 @dataclass
@@ -147,10 +147,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown recipe fields {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        check_known_fields(cls, d, "recipe fields")
         d = dict(d)
         for key in ("betas", "patch_size"):
             if key in d:
