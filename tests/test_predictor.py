@@ -185,3 +185,16 @@ def test_tta_mirrors_only_the_axes_the_checkpoint_was_trained_flipped_along():
     every = Predictor(model, meta, device="cpu", tta=True, tta_axes=(0, 1, 2))
     every.probabilities(image)
     assert every.last_passes == 8
+
+
+def test_a_checkpoint_without_a_planned_spacing_predicts_at_its_recorded_one():
+    """A checkpoint trained on a native-grid cache (``preprocess.target_spacing: null``) records the spacing it saw
+    in ``spacing``: prediction resamples every input to it, so the mask comes back on the input's own grid."""
+    meta = {**_meta((8, 8, 8)), "spacing": [6.0, 4.0, 4.0]}
+    predictor = Predictor(ThresholdModel(), meta, device="cpu")
+    assert predictor.config.target_spacing == (6.0, 4.0, 4.0)
+    study = tiny_study(5, shape=(12, 16, 20), spacing=(3.0, 2.0, 2.0))
+    pred = predictor.predict_study(study, task="lymphoma")
+    assert pred.mask.shape == study.shape
+    assert pred.mask[study.label > 0].mean() > 0.5 and pred.mask[study.pet < 2].sum() == 0
+    assert Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu").config.target_spacing is None
