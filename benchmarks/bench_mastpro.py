@@ -13,7 +13,8 @@
   the phantom types other than ``--targets`` only; from that checkpoint, full fine-tuning (every parameter) and
   PEFT (experts, routers and heads only) are each trained for ``--iterations`` on every type; per-type Dice over
   the lesion-positive evaluation studies, trainable parameters and training seconds of each;
-- ``usage``: expert usage per route (each task, on its own studies) of both fine-tuned models, measured during the
+- ``usage``: expert usage per route (each task, on its own studies) of both fine-tuned models and, as a reference,
+  of the pre-trained model (its target types' routers are still at their initialisation), measured during the
   evaluation passes (``unipet.models.mastpro.usage_report``): share of the generic experts, of the task's own
   experts, the number of active experts, and ``generic_overlap`` between every pair of tasks (mean over D-MoE
   layers of ``sum_i min(p_a(i), p_b(i))`` over the generic experts' normalised shares: 1 = the two tasks use the
@@ -409,6 +410,8 @@ def main() -> None:
         rows = {"mastpro_full_finetune": score(full, with_usage), "mastpro_peft": score(peft, with_usage)}
         if with_usage:
             out["usage"] = {name: row.pop("usage") for name, row in rows.items()}
+            # reference: the pre-trained model, whose target-type routers never received a gradient
+            out["usage"]["pretrained_source"] = score(pretrain, True)["usage"]
         out["dice"] = {**rows, "pretrained_on": sorted({task_of[c] for c in source}),
                        "pretrain": json.loads((pretrain / "bench_training.json").read_text())
                        if (pretrain / "bench_training.json").exists() else None}
