@@ -94,3 +94,20 @@ def test_skipping_empty_tiles_and_the_content_crop_keep_the_default_checkpoints_
     mask = crop.segment(pre.image, task)
     assert crop.last_tiles["run"] < plain.last_tiles["run"]
     np.testing.assert_array_equal(mask, ref)  # the same tiles, less all-air ones
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("unipet.infer.predictor", fromlist=["cpu_has_bf16"]).cpu_has_bf16(),
+                    reason="this CPU has no native bfloat16 arithmetic")
+def test_cpu_bf16_keeps_the_default_checkpoints_mask_within_a_few_voxels(phantom_in_air):
+    from unipet.demo import default_checkpoint
+
+    fp32 = Predictor.from_checkpoint(default_checkpoint(), device="cpu")
+    bf16 = Predictor.from_checkpoint(default_checkpoint(), device="cpu", cpu_bf16=True)
+    assert fp32.amp is None and bf16.amp == torch.bfloat16
+    pre = preprocess_study(phantom_in_air, fp32.config, with_label=False)
+    task = fp32.task_index("lymphoma")
+    p32, p16 = fp32.probabilities(pre.image, task), bf16.probabilities(pre.image, task)
+    assert float((p32 - p16).abs().max()) < 0.1
+    a, b = fp32.labels_from_probabilities(p32) > 0, bf16.labels_from_probabilities(p16) > 0
+    assert a.sum() > 0 and 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.97
