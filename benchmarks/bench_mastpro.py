@@ -37,9 +37,9 @@ GPU run (about 10 trainings of ``--iterations`` steps at 96^3, batch 2, bf16; a 
 
     python benchmarks/bench_mastpro.py --device cuda --out mastpro.json --work /data/bench-mastpro
 
-CPU run (issue 19; about 20 minutes on 2 cores with ``--threads 2``)::
+CPU run (issue 19; about 20-25 minutes on 2 shared cores)::
 
-    python benchmarks/bench_mastpro.py --cpu --work /tmp/i19/mp --out mastpro-cpu.json
+    python benchmarks/bench_mastpro.py --cpu --threads 2 --work /tmp/i19/mp --out mastpro-cpu.json
 
 ``--cpu`` is 48 small phantom studies (5 mm, seed 0: 33 train / 6 val / 9 test by patient), patch 32 x 64 x 64,
 batch 2, float32, Swin UNETR-12 (depths 2-2-2-2, window 4; the paper: 48, window 7), 8 generic + 4 per-task
