@@ -168,7 +168,8 @@ def main() -> None:
         spacing = (20.0, 10.0, 10.0)
         model_kw = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release", **model_kw}
     elif args.cpu:
-        args.cases, args.size, args.patch, args.batch, args.iterations = 48, "small", (32, 32, 32), 2, 300
+        args.cases, args.size, args.patch, args.batch = 48, "small", (32, 32, 32), 2
+        args.iterations = 300 if args.iterations == 3000 else args.iterations  # --iterations still applies
         args.workers, args.device, args.overlap, args.tamw_patches = 0, args.device or "cpu", 0.25, 32
         args.lr, args.eval_cases = args.lr or 1e-3, args.eval_cases or 4
         spacing = (10.0, 10.0, 10.0)
