@@ -10,8 +10,7 @@ from unipet.errors import MissingInputError, UnknownTaskError
 from unipet.models import create
 from unipet.models.base import count_parameters
 from unipet.models.dodnet import dynamic_conv, dynamic_head_params
-from unipet.models.prompt_free import task_classification_loss
-from unipet.models.universal import partial_label_dice_bce
+from unipet.train.losses import partial_label_dice_bce, task_classification_loss
 
 PATCH = (16, 32, 32)
 FULL_PATCH = (112, 160, 128)

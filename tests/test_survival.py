@@ -16,14 +16,12 @@ from unipet.errors import ConfigError
 from unipet.quantify.survival import (
     c_index,
     check_survival_table,
-    compare_sources,
     cox_hazard_ratio,
     derive_cutoffs,
-    kaplan_meier_plot,
     logrank,
-    run_survival,
     split_derivation_validation,
 )
+from unipet.report.survival import compare_sources, kaplan_meier_plot, run_survival
 
 
 @pytest.fixture(scope="module")

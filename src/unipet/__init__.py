@@ -5,6 +5,6 @@ The one data object is :class:`unipet.study.Study`; see ``../shared/DESIGN.md`` 
 from unipet.errors import UnipetError
 from unipet.study import Study
 from unipet.tasks import Task, TaskSet
+from unipet.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Study", "Task", "TaskSet", "UnipetError", "__version__"]

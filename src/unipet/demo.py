@@ -152,7 +152,7 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
     from unipet.evaluate import evaluate
     from unipet.infer import Predictor, predict_batch
     from unipet.quantify.biomarkers import quantify_manifest
-    from unipet.quantify.survival import compare_sources, run_survival
+    from unipet.report.survival import compare_sources, run_survival
     from unipet.report.html import build_report
 
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()

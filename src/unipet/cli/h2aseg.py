@@ -43,7 +43,7 @@ def tamw_weights_command(
     from unipet.fileio import atomic_write_json, check_writable
     from unipet.models.h2aseg import H2ASeg, tamw_report_on_cache
     from unipet.train.checkpoint import load_checkpoint
-    from unipet.train.distributed import resolve_device
+    from unipet.device import resolve_device
 
     if out is not None:
         check_writable(out, overwrite)

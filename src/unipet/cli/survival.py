@@ -108,7 +108,7 @@ def survival_command(
     """
     from rich.table import Table
 
-    from unipet.quantify.survival import run_survival
+    from unipet.report.survival import run_survival
 
     df = _join_clinical(_read_table(table, "survival table"), clinical, id_col, clinical_id)
     summary = run_survival(df, time, event, _markers(markers), derive_fraction=derive_fraction, seed=seed,
@@ -163,7 +163,7 @@ def survival_compare_command(
 
         unipet survival-compare --source reference=q_ref/patients.csv --source model=q_pred/patients.csv --clinical clinical.csv --clinical-id study_id --time time --event event --out surv/comparison.csv
     """
-    from unipet.quantify.survival import compare_sources
+    from unipet.report.survival import compare_sources
 
     tables = {}
     for spec in sources:

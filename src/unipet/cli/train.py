@@ -67,7 +67,7 @@ def train_command(
     from unipet.errors import InterruptedRun
     from unipet.infer.predictor import check_device
     from unipet.train import run_guard, train
-    from unipet.train.distributed import env_world
+    from unipet.device import env_world
 
     if peft and trainable not in (None, "peft"):
         raise ConfigError(f"--peft and --trainable {trainable} contradict each other; give one of them")

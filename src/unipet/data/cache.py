@@ -161,7 +161,7 @@ def lesion_instances(label: np.ndarray, spacing_zyx, connectivity: int = 18) -> 
     Returns one dict per lesion: ``id``, ``voxels``, ``volume_ml``, ``bbox`` ``[[z0, z1], [y0, y1], [x0, x1]]``
     (half-open voxel indices) and ``centroid`` ``(z, y, x)`` in voxels.
     """
-    from unipet.quantify.components import components
+    from unipet.components import components
 
     _, comps = components(label, spacing_zyx, connectivity=connectivity)
     return [{"id": c.label, "voxels": c.voxels, "volume_ml": round(c.volume_ml, 4),

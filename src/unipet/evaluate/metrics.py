@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from unipet.errors import ImageGeometryError
-from unipet.quantify.components import foreground_box
+from unipet.components import foreground_box
 
 NAN = float("nan")
 

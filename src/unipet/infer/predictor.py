@@ -43,7 +43,7 @@ class Prediction:
             multi-class models).
         task: the task used (name), or None for models without prompts.
         task_probability: classifier probability when the task was inferred (``task="auto"``), else None.
-        lesions: connected components (``unipet.quantify.components.Component``) of ``mask > 0``.
+        lesions: connected components (``unipet.components.Component``) of ``mask > 0``.
         seconds: wall time of the prediction; tta_passes: sliding-window passes averaged.
     """
 
@@ -111,7 +111,7 @@ class Predictor:
                  overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] | None = None,
                  tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
                  stitch_device: str = "auto") -> None:
-        from unipet.train.distributed import resolve_device
+        from unipet.device import resolve_device
 
         if not 0 <= overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}; 0.5 is nnU-Net's default")
@@ -302,7 +302,7 @@ class Predictor:
         Returns:
             A ``Prediction`` whose mask is on the study's grid.
         """
-        from unipet.quantify.components import components
+        from unipet.components import components
 
         start = time.perf_counter()
         if study.pet is not None:  # the PET value rule of unipet.io.nifti.check_pet_values, as when reading files

@@ -20,6 +20,18 @@ from unipet.study import nifti_to_zyx, zyx_to_nifti
 BACKGROUND = {"PET": 0.0, "CT": -1024.0, "label": 0.0}
 
 
+#: file name endings of NIfTI images
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def case_name(path: Path) -> str | None:
+    """Case name of a NIfTI file (``abc.nii.gz`` → ``abc``), or None for other files."""
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
 def load_volume(path: str | Path, what: str = "image", dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3-D NIfTI file.
 

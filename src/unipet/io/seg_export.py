@@ -50,7 +50,7 @@ def write_dicom_seg(
         raise DicomError("writing DICOM-SEG needs highdicom; install it with `pip install unipet[dicom-seg]`") from None
     import pydicom
 
-    import unipet
+    from unipet.version import __version__
     from unipet.io.dicom import _group, _headers, _pick, sort_slices
 
     out_path = check_writable(out_path, overwrite)
@@ -74,7 +74,7 @@ def write_dicom_seg(
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name="unipet", version=unipet.__version__, family=codes.DCM.ArtificialIntelligence),
+            name="unipet", version=__version__, family=codes.DCM.ArtificialIntelligence),
     )
     seg = hd.seg.Segmentation(
         source_images=sources,
@@ -87,7 +87,7 @@ def write_dicom_seg(
         instance_number=1,
         manufacturer="unipet",
         manufacturer_model_name="unipet",
-        software_versions=unipet.__version__,
+        software_versions=__version__,
         device_serial_number="0",
         series_description=f"unipet {label_name}",
     )

@@ -157,7 +157,8 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
     from unipet.data.augment import augment_batch
     from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
     from unipet.train import checkpoint as ckpt
-    from unipet.train.distributed import DistInfo, resolve_device
+    from unipet.device import resolve_device
+    from unipet.train.distributed import DistInfo
     from unipet.train.trainer import open_data, step_seed
 
     run_dir = Path(run_dir)

@@ -140,7 +140,7 @@ def pretrain_anatomy_encoder(data, run_dir: str | Path, config: AnatomyPretrainC
     from unipet.data.cache import Cache
     from unipet.data.sampling import PatchSampler
     from unipet.train import checkpoint as ckpt
-    from unipet.train.distributed import resolve_device
+    from unipet.device import resolve_device
 
     config = config or AnatomyPretrainConfig()
     config.validate()

@@ -2,7 +2,7 @@
 SUVpeak, and lesion / patient biomarkers behind ``unipet quantify``."""
 from unipet.quantify.biomarkers import (QuantifyConfig, delineate, lesion_table, liver_reference, patient_summary,
                                         quantify_files, quantify_manifest, quantify_study)
-from unipet.quantify.components import Component, component_stats, components, label_components
+from unipet.components import Component, component_stats, components, label_components
 from unipet.quantify.suvpeak import SuvPeaks, sphere_kernel, suv_peak_ibsi, suv_peak_percist, suv_peaks
 
 __all__ = [

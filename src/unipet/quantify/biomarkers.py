@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unipet.errors import ConfigError, ImageGeometryError, LabelError, MissingInputError
-from unipet.quantify.components import DEFAULT_CONNECTIVITY, check_connectivity, component_stats, label_components
+from unipet.components import DEFAULT_CONNECTIVITY, check_connectivity, component_stats, label_components
 from unipet.quantify.suvpeak import DEFAULT_SUPERSAMPLE, PEAK_VOLUME_ML, sphere_radius_mm, suv_peaks_in_box
 from unipet.study import Study, index_to_world_zyx, make_affine, spacing_from_affine
 
@@ -438,7 +438,7 @@ def quantify_files(suv: str | Path, mask: str | Path, out_dir: str | Path | None
                    liver_label: int | None = None, weight_kg: float | None = None, height_m: float | None = None,
                    config: QuantifyConfig | None = None, overwrite: bool = False) -> tuple[Any, Any, dict]:
     """Quantify one SUV NIfTI with one mask NIfTI (see :func:`quantify_jobs`); ``case`` defaults to the mask's name."""
-    from unipet.evaluate.runner import case_name
+    from unipet.io.nifti import case_name
 
     mask = Path(mask)
     job = QuantifyJob(case=case or case_name(mask) or mask.stem, suv=Path(suv), mask=mask, task=task,
