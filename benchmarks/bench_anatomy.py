@@ -70,7 +70,7 @@ def lesion_dice(run_dir: Path, cache, case_ids, device: str, overlap: float) -> 
 
     from unipet.evaluate.metrics import dice
     from unipet.infer.predictor import Predictor
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run_dir, device=device)
     predictor = Predictor(model, meta, device=device, overlap=overlap, tile_batch=4)
@@ -149,7 +149,7 @@ def main() -> None:
     from unipet.pretrain import PretrainConfig, evaluate_pretrainer, pretrain
     from unipet.pretrain.loop import build_pretrainer
     from unipet.train import load_recipe, train
-    from unipet.train.checkpoint import read_meta
+    from unipet.checkpoint import read_meta
     from unipet.train.organs_teacher import organ_classes, teacher_student
 
     model_kw = json.loads(args.model_kw)
@@ -201,7 +201,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     eval_kw = dict(case_ids=heldout_ids or None, patches=4 if args.tiny else 32, patch_size=args.patch, device=device)
     before = evaluate_pretrainer(build_pretrainer(cfg), cache, **eval_kw)
-    if not ((pre_dir / "checkpoint").exists() and read_meta(pre_dir).get("complete")):
+    if not ((pre_dir / "checkpoint").exists() and read_meta(pre_dir).complete):
         resume = (pre_dir / "checkpoint").exists()
         run = pretrain(cache, pre_dir, None if resume else cfg, resume=resume, device=device, progress=False)
         k = max(1, len(run.logs) // 10)
@@ -230,7 +230,7 @@ def main() -> None:
                 name = f"f{fraction:g}_{'pre' if pretrained else 'scratch'}_{'prompt' if anatomy else 'plain'}"
                 run_dir = work / "runs" / name
                 t0 = time.perf_counter()
-                if not ((run_dir / "checkpoint").exists() and read_meta(run_dir).get("complete")):
+                if not ((run_dir / "checkpoint").exists() and read_meta(run_dir).complete):
                     recipe = load_recipe("anatomy", iterations=args.finetune_iterations, cases=cases,
                                          warmup_iterations=max(1, args.finetune_iterations // 20),
                                          checkpoint_every=args.finetune_iterations)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from unipet.cli import main
-from unipet.demo import SURVIVAL_MARKERS, baseline_outcomes, biomarker_agreement, default_checkpoint, run_demo
+from unipet.checkpoint import default_checkpoint
+from unipet.demo import SURVIVAL_MARKERS, baseline_outcomes, biomarker_agreement, run_demo
 from unipet.quantify.survival import c_index, cox_hazard_ratio
 
 N_STUDIES, SEED = 30, 11

@@ -24,7 +24,7 @@ from unipet.models.mastpro import (
     usage_report,
 )
 from unipet.models.text import encode_texts
-from unipet.train.checkpoint import load_checkpoint, read_meta
+from unipet.checkpoint import load_checkpoint, read_meta
 
 PATCH = (32, 32, 64)
 KW = dict(feature_size=12, depths=[1, 1, 1, 1], window_size=4, attention_heads=4, anatomy_widths=[4, 8, 8],
@@ -175,7 +175,7 @@ def peft_run(cache, tmp_path_factory):
 
 def test_peft_training_freezes_the_rest_and_embeddings_reload_without_encoder(peft_run, monkeypatch):
     meta = read_meta(peft_run)
-    assert meta["recipe"]["trainable"] == "peft" and meta["recipe"]["name"] == "mastpro"
+    assert meta.recipe["trainable"] == "peft" and meta.recipe["name"] == "mastpro"
     log = [json.loads(line) for line in (peft_run / "log.jsonl").read_text().splitlines()]
     assert "balance" in log[-1] and log[-1]["iteration"] == 1
 

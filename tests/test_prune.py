@@ -9,15 +9,15 @@ from _gcis_data import TINY_GCIS, build_structures_cache
 from unipet.cli import main
 from unipet.errors import ConfigError, OutputExistsError
 from unipet.models import create
+from unipet.analysis.gcis import export
 from unipet.models.prune import (
-    export,
     max_output_difference,
     prune,
     pruned_state_dict,
     route_for_text,
     task_route,
 )
-from unipet.train.checkpoint import load_checkpoint
+from unipet.checkpoint import load_checkpoint
 
 TASKS = ["lymphoma", "lung_cancer", "aorta", "liver"]
 
@@ -82,7 +82,7 @@ def test_export_writes_a_checkpoint_with_identical_masks_and_the_cli(run, tmp_pa
     record = export(tmp / "run", "aorta", tmp_path / "aorta")
     full, _ = load_checkpoint(tmp / "run")
     pruned, meta = load_checkpoint(tmp_path / "aorta")
-    assert meta["pruned"]["task"] == "aorta" and meta["pruned"]["route"] == pruned.route == task_route(full, "aorta")
+    assert meta.pruned["task"] == "aorta" and meta.pruned["route"] == pruned.route == task_route(full, "aorta")
     assert record["params_pruned"] == sum(p.numel() for p in pruned.parameters()) < record["params_full"]
     from unipet.infer.predictor import Predictor
 
@@ -94,7 +94,7 @@ def test_export_writes_a_checkpoint_with_identical_masks_and_the_cli(run, tmp_pa
     with pytest.raises(OutputExistsError):
         export(tmp / "run", "aorta", tmp_path / "aorta")
     assert main(["export", "--model", str(tmp / "run"), "--task", "liver", "--out", str(tmp_path / "liver")]) == 0
-    assert load_checkpoint(tmp_path / "liver")[1]["pruned"]["task"] == "liver"
+    assert load_checkpoint(tmp_path / "liver")[1].pruned["task"] == "liver"
     assert main(["export", "--model", str(tmp / "run"), "--task", "pancreas", "--out", str(tmp_path / "x")]) == 2
 
 
@@ -109,8 +109,8 @@ def test_adapt_routes_the_prompt_prunes_and_freezes_the_encoder(run, tmp_path):
     adapted, meta = load_checkpoint(tmp_path / "a")
     full, _ = load_checkpoint(tmp / "run")
     assert adapted.pruned and adapted.route == route_for_text(full, "liver")
-    assert meta["recipe"]["trainable"] == "decoder" and len(meta["recipe"]["cases"]) == 2
-    assert all(cache.info(c)["task"] == "liver" for c in meta["recipe"]["cases"])
+    assert meta.recipe["trainable"] == "decoder" and len(meta.recipe["cases"]) == 2
+    assert all(cache.info(c)["task"] == "liver" for c in meta.recipe["cases"])
     init = load_file(str(tmp_path / "a" / "pruned_init.safetensors"))
     after = adapted.state_dict()
     encoder = adapted.scope_parameters("encoder")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,21 +22,6 @@ from unipet.errors import ConfigError, InputFileError
 
 #: biomarkers analysed for survival (columns of ``patients.csv``), as in seed 000's Table 3
 SURVIVAL_MARKERS = ("total_mtv_ml", "total_tlg", "suv_max")
-DEFAULT_CHECKPOINT = "dpdnet-small"
-STEPS = 8  # steps of the full demo, for the progress lines
-
-
-def default_checkpoint() -> Path:
-    """The checkpoint folder shipped with unipet (``resources/checkpoints/dpdnet-small``).
-
-    Raises:
-        InputFileError: the installed package carries no default checkpoint.
-    """
-    folder = Path(str(resources.files("unipet") / "resources" / "checkpoints" / DEFAULT_CHECKPOINT))
-    if not (folder / "model.safetensors").exists():
-        raise InputFileError(f"no default checkpoint in {folder}; pass --checkpoint RUN_DIR (a `unipet train` run) "
-                             "or reinstall unipet")
-    return folder
 
 
 @dataclass
@@ -155,6 +139,8 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
     from unipet.report.survival import compare_sources, run_survival
     from unipet.report.html import build_report
 
+    from unipet.checkpoint import default_checkpoint
+
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     pred_dir = out / "predictions"
     predictor = Predictor.from_checkpoint(ckpt, device=device or "auto")
@@ -198,7 +184,7 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
     html = out / "report.html"
     build_report(html, manifest=out / "cohort.json", pred_dir=pred_dir, eval_dir=eval_dir,
                  quant_pred=quant["predicted"], quant_ref=quant["reference"], survival_dir=survival_dir,
-                 settings={"checkpoint": ckpt.name, "model": predictor.meta["model"]["name"],
+                 settings={"checkpoint": ckpt.name, "model": predictor.meta.model_name,
                            "studies": len(manifest), "survival markers": ", ".join(SURVIVAL_MARKERS)},
                  max_studies=12, title="unipet demo: phantom cohort", viewers=True, overwrite=True)
     result.report = html

@@ -27,7 +27,7 @@ def export_command(
 
         unipet predict models/gcis-aorta cohort.json preds/ --task aorta
     """
-    from unipet.models.prune import export
+    from unipet.analysis.gcis import export
 
     record = export(model, task, out, overwrite=overwrite)
     full, pruned = record["params_full"], record["params_pruned"]

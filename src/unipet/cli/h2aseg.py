@@ -42,7 +42,7 @@ def tamw_weights_command(
     from unipet.errors import ConfigError
     from unipet.fileio import atomic_write_json, check_writable
     from unipet.models.h2aseg import H2ASeg, tamw_report_on_cache
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
     from unipet.device import resolve_device
 
     if out is not None:
@@ -53,10 +53,10 @@ def tamw_weights_command(
         raise ConfigError(f"the cache {cache} has no studies in split {split!r}; choose another split")
     model, meta = load_checkpoint(checkpoint, device=resolve_device(device))
     if not isinstance(model, H2ASeg):
-        raise ConfigError(f"{checkpoint} holds a {meta['model']['name']} model; tamw-weights reads H2ASeg runs")
+        raise ConfigError(f"{checkpoint} holds a {meta.model_name} model; tamw-weights reads H2ASeg runs")
     mix = {"lesion": lesion_share, "random": 1.0 - lesion_share}
     rows = tamw_report_on_cache(model, data, ids, patches=patches, batch_size=batch_size, mix=mix, seed=seed,
-                                patch_size=meta.get("patch_size"))
+                                patch_size=meta.patch_size)
     if out is not None:
         atomic_write_json(out, {"checkpoint": str(checkpoint), "patches": patches, "mix": mix, "levels": rows},
                           overwrite=overwrite)

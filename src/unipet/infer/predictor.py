@@ -25,11 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from unipet.checkpoint import CheckpointMeta
 from unipet.data.preprocess import PreprocessConfig, preprocess_study, restore_to_study_grid
 from unipet.data.sampling import channel_pad_values
 from unipet.errors import ConfigError, MissingInputError
 from unipet.study import Study
-from unipet.tasks import TaskSet
 
 AUTO = "auto"
 
@@ -94,7 +94,7 @@ class Predictor:
 
     Args:
         model: a ``UnipetModel`` (eval mode is set).
-        meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.train.checkpoint``).
+        meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.checkpoint``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
         overlap: fraction of a tile overlapping its neighbour (0–<1).
         tta: mirroring test-time augmentation over ``tta_axes``.
@@ -107,7 +107,7 @@ class Predictor:
         stitch_device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where tiles are accumulated.
     """
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "auto",
+    def __init__(self, model: torch.nn.Module, meta: CheckpointMeta | dict[str, Any], device: str | torch.device = "auto",
                  overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] | None = None,
                  tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
                  stitch_device: str = "auto") -> None:
@@ -125,18 +125,18 @@ class Predictor:
             raise ConfigError(f"the TTA time budget must be >= 0 seconds, got {tta_budget_s}")
         self.device = resolve_device(check_device(device) if device != "auto" else None)
         self.model = model.to(self.device).eval()
-        self.meta = meta
-        self.config = PreprocessConfig.from_dict(meta["preprocess"])
-        if self.config.target_spacing is None and meta.get("spacing"):
+        self.meta = meta = CheckpointMeta.coerce(meta)
+        self.config = PreprocessConfig.from_dict(meta.preprocess)
+        if self.config.target_spacing is None and meta.spacing:
             # a checkpoint trained on a native-grid cache still saw one spacing: predict at it (the mask returns
             # to the input's grid), so a study of another voxel size shows lesions at their trained scale
-            self.config.target_spacing = tuple(float(s) for s in meta["spacing"])
-        self.task_set = TaskSet.from_dict(meta["model"]["tasks"])
-        self.patch = tuple(int(p) for p in meta.get("patch_size") or meta["model"]["patch_size"])
+            self.config.target_spacing = tuple(float(s) for s in meta.spacing)
+        self.task_set = meta.task_set
+        self.patch = meta.patch
         self.pad = torch.as_tensor(channel_pad_values(self.config))
         self.overlap, self.tile_batch = float(overlap), int(tile_batch)
         if tta_axes is None:
-            augmentation = (meta.get("recipe") or {}).get("augmentation") or {}
+            augmentation = meta.augmentation
             tta_axes = augmentation.get("flip_axes", (0, 1, 2)) if augmentation.get("enabled", True) else (0, 1, 2)
         self.tta_axes = tuple(int(a) for a in tta_axes)
         self.mirrors = mirror_sets(self.tta_axes) if tta else [()]
@@ -146,12 +146,12 @@ class Predictor:
         self.activation = getattr(model, "output_activation", "softmax")
         self.uses_organs = "organs" in (tuple(getattr(model, "requires", ())) + tuple(getattr(model, "accepts", ())))
         #: id of the checkpoint's weights (set by ``load_checkpoint``; None for a model given directly)
-        self.checkpoint_id = meta.get("checkpoint_id")
+        self.checkpoint_id = meta.checkpoint_id
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "Predictor":
         """Load ``path`` (run folder or checkpoint folder) and build a predictor (``kwargs`` as ``__init__``)."""
-        from unipet.train.checkpoint import load_checkpoint
+        from unipet.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path)
         return cls(model, meta, **kwargs)
@@ -246,7 +246,7 @@ class Predictor:
             return logits.softmax(1) if self.activation == "softmax" else logits.sigmoid()
 
         start = time.perf_counter()
-        out_dev = self._stitch_device(x, int(self.meta["model"].get("num_classes", 2)))
+        out_dev = self._stitch_device(x, self.meta.num_classes)
         if out_dev.type == self.device.type:  # the whole volume fits: tiles are cut on the device, no per-tile copies
             x = x.to(self.device)
         total, passes = None, 0
@@ -354,7 +354,7 @@ def write_prediction(prediction: Prediction, study: Study, out_dir: str | Path, 
     """Write ``OUT_DIR/<study>_lesions.csv`` then ``OUT_DIR/<study>.nii.gz`` (atomic; the mask last, so its
     presence means the study is complete). Returns the mask path.
 
-    ``checkpoint_id`` (``unipet.train.checkpoint.checkpoint_id``) is recorded in the mask's header (``descrip``:
+    ``checkpoint_id`` (``unipet.checkpoint.checkpoint_id``) is recorded in the mask's header (``descrip``:
     ``"unipet checkpoint <id>"``) so that a later run can tell which checkpoint made it. Both paths are checked to
     stay inside ``out_dir`` (``OutputError`` for a study id such as ``../x``).
     """

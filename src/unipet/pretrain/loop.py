@@ -1,7 +1,7 @@
 """The pre-training loop: random patches of a cache -> masked reconstruction + alignment -> an encoder checkpoint.
 
 ``pretrain(cache, run_dir)`` writes ``RUN_DIR/checkpoint/`` with unipet's checkpoint writer
-(``unipet.train.checkpoint.save_checkpoint``: safetensors + JSON, atomic): ``model.safetensors`` holds the whole
+(``unipet.checkpoint.save_checkpoint``: safetensors + JSON, atomic): ``model.safetensors`` holds the whole
 pre-training module, whose ``ct_encoder.*`` / ``pet_encoder.*`` tensors carry the names of the ``anatomy``
 model's encoders, so ``unipet train --model anatomy --init RUN_DIR`` starts from them (the decoders, mask tokens
 and projection heads are reported as unused). ``meta.json`` has ``"kind": "pretrain"``, the encoder
@@ -129,7 +129,7 @@ def build_pretrainer(config: PretrainConfig, channels: Sequence[str] = ("CT", "P
 
 
 def encoder_meta(config: PretrainConfig) -> dict[str, Any]:
-    """What a segmentation model needs to match to load the encoders (``meta["encoder"]``)."""
+    """What a segmentation model needs to match to load the encoders (``CheckpointMeta.encoder``)."""
     return {"widths": list(config.widths), "depths": list(config.depths),
             "strides": [list(s) for s in config.resolved_strides()], "prefixes": list(ENCODER_PREFIXES),
             "model": "anatomy"}
@@ -156,7 +156,8 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
 
     from unipet.data.augment import augment_batch
     from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
+    from unipet.train import state as run_state
     from unipet.device import resolve_device
     from unipet.train.distributed import DistInfo
     from unipet.train.trainer import open_data, step_seed
@@ -168,12 +169,12 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
     state: dict[str, Any] = {}
     if resume:
         meta_old = ckpt.read_meta(run_dir)
-        if meta_old.get("kind") != KIND:
+        if meta_old.kind != KIND:
             raise ConfigError(f"{run_dir} is not a pre-training run; resume it with `unipet train --resume`")
-        if meta_old.get("data", {}).get("fingerprint") != ckpt.data_fingerprint(cache):
+        if meta_old.data_fingerprint != ckpt.data_fingerprint(cache):
             raise ConfigError(f"{run_dir} was pre-trained on other data (data fingerprint differs); resume with the "
                               "same cache or start a new run")
-        config = PretrainConfig.from_dict(meta_old["pretrain"])
+        config = PretrainConfig.from_dict(meta_old.pretrain)
         tensors, state = ckpt.load_train_state(run_dir)
     else:
         if (run_dir / ckpt.CHECKPOINT).exists() or (run_dir / ckpt.OLD).exists():
@@ -190,11 +191,11 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
     model.to(dev).train()
     optimizer = recipe.make_optimizer(model.parameters())
     amp_dtype = recipe.amp_dtype(dev)
-    scaler = ckpt.grad_scaler(amp_dtype, dev)
+    scaler = run_state.grad_scaler(amp_dtype, dev)
     start = 0
     if resume:
-        start = ckpt.restore_training(optimizer, scaler, tensors, state)
-        ckpt.set_rng_state(tensors, state["rng"])
+        start = run_state.restore_training(optimizer, scaler, tensors, state)
+        run_state.set_rng_state(tensors, state["rng"])
     sampler = PatchSampler(cache, case_ids=config.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
                            seed=config.seed)
     pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
@@ -202,14 +203,15 @@ def pretrain(data, run_dir: str | Path, config: PretrainConfig | None = None, re
     result = PretrainResult(run_dir=run_dir, iteration=start, model=model)
 
     def save(iteration: int) -> None:
-        meta = {"kind": KIND, "encoder": encoder_meta(config), "pretrain": config.to_dict(), "channels": channels,
-                "preprocess": cache.config.to_dict(), "patch_size": list(recipe.patch_size),
-                "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids),
-                         "source": cache.meta.get("source")},
-                "iteration": int(iteration), "complete": iteration >= config.iterations,
-                "last": result.logs[-1] if result.logs else None}
+        meta = ckpt.CheckpointMeta(
+            kind=KIND, encoder=encoder_meta(config), pretrain=config.to_dict(), channels=channels,
+            preprocess=cache.config.to_dict(), patch_size=list(recipe.patch_size),
+            data={"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids),
+                  "source": cache.meta.get("source")},
+            iteration=int(iteration), complete=iteration >= config.iterations,
+            last=result.logs[-1] if result.logs else None)
         train_state = {"iteration": iteration, "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-        ckpt.save_checkpoint(run_dir, model, meta, optimizer, train_state)
+        run_state.save_training_checkpoint(run_dir, model, meta, optimizer, train_state)
 
     if start >= config.iterations:
         return result

@@ -12,7 +12,7 @@ attention reads.
 
 The organ maps come from a cache's ``organs.npy`` (imported, phantom or teacher–student maps: ``unipet
 organs``), as random patches (``unipet.data.sampling.PatchSampler`` with ``with_organs``). The run folder holds
-a unipet checkpoint (safetensors + JSON, ``meta["kind"] = "pretrain-anatomy"``) whose ``anatomy.*`` tensors have
+a unipet checkpoint (safetensors + JSON, ``CheckpointMeta.kind == "pretrain-anatomy"``) whose ``anatomy.*`` tensors have
 the names of MAST-Pro's encoder, so ``unipet train --model mastpro --init RUN`` (or ``load_anatomy_encoder``)
 starts MAST-Pro from them; the decoder's tensors are reported as unused.
 """
@@ -139,7 +139,7 @@ def pretrain_anatomy_encoder(data, run_dir: str | Path, config: AnatomyPretrainC
     """
     from unipet.data.cache import Cache
     from unipet.data.sampling import PatchSampler
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
     from unipet.device import resolve_device
 
     config = config or AnatomyPretrainConfig()
@@ -166,12 +166,12 @@ def pretrain_anatomy_encoder(data, run_dir: str | Path, config: AnatomyPretrainC
     losses: list[float] = []
 
     def save(iteration: int) -> None:
-        meta = {"kind": KIND, "anatomy": config.to_dict(), "iteration": int(iteration),
-                "complete": iteration >= config.iterations,
-                "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(with_maps),
-                         "source": cache.meta.get("source")},
-                "mastpro_kwargs": {"organ_classes": config.organ_classes, "feature_size": config.feature_size,
-                                   "anatomy_widths": list(config.widths)}}
+        meta = ckpt.CheckpointMeta(
+            kind=KIND, anatomy=config.to_dict(), iteration=int(iteration), complete=iteration >= config.iterations,
+            data={"fingerprint": ckpt.data_fingerprint(cache), "cases": len(with_maps),
+                  "source": cache.meta.get("source")},
+            mastpro_kwargs={"organ_classes": config.organ_classes, "feature_size": config.feature_size,
+                            "anatomy_widths": list(config.widths)})
         ckpt.save_checkpoint(run_dir, model, meta)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def load_anatomy_encoder(model: nn.Module, source: str | Path):
             feature size or widths: the message names the run's settings).
     """
     from unipet.models.weights import load_pretrained, read_state_dict
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
 
     if getattr(model, "anatomy", None) is None:
         raise ConfigError("this model has no anatomical encoder (MAST-Pro built with use_anatomy=True has one)")

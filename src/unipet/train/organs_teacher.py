@@ -82,11 +82,11 @@ def train_organ_model(cases: Sequence[Case], run_dir: str | Path, model: str = D
         ``run_dir``.
     """
     from unipet.data.cache import build_cache
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
     from unipet.train.trainer import train
 
     run_dir = Path(run_dir)
-    if (run_dir / ckpt.CHECKPOINT).exists() and ckpt.read_meta(run_dir).get("complete"):
+    if (run_dir / ckpt.CHECKPOINT).exists() and ckpt.read_meta(run_dir).complete:
         return run_dir
     manifest = organ_manifest(cases, task_set)
     cache = build_cache(manifest, run_dir / "cache", label_source="organs")

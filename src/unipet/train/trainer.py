@@ -28,7 +28,8 @@ from unipet.data.augment import AugmentConfig, augment_batch
 from unipet.data.cache import Cache
 from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
 from unipet.errors import ConfigError, InputFileError, OutputExistsError
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
+from unipet.train import state as run_state
 from unipet.train import run_guard
 from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
 from unipet.train.losses import SegmentationLoss
@@ -77,18 +78,18 @@ def open_data(data: str | Path | Cache, run_dir: Path, info: DistInfo) -> Cache:
 
 
 def build_meta(model: torch.nn.Module, cache: Cache, recipe: Recipe, sampler: PatchSampler, iteration: int,
-               complete: bool) -> dict[str, Any]:
+               complete: bool) -> ckpt.CheckpointMeta:
     """Checkpoint metadata: everything prediction needs to repeat training's preprocessing and rebuild the model."""
     cfg = cache.config
     spacing = list(cfg.target_spacing) if cfg.target_spacing else cache.meta.get("fingerprint", {}).get("spacing", {}).get("median")
-    return {
-        "model": model.config, "output_activation": getattr(model, "output_activation", "softmax"),
-        "channels": list(cfg.channels), "preprocess": cfg.to_dict(), "spacing": spacing,
-        "patch_size": list(recipe.patch_size), "tasks": cache.task_set.names, "recipe": recipe.to_dict(),
-        "sampler": sampler.describe(),
-        "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids), "source": cache.meta.get("source")},
-        "iteration": int(iteration), "complete": bool(complete),
-    }
+    return ckpt.CheckpointMeta(
+        model=model.config, output_activation=getattr(model, "output_activation", "softmax"),
+        channels=list(cfg.channels), preprocess=cfg.to_dict(), spacing=spacing,
+        patch_size=list(recipe.patch_size), tasks=cache.task_set.names, recipe=recipe.to_dict(),
+        sampler=sampler.describe(),
+        data={"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids), "source": cache.meta.get("source")},
+        iteration=int(iteration), complete=bool(complete),
+    )
 
 
 class _WithTaskLogits(torch.nn.Module):
@@ -206,13 +207,13 @@ def train(
         state: dict[str, Any] = {}
         if resume:
             meta_old = ckpt.read_meta(run_dir)
-            if meta_old.get("model", {}).get("name") != model_name:
-                raise ConfigError(f"{run_dir} holds a {meta_old.get('model', {}).get('name')} run; resume it with "
+            if meta_old.model_name != model_name:
+                raise ConfigError(f"{run_dir} holds a {meta_old.model_name} run; resume it with "
                                   "the same --model or choose another --out")
-            if meta_old.get("data", {}).get("fingerprint") != ckpt.data_fingerprint(cache):
+            if meta_old.data_fingerprint != ckpt.data_fingerprint(cache):
                 raise ConfigError(f"{run_dir} was trained on other data (data fingerprint differs); resume with the "
                                   "same cache or start a new run")
-            recipe = Recipe.from_dict(meta_old["recipe"])
+            recipe = Recipe.from_dict(meta_old.recipe)
             fixed = {"patch_size": None if patch_size is None else tuple(int(v) for v in patch_size),
                      "batch_size": batch_size}
             for name, value in fixed.items():
@@ -232,8 +233,8 @@ def train(
         run_guard.check_options(checkpoint_every=recipe.checkpoint_every)  # 0 would fail (x % 0) mid-run
         dev = info.device
         if resume:  # the model is rebuilt exactly as recorded
-            kw = dict(meta_old["model"].get("kwargs", {}))
-            num_classes = int(meta_old["model"]["num_classes"])
+            kw = meta_old.model_kwargs
+            num_classes = meta_old.num_classes
         else:
             kw = dict(model_kw or {})
             num_classes = int(kw.pop("num_classes", 2))
@@ -244,7 +245,7 @@ def train(
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
-            init_record = meta_old.get("init_from")
+            init_record = meta_old.init_from
         else:
             init_record = initialise_from(model, init_from) if init_from is not None else None
         trained_names = model.scope_parameters(recipe.trainable)
@@ -257,12 +258,12 @@ def train(
         model.train()
         optimizer = recipe.make_optimizer([p for p in model.parameters() if p.requires_grad])
         amp_dtype = recipe.amp_dtype(dev)
-        scaler = ckpt.grad_scaler(amp_dtype, dev)
+        scaler = run_state.grad_scaler(amp_dtype, dev)
         start = 0
         if resume:
-            start = ckpt.restore_training(optimizer, scaler, state_tensors, state)
+            start = run_state.restore_training(optimizer, scaler, state_tensors, state)
             if info.is_main:
-                ckpt.set_rng_state(state_tensors, state["rng"])
+                run_state.set_rng_state(state_tensors, state["rng"])
             else:
                 torch.manual_seed(step_seed(recipe.seed, info.rank, start))
         net = wrap_model(_WithTaskLogits(model), info)
@@ -286,10 +287,10 @@ def train(
             if not info.is_main:
                 return
             meta = build_meta(model, cache, recipe, sampler, iteration, complete)
-            meta["init_from"] = init_record
+            meta.init_from = init_record
             train_state = {"iteration": iteration, "sampler": {"seed": sampler.seed, "next_batch": iteration},
                            "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-            ckpt.save_checkpoint(run_dir, model, meta, optimizer, train_state)
+            run_state.save_training_checkpoint(run_dir, model, meta, optimizer, train_state)
 
         result = TrainResult(run_dir=run_dir, iteration=start, stopped=False)
         if start >= recipe.iterations:
