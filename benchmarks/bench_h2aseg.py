@@ -116,7 +116,8 @@ def main() -> None:
 
     import torch
 
-    from unipet.models.h2aseg import PAPER_PATCH, VARIANTS, tamw_report_on_cache
+    from unipet.analysis.h2aseg import tamw_report_on_cache
+    from unipet.models.h2aseg import PAPER_PATCH, VARIANTS
     from unipet.models.profile import profile_model
     from unipet.train import load_recipe, train
     from unipet.checkpoint import load_checkpoint, read_meta

@@ -79,7 +79,7 @@ def parameter_table() -> dict:
     import torch
 
     from unipet.models import create
-    from unipet.models.mastpro import parameter_report
+    from unipet.analysis.mastpro import parameter_report
 
     rows = {}
     with torch.device("cpu"):

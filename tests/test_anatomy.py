@@ -15,9 +15,9 @@ from unipet.models.anatomy import (
     ENCODER_PREFIXES,
     HyperCrossAttention,
     OrganPromptEncoder,
-    organ_fractions,
     organ_geometry,
 )
+from unipet.models.blocks import organ_fractions
 
 PATCH = (16, 32, 32)
 

@@ -24,12 +24,11 @@ from unipet.models.h2aseg import (
     H2ASeg,
     check_patch,
     patch_multiple,
-    recording_tamw,
-    tamw_weight_report,
     window_merge,
     window_partition,
 )
 from unipet.models.profile import profile_model
+from unipet.analysis.h2aseg import recording_tamw, tamw_weight_report
 from unipet.train import load_recipe, train
 from unipet.checkpoint import load_checkpoint, read_meta
 from unipet.train.losses import SegmentationLoss, deep_supervision_weights

@@ -16,13 +16,9 @@ from unipet.errors import ConfigError, MissingInputError
 from unipet.io.layouts import import_autopet
 from unipet.io.nifti import load_volume, save_volume
 from unipet.models import create
-from unipet.models.mastpro import (
-    PromptAttention,
-    organ_fractions,
-    parameter_report,
-    start_usage,
-    usage_report,
-)
+from unipet.analysis.mastpro import parameter_report, start_usage, usage_report
+from unipet.models.blocks import organ_fractions
+from unipet.models.mastpro import PromptAttention
 from unipet.models.text import encode_texts
 from unipet.checkpoint import load_checkpoint, read_meta
 

@@ -41,7 +41,8 @@ def tamw_weights_command(
     from unipet.data.cache import Cache
     from unipet.errors import ConfigError
     from unipet.fileio import atomic_write_json, check_writable
-    from unipet.models.h2aseg import H2ASeg, tamw_report_on_cache
+    from unipet.analysis.h2aseg import tamw_report_on_cache
+    from unipet.models.h2aseg import H2ASeg
     from unipet.checkpoint import load_checkpoint
     from unipet.device import resolve_device
 

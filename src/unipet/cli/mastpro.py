@@ -38,7 +38,7 @@ def experts_command(
     from unipet.data.cache import Cache
     from unipet.fileio import atomic_write_json, check_writable
     from unipet.infer import Predictor
-    from unipet.models.mastpro import cohort_usage
+    from unipet.analysis.mastpro import cohort_usage
 
     if out is not None:
         check_writable(out, overwrite)

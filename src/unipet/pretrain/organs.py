@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unipet.errors import ConfigError, OutputExistsError, check_known_fields
-from unipet.models.mastpro import PHANTOM_ORGAN_CLASSES, AnatomyEncoder, organ_fractions
+from unipet.data.organs import ORGAN_CLASSES
+from unipet.models.blocks import organ_fractions
+from unipet.models.mastpro import ANATOMY_FACTOR, AnatomyEncoder
 
 KIND = "pretrain-anatomy"
 
@@ -48,7 +50,7 @@ class AnatomyPretrainConfig:
         checkpoint_every: steps between checkpoints.
     """
 
-    organ_classes: int = PHANTOM_ORGAN_CLASSES
+    organ_classes: int = ORGAN_CLASSES
     feature_size: int = 48
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
@@ -99,7 +101,7 @@ class OrganAutoencoder(nn.Module):
         b, d, h, w = organs.shape
         tokens, present = self.anatomy(organs)
         grid = tokens.transpose(1, 2).reshape(b, tokens.shape[2], d // 32, h // 32, w // 32)
-        fractions = organ_fractions(organs, self.anatomy.organ_classes)
+        fractions = organ_fractions(organs, self.anatomy.organ_classes, ANATOMY_FACTOR)
         return self.decoder(grid), fractions, present
 
 
