@@ -336,12 +336,20 @@ class Predictor:
                           seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1))
 
 
+#: columns of a predicted lesion table (volumes in mL, centroids in RAS millimetres)
+LESION_COLUMNS = ("id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+
+
+def lesion_rows(lesions: Sequence[Any]) -> list[tuple]:
+    """One tuple per lesion in ``LESION_COLUMNS`` order (volume to 4 decimals, centroids to 2)."""
+    return [(c.label, c.voxels, round(c.volume_ml, 4), *(round(v, 2) for v in c.centroid_mm)) for c in lesions]
+
+
 def lesion_table_csv(lesions: Sequence[Any]) -> str:
     """CSV text of a lesion table: ``id, voxels, volume_ml, centroid_x_mm, centroid_y_mm, centroid_z_mm``."""
-    rows = ["id,voxels,volume_ml,centroid_x_mm,centroid_y_mm,centroid_z_mm"]
-    for c in lesions:
-        x, y, z = c.centroid_mm
-        rows.append(f"{c.label},{c.voxels},{c.volume_ml:.4f},{x:.2f},{y:.2f},{z:.2f}")
+    rows = [",".join(LESION_COLUMNS)]
+    for label, voxels, volume, x, y, z in lesion_rows(lesions):
+        rows.append(f"{label},{voxels},{volume:.4f},{x:.2f},{y:.2f},{z:.2f}")
     return "\n".join(rows) + "\n"
 
 

@@ -138,6 +138,17 @@ def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwr
     import nibabel as nib
 
     path = check_writable(path, overwrite)
+    img = to_nifti_image(volume, affine, description)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def to_nifti_image(volume: np.ndarray, affine: np.ndarray, description: str | None = None):
+    """A ``(z, y, x)`` volume as an in-memory ``nibabel.Nifti1Image`` (``(x, y, z)`` data, qform = sform = affine,
+    dtype kept); ``description`` goes into ``descrip`` (ASCII, at most 79 characters)."""
+    import nibabel as nib
+
     if volume.ndim != 3:
         raise ImageGeometryError(f"can only write 3-D volumes, got shape {volume.shape}")
     img = nib.Nifti1Image(np.ascontiguousarray(zyx_to_nifti(volume)), np.asarray(affine, dtype=np.float64))
@@ -145,9 +156,7 @@ def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwr
     img.set_sform(img.affine, code=1)
     if description is not None:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        nib.save(img, str(tmp))
-    return path
+    return img
 
 
 def check_pet_values(pet: np.ndarray, source: str, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
