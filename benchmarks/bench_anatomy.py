@@ -101,7 +101,7 @@ def organ_table(result, truth_cases, classes: int) -> dict:
 
     from unipet.data.organs import label_name
     from unipet.io.nifti import load_volume
-    from unipet.train.organs_teacher import organ_dice
+    from unipet.evaluate.metrics import label_dice as organ_dice
 
     table = {}
     for name, maps in (("teacher", result.pseudo_labels), ("student", result.maps if result.student_dir else None)):
