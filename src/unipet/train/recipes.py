@@ -249,6 +249,12 @@ RECIPES: dict[str, Recipe] = {
     "anatomy": Recipe(name="anatomy", optimizer="adamw", lr=2e-4, weight_decay=1e-5, schedule="cosine",
                       warmup_iterations=2_500, grad_clip=1.0, iterations=50_000),
     "organs": Recipe(name="organs", sampling={"lesion": 0.0, "random": 1.0, "negative": 0.0}),
+    # cross-modal pre-training (unipet.pretrain): AdamW with linear warm-up then cosine decay (MAE's schedule),
+    # random patches only, no PET/CT misalignment (it would teach that corresponding locations do not correspond)
+    "pretrain": Recipe(name="pretrain", optimizer="adamw", lr=1e-4, weight_decay=0.05, schedule="cosine",
+                       warmup_iterations=5_000, iterations=100_000, patch_size=(112, 160, 128), batch_size=2,
+                       sampling={"random": 1.0}, augmentation=AugmentConfig(p_misalign=0.0).to_dict(),
+                       deep_supervision=False, grad_clip=1.0),
 }
 
 
