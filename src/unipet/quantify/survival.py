@@ -102,6 +102,29 @@ def check_survival_table(df: pd.DataFrame, time: str, event: str, markers: Seque
 
 
 # ---------------------------------------------------------------------------------------------- split / cut-offs
+def with_id_column(frame: pd.DataFrame, column: str, id_col: str, what: str) -> pd.DataFrame:
+    """``frame`` with its patient id ``column`` named ``id_col`` and held as strings (ids join as text).
+
+    Raises:
+        ConfigError: ``frame`` has no ``column``.
+    """
+    if column not in frame.columns:
+        raise ConfigError(f"the {what} has no column {column!r} to join on; name the patient id columns "
+                          "(--id-col / --clinical-id)")
+    return frame.rename(columns={column: id_col}).assign(**{id_col: lambda d: d[id_col].astype(str)})
+
+
+def join_clinical(table: pd.DataFrame, clinical: pd.DataFrame, id_col: str,
+                  clinical_id: str | None = None) -> pd.DataFrame:
+    """The rows of a biomarker ``table`` with the outcome columns of a ``clinical`` table, joined (inner) on the
+    patient id: ``id_col`` in ``table``, ``clinical_id`` (default ``id_col``) in ``clinical``; clinical columns
+    the table already has are not taken twice."""
+    table = with_id_column(table, id_col, id_col, "biomarker table")
+    clinical = with_id_column(clinical, clinical_id or id_col, id_col, "clinical table")
+    clinical = clinical[[id_col, *[c for c in clinical.columns if c not in table.columns]]]
+    return table.merge(clinical, on=id_col, how="inner")
+
+
 def split_derivation_validation(df: pd.DataFrame, fraction: float, seed: int,
                                 stratify: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a patient table at random into a derivation and a validation cohort.
