@@ -25,7 +25,7 @@ def demo(tmp_path_factory):
 def test_reference_biomarkers_reproduce_the_outcome_model(tmp_path):
     from unipet.data.phantom import write_phantom_cohort
     from unipet.io.layouts import import_phantom
-    from unipet.quantify.biomarkers import quantify_manifest
+    from unipet.quantify.runner import quantify_manifest
 
     cohort = write_phantom_cohort(tmp_path / "cohort", n=64, seed=SEED, workers=2)
     import_phantom(cohort).save(tmp_path / "cohort.json")

@@ -135,7 +135,7 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
 
     from unipet.evaluate import evaluate
     from unipet.infer import Predictor, predict_batch
-    from unipet.quantify.biomarkers import quantify_manifest
+    from unipet.quantify.runner import quantify_manifest
     from unipet.report.survival import compare_sources, run_survival
     from unipet.report.html import build_report
 
