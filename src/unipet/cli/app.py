@@ -17,3 +17,23 @@ def _root() -> None:
 
     Start with `unipet demo`; every sub-command has --help with examples.
     """
+
+
+def family(name: str, help: str) -> typer.Typer:
+    """A command family of a paper or model (``unipet gcis export``): a sub-application added to ``app``."""
+    sub = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def family_command(sub: typer.Typer, name: str, alias: str | None = None):
+    """Register a function as ``unipet <family> <name>``, and as the hidden top-level ``unipet <alias>`` (the
+    command's name before families existed; kept for one release)."""
+
+    def register(fn):
+        sub.command(name)(fn)
+        if alias is not None:
+            app.command(alias, hidden=True)(fn)
+        return fn
+
+    return register

@@ -1,4 +1,5 @@
-"""gCIS commands: ``unipet export`` (single-path model of one task) and ``unipet adapt`` (few-shot adaptation)."""
+"""gCIS commands: ``unipet gcis export`` (single-path model of one task) and ``unipet gcis adapt`` (few-shot
+adaptation); ``unipet export`` / ``unipet adapt`` are their hidden former names."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,12 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family, family_command
+
+gcis = family("gcis", "gCIS (Wang et al.): prune a model to one task, few-shot adaptation to a new prompt.")
 
 
-@app.command("export")
+@family_command(gcis, "export", alias="export")
 def export_command(
     model: Path = typer.Option(..., "--model", "-m", help="A full gcis run (or checkpoint) folder."),
     task: str = typer.Option(..., "--task", help="Task (name or alias) the exported model segments."),
@@ -23,9 +26,9 @@ def export_command(
 
     Examples:
 
-        unipet export --model runs/gcis --task aorta --out models/gcis-aorta
+        unipet gcis export --model runs/gcis --task aorta --out models/gcis-aorta
 
-        unipet predict models/gcis-aorta cohort.json preds/ --task aorta
+        unipet predict cohort.json preds/ --checkpoint models/gcis-aorta --task aorta
     """
     from unipet.analysis.gcis import export
 
@@ -35,7 +38,7 @@ def export_command(
                   f"{full / 1e6:.2f} M ({100 * (1 - pruned / full):.1f} % removed); checkpoint in {out / 'checkpoint'}")
 
 
-@app.command("adapt")
+@family_command(gcis, "adapt", alias="adapt")
 def adapt_command(
     model: Path = typer.Option(..., "--model", "-m", help="A full gcis run whose routers route the new prompt."),
     data: Path = typer.Option(..., "--data", help="Cache folder (`unipet preprocess`) with studies of the new task."),
@@ -57,9 +60,9 @@ def adapt_command(
 
     Examples:
 
-        unipet adapt --model runs/gcis --data cache/ --task iliac_arteries --prompt "iliac artery" --shots 5 --out runs/iliac5
+        unipet gcis adapt --model runs/gcis --data cache/ --task iliac_arteries --prompt "iliac artery" --shots 5 --out runs/iliac5
 
-        unipet adapt --model runs/gcis --data cache/ --task iliac_arteries --shots 1 --out runs/iliac1 --iterations 500
+        unipet gcis adapt --model runs/gcis --data cache/ --task iliac_arteries --shots 1 --out runs/iliac1 --iterations 500
     """
     from unipet.train.gcis import adapt
 

@@ -1,4 +1,4 @@
-"""``unipet tamw-weights``: the PET/CT emphasis per decoder level that a trained H2ASeg's TAMW has learnt."""
+"""``unipet h2aseg tamw``: the PET/CT emphasis per decoder level that a trained H2ASeg's TAMW has learnt."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,12 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family, family_command
+
+h2aseg = family("h2aseg", "H2ASeg: the TAMW channel weights of a trained model (the paper's Table 3).")
 
 
-@app.command("tamw-weights")
+@family_command(h2aseg, "tamw", alias="tamw-weights")
 def tamw_weights_command(
     checkpoint: Path = typer.Argument(..., help="H2ASeg run folder or checkpoint folder written by `unipet train`."),
     cache: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`) the model was trained on."),
@@ -32,11 +34,11 @@ def tamw_weights_command(
 
     Examples:
 
-        unipet tamw-weights runs/h2aseg cache/
+        unipet h2aseg tamw runs/h2aseg cache/
 
-        unipet tamw-weights runs/h2aseg cache/ --split test --patches 200 --out tamw.json
+        unipet h2aseg tamw runs/h2aseg cache/ --split test --patches 200 --out tamw.json
 
-        unipet tamw-weights runs/h2aseg cache/ --lesion-share 0.5 --device cuda
+        unipet h2aseg tamw runs/h2aseg cache/ --lesion-share 0.5 --device cuda
     """
     from unipet.data.cache import Cache
     from unipet.errors import ConfigError

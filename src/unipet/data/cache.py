@@ -6,7 +6,7 @@ Layout::
     CACHE/fingerprint.json    dataset fingerprint (spacings, shapes, intensity statistics)
     CACHE/<case>/image.npy    (C, z, y, x) float32, normalised
     CACHE/<case>/label.npy    (z, y, x) uint8 lesion mask (absent when the case has none); the organ map in a
-                              cache built with ``label_source="organs"`` (organ segmenters, ``unipet organs``)
+                              cache built with ``label_source="organs"`` (organ segmenters, ``unipet anatomy organs``)
     CACHE/<case>/organs.npy   (z, y, x) uint16 organ map (optional)
     CACHE/<case>/case.json    ids, task, split, grids, crop, and the lesion-instance index
 

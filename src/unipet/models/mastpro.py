@@ -29,7 +29,7 @@ The paper has no public code; this is unipet's implementation of what it specifi
   labelled voxel (a study without organ map reaches the model as zeros) has its anatomical tokens masked:
   its prompts are then text-only. Calling the model with ``organs=None`` raises ``MissingInputError``. The paper
   uses a pre-trained anatomical encoder without saying how it was pre-trained; unipet pre-trains it as an organ-map
-  autoencoder (``unipet pretrain-anatomy``, ``unipet.pretrain.organs``) and starts MAST-Pro from it with
+  autoencoder (``unipet mastpro pretrain-anatomy``, ``unipet.pretrain.organs``) and starts MAST-Pro from it with
   ``unipet train --model mastpro --init RUN`` (the encoder's tensors have the same names).
 - **Prompt cross-attention** at the bottleneck (``PromptAttention``): the prompts ``[text; anatomy]`` are the
   queries over the image tokens (keys/values) and are refined by an MLP; the image tokens then read the

@@ -42,10 +42,10 @@ Shipped recipes:
   of 2 studies), half centred on a lesion (its positive/negative crop ratio 1:1), deep supervision at 5 levels
   weighted ``6 - k`` (the model's ``deep_supervision_weights``), no gradient clipping; 60,000 steps (its 200 epochs
   on autoPET's 60 % training split at 2 studies per step). Poly decay replaces the release's per-epoch x0.99 steps.
-- ``anatomy``: the anatomy-guided model (CNN encoders, often initialised by ``unipet pretrain``, plus Mamba and
+- ``anatomy``: the anatomy-guided model (CNN encoders, often initialised by ``unipet anatomy pretrain``, plus Mamba and
   hypernet-attention prompt layers): AdamW (lr 2e-4, wd 1e-5), warm-up over 2,500 steps then cosine decay,
   gradient clipping at 1, deep supervision, nnU-Net's patch and sampling; 50,000 steps.
-- ``organs``: the organ segmenters of the teacher–student organ maps (``unipet organs``): nnU-Net's recipe with
+- ``organs``: the organ segmenters of the teacher–student organ maps (``unipet anatomy organs``): nnU-Net's recipe with
   uniformly random patches (organs are everywhere, there is no lesion to oversample).
 
 A recipe can also be a JSON or YAML file with any of the fields (unknown fields are refused); ``load_recipe``

@@ -158,7 +158,7 @@ def train(
         tensorboard: write TensorBoard scalars (losses, lr, validation Dice, it/s) and validation MIP images
             when ``tensorboard`` is installed (``unipet.train.monitor``).
         init_from: start from these weights (a unipet run/checkpoint folder, an encoder checkpoint of
-            ``unipet pretrain`` or a weights file): tensors are copied by name where the shapes fit
+            ``unipet anatomy pretrain`` or a weights file): tensors are copied by name where the shapes fit
             (``unipet.models.weights.load_pretrained``; input layers adapted), the rest keep their initialisation.
             Ignored on ``resume`` (the checkpoint's weights are used).
         trainable: the recipe's ``trainable`` scope (e.g. ``"peft"``): only those parameters are optimised.
