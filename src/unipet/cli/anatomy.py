@@ -10,7 +10,8 @@ from unipet.cli._common import console
 from unipet.cli.app import family, family_command
 
 anatomy = family("anatomy", "The anatomy model's preparation: cross-modal encoder pre-training, teacher–student "
-                 "organ maps.")
+                 "organ maps.", ["unipet anatomy pretrain cache/ --out runs/pretrain",
+                                 "unipet anatomy organs cohort.json --out organs/"])
 from unipet.errors import ConfigError
 
 

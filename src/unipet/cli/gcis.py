@@ -9,7 +9,9 @@ import typer
 from unipet.cli._common import console
 from unipet.cli.app import family, family_command
 
-gcis = family("gcis", "gCIS (Wang et al.): prune a model to one task, few-shot adaptation to a new prompt.")
+gcis = family("gcis", "gCIS: prune a model to one task, few-shot adaptation to a new prompt.",
+              ["unipet gcis export --model runs/gcis --task aorta --out models/gcis-aorta",
+               "unipet gcis adapt --model runs/gcis --data cache/ --task iliac_arteries --shots 5 --out runs/iliac5"])
 
 
 @family_command(gcis, "export", alias="export")

@@ -8,7 +8,8 @@ import typer
 from unipet.cli._common import console
 from unipet.cli.app import family, family_command
 
-h2aseg = family("h2aseg", "H2ASeg: the TAMW channel weights of a trained model (the paper's Table 3).")
+h2aseg = family("h2aseg", "H2ASeg: the TAMW channel weights of a trained model (the paper's Table 3).",
+                ["unipet h2aseg tamw runs/h2aseg cache/"])
 
 
 @family_command(h2aseg, "tamw", alias="tamw-weights")

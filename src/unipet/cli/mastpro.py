@@ -8,7 +8,9 @@ import typer
 from unipet.cli._common import console
 from unipet.cli.app import family, family_command
 
-mastpro = family("mastpro", "MAST-Pro: expert usage of a trained model, anatomical encoder pre-training.")
+mastpro = family("mastpro", "MAST-Pro: expert usage of a trained model, anatomical encoder pre-training.",
+                 ["unipet mastpro experts runs/mastpro cache/ --split val",
+                  "unipet mastpro pretrain-anatomy cache/ --out runs/anatomy-ae"])
 from unipet.errors import ConfigError
 
 
