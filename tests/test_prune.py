@@ -2,6 +2,8 @@
 (encoder frozen), and the second-stage plan and scope."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from _gcis_data import TINY_GCIS, build_structures_cache
@@ -147,3 +149,31 @@ def test_second_stage_plan_and_a_per_path_scope_trains_only_that_path(run):
     assert full.pathways[4].last_route.tolist() == [1, 1]  # frozen routers route by arg-max
     changed = {n for n, p in full.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= scope
+
+
+def test_second_stage_trains_each_used_sub_pathway_in_turn_from_the_previous_run(run, tmp_path):
+    """Stage 2: one short run per (level, path) the tasks are routed to, each trainable only on its path and
+    initialised from the run before it (the first from the joint run)."""
+    from safetensors.torch import load_file
+
+    from unipet.train.gcis import second_stage, second_stage_plan
+
+    cache, tmp = run
+    full, _ = load_checkpoint(tmp / "run")
+    plan = [(level, path) for level, path, _ in second_stage_plan(full.routes().tolist(), full.task_set.names)]
+    records = second_stage(tmp / "run", cache, tmp_path / "stage2", iterations=1, device="cpu",
+                           patch_size=(32, 32, 32), batch_size=1, workers=0)
+    done = [(r["level"], r["path"]) for r in records]
+    assert done and [step for step in plan if step in done] == done  # in plan order (paths without cases skipped)
+    previous = load_file(str(tmp / "run" / "checkpoint" / "model.safetensors"))
+    moved = set()
+    for record in records:
+        model, meta = load_checkpoint(record["run"])
+        assert meta.recipe["trainable"] == f"path:{record['level']}:{record['path']}" and meta.iteration == 1
+        scope = model.scope_parameters(meta.recipe["trainable"])
+        now = load_file(str(Path(record["run"]) / "checkpoint" / "model.safetensors"))
+        changed = {k for k in now if k in previous and not torch.equal(now[k], previous[k])}
+        assert changed <= scope  # nothing outside the sub-pathway moved
+        moved |= changed
+        previous = now
+    assert moved  # the sub-pathways did train

@@ -74,3 +74,39 @@ def adapt_command(
     console.print(f"adapted to {result['task']} (prompt {result['prompt']!r}, route {result['route']}) on "
                   f"{len(result['cases'])} studies: {result['trainable_params'] / 1e6:.2f} M trained, "
                   f"{result['frozen_params'] / 1e6:.2f} M frozen; checkpoint in {out / 'checkpoint'}")
+
+
+@family_command(gcis, "organ-tasks")
+def organ_tasks_command(
+    manifest: Path = typer.Argument(..., help="Manifest JSON whose cases have organ maps (e.g. a phantom cohort)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the structure masks (<case>/<task>.nii.gz)."),
+    manifest_out: Path = typer.Option(..., "--manifest-out", help="Manifest JSON to write (the cases plus one per "
+                                      "study and structure)."),
+    tasks: list[str] = typer.Option(None, "--task", help="Organ / vessel task to add (repeatable; default every "
+                                    "organ task of the task set)."),
+    task_set: str = typer.Option(None, "--task-set", help="Task set naming the structures (default: the "
+                                 "manifest's own, e.g. phantom_structures)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing masks and --manifest-out."),
+) -> None:
+    """Organs and vessels as tasks: write each structure's mask from the organ maps and a manifest with one extra
+    case per (study, structure), so that gCIS trains on tubular targets (aorta, ureters) like on lesions.
+
+    Examples:
+
+        unipet gcis organ-tasks cohort.json --task-set phantom_structures --out masks/ --manifest-out structures.json
+
+        unipet gcis organ-tasks cohort.json --task aorta --task ureter --out masks/ --manifest-out aorta_ureter.json
+    """
+    from unipet.data.organ_tasks import add_organ_tasks
+    from unipet.fileio import check_writable
+    from unipet.io.manifest import Manifest
+    from unipet.tasks import TaskSet
+
+    check_writable(manifest_out, overwrite)
+    cases = Manifest.load(manifest)
+    if task_set is not None:
+        cases = Manifest(cases.cases, task_set=TaskSet.load(task_set), source=cases.source, root=cases.root)
+    result = add_organ_tasks(cases, out, tasks=tasks or None, overwrite=overwrite)
+    result.save(manifest_out, overwrite=overwrite)
+    console.print(f"{len(result.cases) - len(cases.cases)} structure cases added to {len(cases.cases)}; masks in "
+                  f"{out}, manifest {manifest_out}")
