@@ -18,8 +18,6 @@ generator seeded by ``(seed, iteration)``, so a resumed run draws the same masks
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,18 +26,12 @@ import torch
 from unipet.errors import ConfigError, OutputExistsError
 from unipet.models.anatomy import DEFAULT_DEPTHS, DEFAULT_WIDTHS, ENCODER_PREFIXES
 from unipet.train.engine import Callback, TrainResult
-from unipet.train.recipes import Recipe, load_recipe
+from unipet.train.recipes import Recipe, RecipeSettings
 
 KIND = "pretrain"
 
 
-#: the fields of ``PretrainConfig`` that describe the module (the optimisation is its ``recipe``)
-MODULE_FIELDS = ("widths", "depths", "strides", "mask_ratio", "decoder_width", "proj_dim", "temperature",
-                 "align_weight")
-
-
-@dataclass(init=False)
-class PretrainConfig:
+class PretrainConfig(RecipeSettings):
     """Every setting of a pre-training run (recorded in its ``meta.json``): the module's, and a ``Recipe``.
 
     Attributes:
@@ -51,15 +43,9 @@ class PretrainConfig:
             default); ``PretrainConfig(..., iterations=4, lr=3e-3)`` overrides its fields by keyword.
     """
 
-    widths: list[int]
-    depths: list[int]
-    strides: list[list[int]] | None
-    mask_ratio: float
-    decoder_width: int
-    proj_dim: int
-    temperature: float
-    align_weight: float
-    recipe: Recipe
+    MODULE_FIELDS = ("widths", "depths", "strides", "mask_ratio", "decoder_width", "proj_dim", "temperature",
+                     "align_weight")
+    RECIPE = "pretrain"
 
     def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, depths: Sequence[int] = DEFAULT_DEPTHS,
                  strides: Sequence[Sequence[int]] | None = None, mask_ratio: float = 0.6, decoder_width: int = 32,
@@ -69,27 +55,7 @@ class PretrainConfig:
         self.strides = None if strides is None else [[int(v) for v in s] for s in strides]
         self.mask_ratio, self.decoder_width, self.proj_dim = float(mask_ratio), int(decoder_width), int(proj_dim)
         self.temperature, self.align_weight = float(temperature), float(align_weight)
-        self.recipe = load_recipe(recipe or "pretrain", **recipe_fields)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**{k: json.loads(json.dumps(getattr(self, k))) for k in MODULE_FIELDS}, "recipe": self.recipe.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
-        """Settings from ``to_dict``'s layout, or from the flat layout of runs written before the recipe was its own
-        field (module fields and recipe fields side by side)."""
-        d = dict(d)
-        module = {k: d.pop(k) for k in MODULE_FIELDS if k in d}
-        recipe = d.pop("recipe", None)
-        if isinstance(recipe, dict):
-            recipe = Recipe.from_dict(recipe)
-        return cls(**module, recipe=recipe, **d)
-
-    def with_overrides(self, **overrides: Any) -> "PretrainConfig":
-        """A copy with the non-None ``overrides`` (module or recipe fields) applied."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        module = {k: given.pop(k, getattr(self, k)) for k in MODULE_FIELDS}
-        return PretrainConfig(**module, recipe=self.recipe, **given)
+        self._set_recipe(recipe, recipe_fields)
 
     def resolved_strides(self) -> list[tuple[int, int, int]]:
         """The strides given, or nnU-Net's plan for the recipe's patch."""

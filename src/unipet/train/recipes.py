@@ -255,6 +255,13 @@ RECIPES: dict[str, Recipe] = {
                        warmup_iterations=5_000, iterations=100_000, patch_size=(112, 160, 128), batch_size=2,
                        sampling={"random": 1.0}, augmentation=AugmentConfig(p_misalign=0.0).to_dict(),
                        deep_supervision=False, grad_clip=1.0),
+    # MAST-Pro's anatomical encoder as an organ-map autoencoder (unipet.pretrain.organs; unipet's choice): AdamW,
+    # cosine decay to 0 without warm-up, full precision, no clipping, random patches, no augmentation
+    "anatomy-ae": Recipe(name="anatomy-ae", optimizer="adamw", lr=1e-3, weight_decay=1e-5, schedule="cosine",
+                         iterations=5000, patch_size=(96, 96, 96), batch_size=2, sampling={"random": 1.0},
+                         augmentation=AugmentConfig(enabled=False).to_dict(), deep_supervision=False, amp="none",
+                         grad_clip=0.0,
+                         workers=0),
 }
 
 
@@ -293,3 +300,43 @@ def load_recipe(source: str | Path | Recipe | None = None, **overrides: Any) -> 
     recipe = replace(recipe)
     recipe.validate()
     return recipe
+
+
+class RecipeSettings:
+    """Settings of a trainable module plus the ``Recipe`` that trains it (pre-training configurations).
+
+    Subclasses list their module's fields in ``MODULE_FIELDS`` and name their shipped recipe in ``RECIPE``; their
+    ``__init__`` takes the module fields, ``recipe`` and recipe fields as keywords (``iterations=4, lr=3e-3``)
+    and calls ``_set_recipe``. ``to_dict`` nests the recipe under ``"recipe"``; ``from_dict`` also reads the flat
+    layout of runs written before (module and recipe fields side by side).
+    """
+
+    MODULE_FIELDS: tuple[str, ...] = ()
+    RECIPE = "nnunet"
+    recipe: Recipe
+
+    def _set_recipe(self, recipe: Recipe | str | None, fields: dict[str, Any]) -> None:
+        self.recipe = load_recipe(recipe or self.RECIPE, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: json.loads(json.dumps(getattr(self, k))) for k in self.MODULE_FIELDS},
+                "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        d = dict(d)
+        module = {k: d.pop(k) for k in cls.MODULE_FIELDS if k in d}
+        recipe = d.pop("recipe", None)
+        return cls(**module, recipe=Recipe.from_dict(recipe) if isinstance(recipe, dict) else recipe, **d)
+
+    def with_overrides(self, **overrides: Any):
+        """A copy with the non-None ``overrides`` (module or recipe fields) applied."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        module = {k: given.pop(k, getattr(self, k)) for k in self.MODULE_FIELDS}
+        return type(self)(**module, recipe=self.recipe, **given)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"
