@@ -260,8 +260,7 @@ RECIPES: dict[str, Recipe] = {
     "anatomy-ae": Recipe(name="anatomy-ae", optimizer="adamw", lr=1e-3, weight_decay=1e-5, schedule="cosine",
                          iterations=5000, patch_size=(96, 96, 96), batch_size=2, sampling={"random": 1.0},
                          augmentation=AugmentConfig(enabled=False).to_dict(), deep_supervision=False, amp="none",
-                         grad_clip=0.0,
-                         workers=0),
+                         grad_clip=0.0, workers=0),
 }
 
 
