@@ -4,20 +4,33 @@ writes) JSON.
 1. Sizes: parameters and MACs of the four variants at the paper's patch (64 x 128 x 128 in z, y, x; meta device).
 2. Table 2: the same dual-branch ResUNet with channel concatenation (``baseline``), + MCSA only (``mcsa``), + TAMW
    only (``tamw``) and H2ASeg (``full``), each trained with the ``h2aseg`` recipe (Adam 1e-4, wd 1e-5, deep
-   supervision 5..1) on the phantom cohort's training split, then run with the sliding-window predictor on the
-   val + test studies: Dice and HD95 (mm) over lesion-positive studies, precision and recall over all studies
-   where defined (the seed's convention), plus training and inference time.
+   supervision 5..1, lesion / random patches 1:1) on the phantom cohort's training split, then run with the
+   sliding-window predictor on the val + test studies (``--eval-cases`` per type at most, lesion-positive ones
+   first): Dice and HD95 (mm) over lesion-positive studies, overall and per cancer type (``per_type``), precision
+   and recall over all studies where defined (the seed's convention), plus training and inference time.
 3. Table 3: mean TAMW foreground / background weights of the PET, CT and decoder channels per decoder level for the
    variants with TAMW, on lesion-centred and on random patches of the evaluation studies.
 
 Variants are trained in ``WORK/<variant>`` and reused when their checkpoint is complete, so the variants can be run
-in separate calls (``--variants full``) with the same ``--work`` and merged by a last call naming all of them.
+in separate calls (``--variants full``) with the same ``--work`` and merged by a last call naming all of them; the
+JSON (``--out``) is rewritten after every variant.
 
 GPU run (about 25 minutes on one H100 for the four variants)::
 
     python benchmarks/bench_h2aseg.py --device cuda --work /tmp/h2a --out h2aseg.json
 
-CPU smoke check (< 2 minutes, numbers meaningless)::
+CPU run (issue 19; about 18 minutes on 2 cores with ``--threads 2``)::
+
+    python benchmarks/bench_h2aseg.py --cpu --threads 2 --work /tmp/i19/h2 --out h2aseg-cpu.json
+
+``--cpu``: 48 small phantom studies (5 mm, seed 0: 33 train / 6 val / 9 test by patient; the same cohort as
+``bench_mastpro.py --cpu``), patch 32 x 64 x 64 (paper: 64 x 128 x 128 at the autoPET grid), batch 2, widths
+4-8-16-32-64 (paper: 8-16-32-64-128), the released code's MCSA layout (``layout="release"``: MCSA after encoder
+levels 2 and 3, global BDSA at 4 and 5, window 4 x 8 x 8 — the paper's layout needs a patch of multiples of
+64 x 128 x 128), 250 iterations per variant at lr 1e-3 (paper: 1e-4; unipet's choice for a short budget), at most
+3 evaluation studies per type (overlap 0.25), 32 patches per Table-3 row.
+
+CPU smoke check (about 40 s on one core, numbers meaningless)::
 
     python benchmarks/bench_h2aseg.py --tiny --out /tmp/h2aseg-tiny.json
 """
@@ -32,6 +45,7 @@ import time
 from pathlib import Path
 
 VARIANT_NAMES = ("baseline", "mcsa", "tamw", "full")
+CPU_KW = {"widths": [4, 8, 16, 32, 64], "layout": "release"}
 
 
 def phantom_cache(work: Path, n: int, size: str, spacing, workers: int, seed: int = 0):
@@ -60,6 +74,28 @@ def mean(values) -> float | None:
     return round(sum(finite) / len(finite), 4) if finite else None
 
 
+def summarise(rows: list[dict]) -> dict:
+    """The module docstring's metrics over per-study rows of ``evaluate_case``."""
+    positive = [r for r in rows if r["positive"]]
+    return {"studies": len(rows), "positive_studies": len(positive),
+            "dice_positive": mean(r["dice"] for r in positive),
+            "hd95_mm_positive": mean(r["hd95_mm"] for r in positive),
+            "precision": mean(r["precision"] for r in rows), "recall": mean(r["recall"] for r in rows),
+            "fpv_ml": mean(r["fpv_ml"] for r in rows), "fnv_ml": mean(r["fnv_ml"] for r in rows)}
+
+
+def pick_evaluation(infos: dict, per_type: int | None) -> list[str]:
+    """Labelled val + test studies; with ``per_type``, at most that many per cancer type, lesion-positive first."""
+    evaluation = [c for c, i in infos.items() if i.get("split") in ("val", "test") and i.get("has_label")]
+    if not per_type:
+        return evaluation
+    chosen = []
+    for task in sorted({infos[c]["task"] for c in evaluation}):
+        ids = sorted((c for c in evaluation if infos[c]["task"] == task), key=lambda c: not infos[c].get("lesions"))
+        chosen += ids[:per_type]
+    return chosen
+
+
 def evaluate_variant(run: Path, cache, case_ids, device, overlap: float) -> dict:
     """Sliding-window prediction of ``case_ids`` and the seed's metrics (see the module docstring)."""
     import numpy as np
@@ -85,15 +121,9 @@ def evaluate_variant(run: Path, cache, case_ids, device, overlap: float) -> dict
             torch.cuda.synchronize(predictor.device)
         seconds.append(time.perf_counter() - t0)
         row, _ = evaluate_case(pred, np.asarray(case.label) > 0, case.info["spacing"])
-        rows.append(row)
-    positive = [r for r in rows if r["positive"]]
-    return {
-        "studies": len(rows), "positive_studies": len(positive),
-        "dice_positive": mean(r["dice"] for r in positive), "hd95_mm_positive": mean(r["hd95_mm"] for r in positive),
-        "precision": mean(r["precision"] for r in rows), "recall": mean(r["recall"] for r in rows),
-        "fpv_ml": mean(r["fpv_ml"] for r in rows), "fnv_ml": mean(r["fnv_ml"] for r in rows),
-        "seconds_per_study": mean(seconds),
-    }
+        rows.append({**row, "task": case.task})
+    per_type = {task: summarise([r for r in rows if r["task"] == task]) for task in sorted({r["task"] for r in rows})}
+    return {**summarise(rows), "seconds_per_study": mean(seconds), "per_type": per_type}
 
 
 def main() -> None:
@@ -111,7 +141,13 @@ def main() -> None:
     p.add_argument("--tamw-patches", type=int, default=64, help="patches averaged for Table 3")
     p.add_argument("--workers", type=int, default=6)
     p.add_argument("--model-kw", default="{}", help="JSON builder options shared by the variants")
-    p.add_argument("--tiny", action="store_true", help="CPU smoke check: 5 studies at 20 x 10 x 10 mm, tiny model, 3 steps")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's 1e-4, the paper's)")
+    p.add_argument("--eval-cases", type=int, default=None, help="at most this many evaluation studies per type")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--tiny", action="store_true",
+                        help="CPU smoke check: 5 studies at 20 x 10 x 10 mm, tiny model, 2 steps")
+    preset.add_argument("--cpu", action="store_true", help="the issue-19 CPU run (see the module docstring)")
     args = p.parse_args()
 
     import torch
@@ -122,18 +158,25 @@ def main() -> None:
     from unipet.train import load_recipe, train
     from unipet.checkpoint import load_checkpoint, read_meta
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model_kw = json.loads(args.model_kw)
     spacing = None
     if args.tiny:
-        args.cases, args.size, args.patch, args.batch, args.iterations = 5, "small", (32, 32, 32), 2, 3
-        args.workers, args.device, args.overlap, args.tamw_patches = 0, args.device or "cpu", 0.0, 4
+        args.cases, args.size, args.patch, args.batch, args.iterations = 5, "small", (32, 32, 32), 2, 2
+        args.workers, args.device, args.overlap, args.tamw_patches = 0, args.device or "cpu", 0.0, 2
         spacing = (20.0, 10.0, 10.0)
-        model_kw = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], **model_kw}
+        model_kw = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release", **model_kw}
+    elif args.cpu:
+        args.cases, args.size, args.patch, args.batch, args.iterations = 48, "small", (32, 64, 64), 2, 250
+        args.workers, args.device, args.overlap, args.tamw_patches = 0, args.device or "cpu", 0.25, 32
+        args.lr, args.eval_cases = args.lr or 1e-3, args.eval_cases or 3
+        model_kw = {**CPU_KW, **model_kw}
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-h2aseg-"))
     t_start = time.perf_counter()
     cache = phantom_cache(work, args.cases, args.size, spacing, max(1, args.workers))
     infos = {c: cache.info(c) for c in cache.case_ids}
-    evaluation = [c for c, i in infos.items() if i.get("split") in ("val", "test") and i.get("has_label")]
+    evaluation = pick_evaluation(infos, args.eval_cases)
     if args.tiny:  # one lesion-positive study (from the training split if val/test have none)
         order = evaluation + [c for c in infos if c not in evaluation and infos[c].get("has_label")]
         evaluation = sorted(order, key=lambda c: not infos[c].get("lesions"))[:1]
@@ -143,14 +186,37 @@ def main() -> None:
     for name in args.variants:
         prof = profile_model("h2aseg", patch=PAPER_PATCH, **VARIANTS[name])
         sizes[name] = {"params_M": round(prof["params"] / 1e6, 3), "macs_G": round(prof["macs"] / 1e9, 1)}
+    sizes_run = {"patch": list(args.patch)}
+    for name in args.variants:
+        prof = profile_model("h2aseg", patch=tuple(args.patch), **{**model_kw, **VARIANTS[name]})
+        sizes_run[name] = {"params_M": round(prof["params"] / 1e6, 3), "macs_G": round(prof["macs"] / 1e9, 2)}
 
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     table2, table3, training = {}, {}, {}
+    out = {
+        "benchmark": "h2aseg", "tiny": args.tiny, "preset": "tiny" if args.tiny else "cpu" if args.cpu else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": len(cache),
+        "evaluation_studies": len(evaluation), "phantom_size": args.size, "spacing": spacing,
+        "patch": list(args.patch), "batch": args.batch, "iterations": args.iterations, "lr": args.lr or
+        load_recipe("h2aseg").lr, "overlap": args.overlap, "model_kw": model_kw,
+        "sizes_at_paper_patch": {"patch": list(PAPER_PATCH), **sizes}, "sizes_run_config": sizes_run,
+        "training": training, "table2": table2, "table3_tamw_weights": table3,
+        "metric_convention": "Dice and HD95 over lesion-positive studies; precision, recall, FPV, FNV over all "
+                             "studies where defined",
+    }
+
+    def save() -> None:
+        out["total_seconds"] = round(time.perf_counter() - t_start, 1)
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=2) + "\n")
+
     for name in args.variants:
         run = work / name
         kw = {**model_kw, **VARIANTS[name]}
         done = (run / "checkpoint").exists() and read_meta(run).complete
         if not done:
-            recipe = load_recipe("h2aseg", iterations=args.iterations, checkpoint_every=args.iterations)
+            recipe = load_recipe("h2aseg", iterations=args.iterations, checkpoint_every=args.iterations, lr=args.lr)
             t0 = time.perf_counter()
             result = train(cache, "h2aseg", run, recipe=recipe, model_kw=kw, device=args.device, progress=False,
                            tensorboard=False, patch_size=tuple(args.patch), batch_size=args.batch,
@@ -162,31 +228,26 @@ def main() -> None:
             (run / "bench_training.json").write_text(json.dumps(training[name]))
         elif (run / "bench_training.json").exists():
             training[name] = json.loads((run / "bench_training.json").read_text())
-        table2[name] = evaluate_variant(run, cache, evaluation, args.device, args.overlap)
-        if VARIANTS[name]["tamw"]:
-            model, _ = load_checkpoint(run, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            table3[name] = {kind: rounded(tamw_report_on_cache(model, cache, ids, patches=args.tamw_patches,
-                                                               batch_size=args.batch, mix=mix, patch_size=args.patch))
-                            for kind, ids, mix in (("lesion_patches", with_lesions, {"lesion": 1.0}),
-                                                   ("random_patches", evaluation, {"random": 1.0})) if ids}
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = {
-        "benchmark": "h2aseg", "tiny": args.tiny,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "cases": len(cache), "evaluation_studies": len(evaluation),
-        "phantom_size": args.size, "spacing": spacing, "patch": list(args.patch), "batch": args.batch,
-        "iterations": args.iterations, "model_kw": model_kw,
-        "sizes_at_paper_patch": {"patch": list(PAPER_PATCH), **sizes},
-        "training": training, "table2": table2, "table3_tamw_weights": table3,
-        "metric_convention": "Dice and HD95 over lesion-positive studies; precision, recall, FPV, FNV over all "
-                             "studies where defined",
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+        stored, key = run / "bench_score.json", {"evaluation": evaluation, "overlap": args.overlap,
+                                                  "tamw_patches": args.tamw_patches}
+        saved = json.loads(stored.read_text()) if stored.exists() else {}
+        if saved.get("key") == key:
+            table2[name] = saved["table2"]
+            if saved.get("table3"):
+                table3[name] = saved["table3"]
+        else:
+            table2[name] = evaluate_variant(run, cache, evaluation, args.device, args.overlap)
+            if VARIANTS[name]["tamw"]:
+                model, _ = load_checkpoint(run, device=device)
+                table3[name] = {kind: rounded(tamw_report_on_cache(model, cache, ids, patches=args.tamw_patches,
+                                                                   batch_size=args.batch, mix=mix,
+                                                                   patch_size=args.patch))
+                                for kind, ids, mix in (("lesion_patches", with_lesions, {"lesion": 1.0}),
+                                                       ("random_patches", evaluation, {"random": 1.0})) if ids}
+            stored.write_text(json.dumps({"key": key, "table2": table2[name], "table3": table3.get(name)}))
+        save()
+    save()
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

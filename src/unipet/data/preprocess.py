@@ -298,16 +298,21 @@ def preprocess_study(study: Study, config: PreprocessConfig, with_label: bool = 
                         input_affine=given.affine if reoriented else None)
 
 
-def restore_to_study_grid(volume: np.ndarray, pre: Preprocessed, order: int = 0, fill: float = 0.0) -> np.ndarray:
+def restore_to_study_grid(volume: np.ndarray, pre: Preprocessed, order: int = 0, fill: float = 0.0,
+                          threshold: float | None = None) -> np.ndarray:
     """Put a volume on the preprocessed grid back onto the input study's grid (resample, un-crop, undo the
     reorientation): the result has the input's exact shape and lies on its affine.
 
-    Use ``order=0`` for label maps and ``order=1`` for probabilities.
+    Use ``order=0`` for label maps and ``order=1`` for probabilities. ``threshold``: return the uint8 mask
+    ``resampled > threshold`` instead, thresholded on the crop before it is placed into the study grid (the same
+    mask as thresholding the restored volume when ``fill <= threshold``, without a float volume of the study's size).
     """
     crop_shape = tuple(b - a for a, b in pre.crop)
     crop_aff = crop_affine(pre.study_affine, [a for a, _ in pre.crop])
     if tuple(volume.shape) != crop_shape or not np.allclose(pre.affine, crop_aff, atol=1e-4):
         volume = resample_to_grid(volume, pre.affine, crop_shape, crop_aff, order=order, fill=fill)
+    if threshold is not None:
+        volume, fill = (volume > threshold).astype(np.uint8), int(fill > threshold)
     out = np.full(pre.study_shape, fill, dtype=volume.dtype)
     out[tuple(slice(a, b) for a, b in pre.crop)] = volume
     if pre.input_affine is not None:

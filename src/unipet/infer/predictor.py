@@ -9,6 +9,20 @@ bf16 autocast on CUDA; stitching runs on the same device unless the output would
 GPU memory, then on the CPU. Mirroring TTA averages the probabilities of full passes over every subset of the
 chosen axes (``2^k`` passes); with a time budget, passes stop once the next one would exceed it.
 
+CPU speed (measured in ``benchmarks/RESULTS.md``, "unipet vs nnU-Net v2 (CPU)"; each a named option, on by default,
+and tested to leave the mask unchanged in ``tests/test_predict_speed.py``):
+
+- ``crop_to_content``: the sliding window covers only the tiles (of the whole volume's tile grid) that reach a voxel
+  where some channel lies above its padding value (the body; air after normalisation *is* the padding value);
+  outside them the output is background. The tiles kept are the very tiles of the uncropped run, so only voxels of
+  air that a dropped (all-air) tile also covered lose that tile's background vote.
+- ``skip_empty``: a tile in which no voxel lies above the padding value is not run through the network; its
+  output is background (probability 1 for class 0 under softmax, 0 under sigmoid).
+- ``channels_last``: on the CPU, weights and tiles in ``torch.channels_last_3d`` (oneDNN's preferred layout).
+- inference mode (no autograd bookkeeping) throughout.
+- ``cpu_bf16`` (off by default): bfloat16 autocast on the CPU, for CPUs with native bf16 arithmetic (AVX512-BF16 or
+  AMX; ``cpu_has_bf16``); changes the probabilities by about 1e-2, so it is a choice, not a default.
+
 Prompts: a task name (or index) is the same for every tile. ``task="auto"`` uses the model's task classifier
 (``infer_task``) on every non-empty tile of a patch grid; each tile votes with its top-1 probability and the
 type with the largest mean vote is used for the whole study (reported with that mean as its probability).
@@ -32,6 +46,8 @@ from unipet.errors import ConfigError, MissingInputError
 from unipet.study import Study
 
 AUTO = "auto"
+#: a voxel is content when some channel exceeds its padding value by more than this (normalised units)
+CONTENT_EPS = 1e-3
 
 
 @dataclass
@@ -53,6 +69,12 @@ class Prediction:
     lesions: list = field(default_factory=list)
     seconds: float = 0.0
     tta_passes: int = 1
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX), where ``cpu_bf16`` pays."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(p()) for p in probes if p is not None)
 
 
 def check_device(device: str | torch.device) -> str | torch.device:
@@ -105,12 +127,16 @@ class Predictor:
         tile_batch: tiles per forward pass.
         amp: autocast dtype name on CUDA (``"bf16"``, ``"fp16"``, ``"none"``); CPU runs in float32.
         stitch_device: ``"auto"``, ``"cpu"`` or ``"cuda"``: where tiles are accumulated.
+        crop_to_content, skip_empty: see the module docstring (both on by default).
+        channels_last: ``torch.channels_last_3d`` weights and tiles; None = on for the CPU, off elsewhere.
+        cpu_bf16: bfloat16 autocast of the network on the CPU (see the module docstring).
     """
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta | dict[str, Any], device: str | torch.device = "auto",
                  overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] | None = None,
                  tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
-                 stitch_device: str = "auto") -> None:
+                 stitch_device: str = "auto", crop_to_content: bool = True, skip_empty: bool = True,
+                 channels_last: bool | None = None, cpu_bf16: bool = False) -> None:
         from unipet.device import resolve_device
 
         if not 0 <= overlap < 1:
@@ -142,7 +168,15 @@ class Predictor:
         self.mirrors = mirror_sets(self.tta_axes) if tta else [()]
         self.tta_budget_s = tta_budget_s
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp] if self.device.type == "cuda" else None
+        if cpu_bf16 and self.device.type == "cpu":
+            self.amp = torch.bfloat16
         self.stitch_device = stitch_device
+        self.crop_to_content, self.skip_empty = bool(crop_to_content), bool(skip_empty)
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        #: tiles run through the network / skipped as empty in the last ``probabilities`` call
+        self.last_tiles = {"run": 0, "skipped": 0}
         self.activation = getattr(model, "output_activation", "softmax")
         self.uses_organs = "organs" in (tuple(getattr(model, "requires", ())) + tuple(getattr(model, "accepts", ())))
         #: id of the checkpoint's weights (set by ``load_checkpoint``; None for a model given directly)
@@ -179,7 +213,7 @@ class Predictor:
             x = out
         return x[None], shape
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def infer_task(self, image: np.ndarray | torch.Tensor) -> tuple[int, float] | None:
         """Prompt-free task for a preprocessed ``image (C, z, y, x)``: ``(index, probability)``, or None when the
         model has no task classifier (see the module docstring)."""
@@ -194,7 +228,7 @@ class Predictor:
         tiles = [t for t in grid if float((t > pad + 1e-3).any(dim=1).float().mean()) >= 0.05] or grid
         votes = torch.zeros(len(self.task_set))
         for i in range(0, len(tiles), self.tile_batch):
-            batch = torch.cat(tiles[i:i + self.tile_batch]).to(self.device)
+            batch = self._layout(torch.cat(tiles[i:i + self.tile_batch]).to(self.device))
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                 idx, prob = self.model.infer_task(batch)
             votes.index_add_(0, idx.cpu(), prob.float().cpu())
@@ -213,7 +247,49 @@ class Predictor:
         need = 4 * (x.shape[1] + 2 * channels + 1) * x[0, 0].numel()
         return self.device if need < 0.5 * free else torch.device("cpu")
 
-    @torch.no_grad()
+    def _layout(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Tiles in the memory layout of the weights (channels-last 3-D on the CPU by default)."""
+        return tiles.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else tiles
+
+    def _background(self, n: int, channels: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        """``[n, channels, *shape]`` probabilities of pure background (see ``skip_empty``)."""
+        out = torch.zeros((n, channels, *shape), device=device)
+        if self.activation == "softmax":
+            out[:, 0] = 1.0
+        return out
+
+    def tile_starts(self, size: int, axis: int) -> list[int]:
+        """First voxels of the sliding window's tiles along ``axis`` of a volume ``size`` voxels long (MONAI's
+        ``sliding_window_inference`` grid: steps of ``int(patch * (1 - overlap))``, the last tile moved back to end
+        at the volume's edge)."""
+        p = self.patch[axis]
+        step = p if size == p else max(1, int(p * (1 - self.overlap)))
+        starts = [0]
+        while starts[-1] + p < size:
+            starts.append(starts[-1] + step)
+        return [min(s, size - p) for s in starts]
+
+    def content_box(self, x: torch.Tensor) -> tuple[slice, slice, slice]:
+        """Slices ``(z, y, x)`` of ``x [1, C, z, y, x]`` (at least a patch in size) covering, along each axis, exactly
+        the sliding window's tiles that reach a voxel above its channel's padding value; the whole volume when
+        nothing is above it.
+
+        The box starts and ends on tile edges, so the sliding window over the box uses the same tiles as over the
+        whole volume, less those that hold only the padding value (air).
+        """
+        content = (x[0] > self.pad.to(x.device).view(-1, 1, 1, 1) + CONTENT_EPS).any(0)
+        if not bool(content.any()):
+            return tuple(slice(0, n) for n in x.shape[2:])  # type: ignore[return-value]
+        box = []
+        for axis, n in enumerate(x.shape[2:]):
+            other = tuple(a for a in range(3) if a != axis)
+            idx = torch.nonzero(content.any(dim=other)).flatten()
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            kept = [s for s in self.tile_starts(n, axis) if s < hi and s + self.patch[axis] > lo]
+            box.append(slice(kept[0], kept[-1] + self.patch[axis]))
+        return tuple(box)  # type: ignore[return-value]
+
+    @torch.inference_mode()
     def probabilities(self, image: np.ndarray | torch.Tensor, task: int | None = None,
                       organs: np.ndarray | None = None) -> torch.Tensor:
         """Class probabilities ``[K, z, y, x]`` float32 of a preprocessed ``image (C, z, y, x)``.
@@ -224,29 +300,50 @@ class Predictor:
 
         self._check_task(task)
         x, shape = self._padded(image)
+        full_shape = tuple(x.shape[2:])
+        box = self.content_box(x) if self.crop_to_content else tuple(slice(0, n) for n in full_shape)
+        x = x[(slice(None), slice(None), *box)]
+        n_image = x.shape[1]
         if self.uses_organs:
             if organs is None:
                 if "organs" in getattr(self.model, "requires", ()):
                     raise MissingInputError("this model needs an organ map; give studies with organs")
                 organs = np.zeros(shape, np.float32)
-            org = torch.zeros((1, 1, *x.shape[2:]))
+            org = torch.zeros((1, 1, *full_shape))
             org[0, 0, :shape[0], :shape[1], :shape[2]] = torch.as_tensor(np.asarray(organs, dtype=np.float32))
-            x = torch.cat([x, org], dim=1)
+            x = torch.cat([x, org[(slice(None), slice(None), *box)]], dim=1)
+        pad = self.pad.view(1, -1, 1, 1, 1)
+        channels = self.meta.num_classes
+        counts = self.last_tiles = {"run": 0, "skipped": 0}
 
         def window(tiles: torch.Tensor) -> torch.Tensor:
+            keep = torch.ones(tiles.shape[0], dtype=torch.bool)
+            if self.skip_empty:
+                image_part = tiles[:, :n_image]
+                keep = (image_part > pad.to(tiles.device) + CONTENT_EPS).flatten(1).any(1).cpu()
+            counts["run"] += int(keep.sum())
+            counts["skipped"] += int((~keep).sum())
+            if not bool(keep.any()):
+                return self._background(tiles.shape[0], channels, tiles.shape[2:], tiles.device)
+            run = tiles if bool(keep.all()) else tiles[keep.to(tiles.device)]
             organ_tiles = None
             if self.uses_organs:
-                tiles, organ_tiles = tiles[:, :-1], tiles[:, -1].round().long()
-            t = None if task is None else torch.full((tiles.shape[0],), int(task), dtype=torch.long, device=tiles.device)
+                run, organ_tiles = run[:, :-1], run[:, -1].round().long()
+            t = None if task is None else torch.full((run.shape[0],), int(task), dtype=torch.long, device=run.device)
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                 kw = {"organs": organ_tiles} if organ_tiles is not None else {}
-                logits = self.model(tiles, task=t, **kw)
+                logits = self.model(self._layout(run), task=t, **kw)
             logits = logits[0] if isinstance(logits, (list, tuple)) else logits
             logits = logits.float()
-            return logits.softmax(1) if self.activation == "softmax" else logits.sigmoid()
+            prob = logits.softmax(1) if self.activation == "softmax" else logits.sigmoid()
+            if bool(keep.all()):
+                return prob
+            out = self._background(tiles.shape[0], prob.shape[1], tiles.shape[2:], tiles.device)
+            out[keep.to(tiles.device)] = prob
+            return out
 
         start = time.perf_counter()
-        out_dev = self._stitch_device(x, self.meta.num_classes)
+        out_dev = self._stitch_device(x, channels)
         if out_dev.type == self.device.type:  # the whole volume fits: tiles are cut on the device, no per-tile copies
             x = x.to(self.device)
         total, passes = None, 0
@@ -258,14 +355,21 @@ class Predictor:
                                             mode="gaussian", sigma_scale=0.125, sw_device=self.device,
                                             device=out_dev)
             prob = prob.flip(dims) if dims else prob
-            total = prob if total is None else total + prob
+            if total is None:
+                total = prob
+            else:
+                total += prob
             passes += 1
             elapsed, last = time.perf_counter() - start, time.perf_counter() - t0
             if self.tta_budget_s is not None and elapsed + last > self.tta_budget_s:
                 break
         self.last_passes = passes
-        out = (total / passes)[0]
-        return out[:, :shape[0], :shape[1], :shape[2]].float()
+        total /= passes
+        if total.shape[2:] != full_shape:  # put the content box back into a background volume
+            out = self._background(1, total.shape[1], full_shape, total.device)
+            out[(slice(None), slice(None), *box)] = total
+            total = out
+        return total[0, :, :shape[0], :shape[1], :shape[2]].float()
 
     def labels_from_probabilities(self, prob: torch.Tensor) -> np.ndarray:
         """``(z, y, x)`` uint8 label map from ``[K, z, y, x]`` probabilities.
@@ -327,7 +431,7 @@ class Predictor:
             # back to the study grid by linear interpolation of the lesion probability, then p > 0.5 (for two
             # classes the same as the argmax, without the staircase of nearest-neighbour label resampling)
             fg = (prob[1] if self.activation == "softmax" else prob[0]).cpu().numpy()
-            mask = (restore_to_study_grid(fg, pre, order=1, fill=0.0) > 0.5).astype(np.uint8)
+            mask = restore_to_study_grid(fg, pre, order=1, fill=0.0, threshold=0.5)
         else:
             mask = restore_to_study_grid(self.labels_from_probabilities(prob), pre, order=0, fill=0)
         _, comps = components(mask > 0, study.spacing, study.affine, connectivity=connectivity)
