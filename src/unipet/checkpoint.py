@@ -392,7 +392,6 @@ def _json_default(obj: Any) -> Any:
 
 #: name of the checkpoint shipped with unipet (``resources/checkpoints/``)
 DEFAULT_CHECKPOINT = "dpdnet-small"
-STEPS = 8  # steps of the full demo, for the progress lines
 
 
 def default_checkpoint() -> Path:

@@ -22,6 +22,7 @@ from unipet.errors import ConfigError, InputFileError
 
 #: biomarkers analysed for survival (columns of ``patients.csv``), as in seed 000's Table 3
 SURVIVAL_MARKERS = ("total_mtv_ml", "total_tlg", "suv_max")
+STEPS = 8  # steps of the full demo, for the progress lines
 
 
 @dataclass
