@@ -116,3 +116,5 @@ def test_meta_is_typed_and_versioned(tmp_path):
     (folder / "meta.json").write_text(_json.dumps(newer))
     with pytest.raises(ConfigError, match="newer unipet"):
         load_checkpoint(folder)
+    with pytest.raises(ConfigError, match="format"):
+        CheckpointMeta.from_dict({"model": {}, "format": "two"})
