@@ -496,6 +496,27 @@ def _evaluate_marker(cohort: pd.DataFrame, marker: str, time: str, event: str, c
     }
 
 
+def marker_row(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """One marker's statistics (``survival_statistics``' ``results[marker]``) as a flat table row: ``n, events,
+    cutoff, hr, hr_lo, hr_hi, p, hr_cont, hr_cont_lo, hr_cont_hi, p_cont, logrank_p, c_index, c_lo, c_hi`` and the
+    formatted ``"HR (95% CI)"`` (high vs low) and ``"C-index (95% CI)"``."""
+    hd, hc, ci = stats["hr_dichotomised"], stats["hr_continuous"], stats["c_index"]
+    return {
+        "n": stats["n"], "events": stats["events"], "cutoff": stats["cutoff"],
+        "hr": hd["hr"], "hr_lo": hd["lo"], "hr_hi": hd["hi"], "p": hd["p"],
+        "hr_cont": hc["hr"], "hr_cont_lo": hc["lo"], "hr_cont_hi": hc["hi"], "p_cont": hc["p"],
+        "logrank_p": stats["logrank_p"], "c_index": ci["value"], "c_lo": ci["lo"], "c_hi": ci["hi"],
+        "HR (95% CI)": f"{hd['hr']:.2f} ({hd['lo']:.2f}–{hd['hi']:.2f})",
+        "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
+    }
+
+
+def results_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``survival_statistics``' summary as a DataFrame: one row per marker (``marker_row``'s columns), the
+    layout of ``compare_sources`` without its ``source`` column."""
+    return pd.DataFrame([{"marker": m, **marker_row(r)} for m, r in summary["results"].items()])
+
+
 def _hr_only(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in ("hr", "lo", "hi", "p", "covariate")}
 
@@ -564,15 +585,7 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
                                   "same patients; pass one outcome table with outcome=")
             cut = derive_cutoffs(cohort_d, [marker], cutoff_method)[marker]
             stats = _evaluate_marker(cohort_v, marker, time, event, cut, log, n_boot, seed)
-            hd, hc, ci = stats["hr_dichotomised"], stats["hr_continuous"], stats["c_index"]
-            rows.append({
-                "marker": marker, "source": name, "n": stats["n"], "events": stats["events"], "cutoff": cut,
-                "hr": hd["hr"], "hr_lo": hd["lo"], "hr_hi": hd["hi"], "p": hd["p"],
-                "hr_cont": hc["hr"], "hr_cont_lo": hc["lo"], "hr_cont_hi": hc["hi"], "p_cont": hc["p"],
-                "logrank_p": stats["logrank_p"], "c_index": ci["value"], "c_lo": ci["lo"], "c_hi": ci["hi"],
-                "HR (95% CI)": f"{hd['hr']:.2f} ({hd['lo']:.2f}–{hd['hi']:.2f})",
-                "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
-            })
+            rows.append({"marker": marker, "source": name, **marker_row(stats)})
     result = pd.DataFrame(rows)
     result.attrs["split"] = {k: v for k, v in record.items() if not k.endswith("_ids")}
     return result
