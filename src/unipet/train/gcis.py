@@ -110,7 +110,8 @@ def adapt(full_run: str | Path, data, out: str | Path, task: str, shots: int, pr
     Args:
         full_run: a full gcis run (its routers route the new prompt).
         data: a cache holding studies of the new task (its task set must contain ``task``).
-        out: the adapted model's run folder (a normal unipet run: ``unipet predict INPUT PRED_DIR --checkpoint OUT`` uses it).
+        out: the adapted model's run folder (a normal unipet run: ``unipet predict INPUT PRED_DIR --checkpoint OUT``
+            uses it).
         task: the cache task whose studies are the shots; the pruned model is for this task.
         shots: number of training studies used (N-shot).
         prompt: the text routed (default: the task's short description in the cache's task set).
