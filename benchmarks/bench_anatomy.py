@@ -17,13 +17,31 @@ Tables:
   phantom's ``truth.json``). ``prompt_from_student``: the best prompted model re-evaluated with the student's
   organ maps as prompts (the deployment setting: test studies have no organ maps).
 
-GPU run (the evidence; ~1 h on one H100)::
+Held-out (val/test) studies are never trained on: pre-training and fine-tuning draw only training-split studies;
+the organ teacher learns from the training studies' maps; the student learns from those plus the teacher's
+pseudo-labels of the held-out images (the teacher–student design: their true maps stay hidden).
 
-    python benchmarks/bench_anatomy.py --device cuda --out anatomy.json
+Presets (source of each setting: the abstract gives none, so all are unipet's choices; the model's own defaults
+are documented in ``unipet.models.anatomy`` and ``unipet.pretrain``):
 
-CPU smoke check (< 2 min; the numbers mean nothing)::
+- GPU (default; the evidence at full scale, ~1 h on one H100): 60 small phantom studies at 5 mm, patch 96³,
+  batch 2, 10 000 pre-training, 4 000 fine-tuning and 4 000 organ-model steps, the model's default widths::
 
-    python benchmarks/bench_anatomy.py --tiny --out anatomy_tiny.json
+      python benchmarks/bench_anatomy.py --device cuda --out anatomy.json
+
+- ``--cpu`` (phantom scale on 2 CPU cores, ~20 minutes): 48 small studies resampled to 8 mm (120x43x60 voxels
+  after cropping to the body), patch 32x64x64, batch 2; a narrow model (widths 8/16/32/64, one block per stage,
+  prompt width 32, 2 heads, hypernetwork hidden 32, one bidirectional Mamba layer with state 8); 300
+  pre-training steps, 150 fine-tuning steps per run and 150 steps for each of teacher and student (STU-Net-S at
+  base width 8, at the studies' own 5 mm grid); learning rate 1e-3 for pre-training and fine-tuning (the
+  recipes plan 1e-4 / 2e-4 over 100x more steps); fractions run in the order 0.1, 1.0, 0.3 (the scarce and the
+  full regime first). Every run is kept in ``--work`` and reused; an interrupted one resumes::
+
+      OMP_NUM_THREADS=2 python benchmarks/bench_anatomy.py --cpu --work /tmp/anatomy-cpu --out anatomy-cpu.json
+
+- ``--tiny`` (CI smoke check, well under a minute on one core; the numbers mean nothing)::
+
+      python benchmarks/bench_anatomy.py --tiny --out anatomy_tiny.json
 """
 from __future__ import annotations
 
@@ -37,6 +55,17 @@ from dataclasses import replace
 from pathlib import Path
 
 BREAST_REGIONAL = ("breast", "node_axillary")
+CPU_MODEL = {"widths": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "prompt_dim": 32, "heads": 2, "hyper_hidden": 32,
+             "mamba_layers": 1, "mamba_state": 8}
+TINY_MODEL = {"widths": [4, 8, 8, 16], "depths": [1, 1, 1, 1], "prompt_dim": 16, "heads": 2, "hyper_hidden": 16,
+              "mamba_layers": 1, "mamba_state": 4}
+#: ``--cpu`` / ``--tiny``: defaults replaced by the preset (options given on the command line still win)
+CPU_PRESET = {"cases": 48, "spacing": (8.0, 8.0, 8.0), "patch": (32, 64, 64), "batch": 2, "workers": 0, "threads": 2,
+              "fractions": (0.1, 1.0, 0.3), "pretrain_iterations": 300, "finetune_iterations": 150,
+              "organ_iterations": 150, "lr": 1e-3, "pretrain_lr": 1e-3, "organ_width": 8, "eval_patches": 16}
+TINY_PRESET = {"cases": 6, "spacing": (10.0, 10.0, 10.0), "patch": (32, 32, 32), "batch": 2, "workers": 0,
+               "fractions": (0.5, 1.0), "pretrain_iterations": 12, "finetune_iterations": 8, "organ_iterations": 4,
+               "overlap": 0.25, "organ_width": 2, "eval_patches": 2, "profile_sizes": False}
 
 
 def cohort_manifest(work: Path, n: int, size: str, seed: int, workers: int):
@@ -120,13 +149,21 @@ def organ_table(result, truth_cases, classes: int) -> dict:
     return table
 
 
+def run_complete(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds the checkpoint of a finished run."""
+    from unipet.checkpoint import read_meta
+
+    return (run_dir / "checkpoint").exists() and bool(read_meta(run_dir).complete)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, help="working folder (cohort, caches, runs); default a temp folder")
+    p.add_argument("--work", type=Path, help="working folder (cohort, caches, runs; reused); default a temp folder")
     p.add_argument("--out", type=Path, help="write the JSON here too")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--cases", type=int, default=60, help="phantom studies")
     p.add_argument("--size", default="small", help="phantom size")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, help="cache spacing z y x in mm (default: native)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patch", type=int, nargs=3, default=(96, 96, 96), help="patch D H W (z, y, x)")
     p.add_argument("--batch", type=int, default=2)
@@ -134,74 +171,102 @@ def main() -> None:
     p.add_argument("--pretrain-iterations", type=int, default=10_000)
     p.add_argument("--finetune-iterations", type=int, default=4_000)
     p.add_argument("--organ-iterations", type=int, default=4_000)
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the anatomy recipe's)")
+    p.add_argument("--pretrain-lr", type=float, default=None, help="pre-training learning rate (default: PretrainConfig's)")
     p.add_argument("--organ-model", default="stunet-s")
+    p.add_argument("--organ-width", type=int, default=None, help="organ model base width (default: the model's)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    p.add_argument("--eval-patches", type=int, default=32, help="held-out patches of the pre-training evaluation")
     p.add_argument("--workers", type=int, default=6)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--model-kw", default="{}", help="JSON options of the anatomy model (widths, depths, ...)")
-    p.add_argument("--tiny", action="store_true", help="CPU smoke check: 6 studies at 10 mm, tiny models, a few steps")
+    p.add_argument("--cpu", action="store_true", help="phantom-scale preset for a 2-core CPU (module docstring)")
+    p.add_argument("--tiny", action="store_true", help="CI smoke check: 6 studies at 10 mm, tiny models, a few steps")
+    p.set_defaults(profile_sizes=True)
+    mode = p.parse_known_args()[0]
+    if mode.cpu or mode.tiny:
+        p.set_defaults(**(TINY_PRESET if mode.tiny else CPU_PRESET), device=mode.device or "cpu")
     args = p.parse_args()
 
     import torch
 
-    from unipet.data.cache import build_cache
+    from unipet.data.cache import Cache, build_cache
     from unipet.io.manifest import Manifest
+    from unipet.models import create
     from unipet.models.profile import profile_model
     from unipet.pretrain import PretrainConfig, evaluate_pretrainer, pretrain
     from unipet.pretrain.loop import build_pretrainer
     from unipet.train import load_recipe, train
-    from unipet.checkpoint import read_meta
     from unipet.train.organs_teacher import organ_classes, teacher_student
 
     model_kw = json.loads(args.model_kw)
-    organ_kw: dict = {}
-    spacing = None
-    if args.tiny:
-        args.cases, args.patch, args.batch, args.workers = 6, (32, 32, 32), 2, 0
-        args.pretrain_iterations, args.finetune_iterations, args.organ_iterations = 60, 20, 10
-        args.device, args.overlap = args.device or "cpu", 0.25
-        spacing = (10.0, 10.0, 10.0)
-        model_kw = {"widths": [4, 8, 8, 16], "depths": [1, 1, 1, 1], "prompt_dim": 16, "heads": 2,
-                    "hyper_hidden": 16, "mamba_layers": 1, "mamba_state": 4, **model_kw}
-        organ_kw = {"base_width": 2}
+    if args.cpu or args.tiny:
+        model_kw = {**(TINY_MODEL if args.tiny else CPU_MODEL), **model_kw}
+    organ_kw = {"base_width": args.organ_width} if args.organ_width else {}
+    spacing = tuple(args.spacing) if args.spacing else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-anatomy-"))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    phases = {}
     manifest = cohort_manifest(work, args.cases, args.size, args.seed, max(1, args.workers))
     breast, metastatic = breast_groups(manifest)
     train_ids = [c.case_id for c in manifest if c.split == "train"]
     heldout_ids = [c.case_id for c in manifest if c.split in ("test", "val")]
 
     sizes = {}
-    for anatomy in (True, False):
-        prof = profile_model("anatomy", patch=(112, 160, 128), anatomy=anatomy)
-        sizes["with_prompt" if anatomy else "without_prompt"] = {
-            "params_M": round(prof["params"] / 1e6, 3), "macs_G": round(prof["macs"] / 1e9, 1)}
+    if args.profile_sizes:
+        for anatomy in (True, False):
+            prof = profile_model("anatomy", patch=(112, 160, 128), anatomy=anatomy)
+            sizes["with_prompt" if anatomy else "without_prompt"] = {
+                "params_M": round(prof["params"] / 1e6, 3), "macs_G": round(prof["macs"] / 1e9, 1)}
+    with torch.device("meta"):
+        run_model = create("anatomy", in_channels=2, num_classes=2, tasks=manifest.task_set,
+                           patch_size=tuple(args.patch), **model_kw)
+    run_params_M = round(sum(q.numel() for q in run_model.parameters()) / 1e6, 3)
+    phases["data_s"] = round(time.perf_counter() - t_start, 1)
 
     # ---- organs: teacher-student maps for the val/test studies, whose organ maps are hidden
-    hidden = [replace(c, organs=None) if c.case_id in heldout_ids else c for c in manifest]
-    organ_result = teacher_student(
-        Manifest(hidden, task_set=manifest.task_set, source=manifest.source, root=manifest.root), work / "organs",
-        model=args.organ_model, model_kw=organ_kw, overwrite=True, device=device, iterations=args.organ_iterations,
-        patch_size=tuple(args.patch), batch_size=args.batch, workers=args.workers, progress=False, tensorboard=False)
-    organs = organ_table(organ_result, [c for c in manifest if c.case_id in heldout_ids], organ_classes())
+    t0 = time.perf_counter()
+    organ_record = work / "organs" / "bench_organs.json"
+    if not (organ_record.exists() and (work / "organs" / "manifest.json").exists()):
+        hidden = [replace(c, organs=None) if c.case_id in heldout_ids else c for c in manifest]
+        organ_result = teacher_student(
+            Manifest(hidden, task_set=manifest.task_set, source=manifest.source, root=manifest.root), work / "organs",
+            model=args.organ_model, model_kw=organ_kw, overwrite=True, device=device, iterations=args.organ_iterations,
+            patch_size=tuple(args.patch), batch_size=args.batch, workers=args.workers, progress=False,
+            tensorboard=False)
+        organ_record.write_text(json.dumps(
+            organ_table(organ_result, [c for c in manifest if c.case_id in heldout_ids], organ_classes())))
+    organs = json.loads(organ_record.read_text())
+    phases["organs_s"] = round(time.perf_counter() - t0, 1)
 
     # ---- segmentation cache (true organ maps) and the test studies with the student's maps
-    cache = build_cache(manifest, work / "cache", target_spacing=spacing, workers=max(1, args.workers))
-    student_cache = build_cache(Manifest.load(organ_result.manifest_path), work / "cache-student-organs",
-                                target_spacing=spacing, splits=["val", "test"])
+    t0 = time.perf_counter()
 
-    # ---- pre-training
+    def cached(folder: Path, source, **kw):
+        return Cache(folder) if (folder / "cache.json").exists() else build_cache(source, folder, **kw)
+
+    cache = cached(work / "cache", manifest, target_spacing=spacing, workers=max(1, args.workers))
+    student_cache = cached(work / "cache-student-organs", Manifest.load(work / "organs" / "manifest.json"),
+                           target_spacing=spacing, splits=["val", "test"])
+    phases["cache_s"] = round(time.perf_counter() - t0, 1)
+
+    # ---- pre-training (only training-split studies; resumed when interrupted)
+    t0 = time.perf_counter()
     widths = model_kw.get("widths")
     cfg = PretrainConfig(patch_size=list(args.patch), batch_size=args.batch, iterations=args.pretrain_iterations,
                          warmup_iterations=max(1, args.pretrain_iterations // 20), workers=args.workers,
                          checkpoint_every=max(1, args.pretrain_iterations // 4), seed=args.seed, cases=train_ids,
+                         **({"lr": args.pretrain_lr} if args.pretrain_lr else {}),
                          **({"widths": widths, "depths": model_kw.get("depths")} if widths else {}))
     pre_dir = work / "pretrain"
     torch.manual_seed(args.seed)
-    eval_kw = dict(case_ids=heldout_ids or None, patches=4 if args.tiny else 32, patch_size=args.patch, device=device)
+    eval_kw = dict(case_ids=heldout_ids or None, patches=args.eval_patches, patch_size=args.patch, device=device)
     before = evaluate_pretrainer(build_pretrainer(cfg), cache, **eval_kw)
-    if not ((pre_dir / "checkpoint").exists() and read_meta(pre_dir).complete):
+    if not (run_complete(pre_dir) and (pre_dir / "bench_losses.json").exists()):
         resume = (pre_dir / "checkpoint").exists()
         run = pretrain(cache, pre_dir, None if resume else cfg, resume=resume, device=device, progress=False)
         k = max(1, len(run.logs) // 10)
@@ -214,11 +279,13 @@ def main() -> None:
     trained = build_pretrainer(cfg)
     trained.load_state_dict(load_file(str(pre_dir / "checkpoint" / "model.safetensors")))
     after = evaluate_pretrainer(trained, cache, **eval_kw)
-    pretrain_table = {"iterations": args.pretrain_iterations, **{k: round(v, 4) for k, v in losses.items()},
+    pretrain_table = {"iterations": args.pretrain_iterations, "lr": cfg.lr, **{k: round(v, 4) for k, v in losses.items()},
                       "before": {k: round(v, 4) for k, v in before.items()},
                       "after": {k: round(v, 4) for k, v in after.items()}}
+    phases["pretrain_s"] = round(time.perf_counter() - t0, 1)
 
-    # ---- fine-tuning grid
+    # ---- fine-tuning grid (runs reused when complete, resumed when interrupted)
+    t0 = time.perf_counter()
     rng = random.Random(args.seed)
     order = sorted(train_ids)
     rng.shuffle(order)
@@ -229,22 +296,25 @@ def main() -> None:
             for anatomy in (False, True):
                 name = f"f{fraction:g}_{'pre' if pretrained else 'scratch'}_{'prompt' if anatomy else 'plain'}"
                 run_dir = work / "runs" / name
-                t0 = time.perf_counter()
-                if not ((run_dir / "checkpoint").exists() and read_meta(run_dir).complete):
-                    recipe = load_recipe("anatomy", iterations=args.finetune_iterations, cases=cases,
+                t1 = time.perf_counter()
+                if not run_complete(run_dir):
+                    recipe = load_recipe("anatomy", iterations=args.finetune_iterations, cases=cases, lr=args.lr,
                                          warmup_iterations=max(1, args.finetune_iterations // 20),
-                                         checkpoint_every=args.finetune_iterations)
-                    train(cache, "anatomy", run_dir, recipe=recipe, model_kw={**model_kw, "anatomy": anatomy},
-                          device=device, patch_size=tuple(args.patch), batch_size=args.batch, workers=args.workers,
-                          progress=False, tensorboard=False, init_from=pre_dir if pretrained else None,
-                          resume=(run_dir / "checkpoint").exists())
+                                         checkpoint_every=max(1, min(args.finetune_iterations, 50)))
+                    resume = (run_dir / "checkpoint").exists()
+                    train(cache, "anatomy", run_dir, recipe=None if resume else recipe,
+                          model_kw={**model_kw, "anatomy": anatomy}, device=device, patch_size=tuple(args.patch),
+                          batch_size=args.batch, workers=args.workers, progress=False, tensorboard=False,
+                          init_from=pre_dir if pretrained else None, resume=resume)
                 scores = lesion_dice(run_dir, cache, heldout_ids, device, args.overlap)
                 row = {"fraction": fraction, "train_studies": len(cases), "pretrained": pretrained,
                        "anatomy_prompt": anatomy, **summarise(scores, breast, metastatic),
-                       "seconds": round(time.perf_counter() - t0, 1)}
+                       "seconds": round(time.perf_counter() - t1, 1)}
                 rows.append(row)
                 if anatomy and (best is None or (row["dice"] or 0) > (best[1]["dice"] or 0)):
                     best = (run_dir, row)
+    rows.sort(key=lambda r: (r["fraction"], r["pretrained"], r["anatomy_prompt"]))
+    phases["finetune_s"] = round(time.perf_counter() - t0, 1)
     prompt_from_student = None
     if best is not None:
         scores = lesion_dice(best[0], student_cache, [c for c in heldout_ids if c in student_cache.case_ids], device,
@@ -253,13 +323,17 @@ def main() -> None:
                                **summarise(scores, breast, metastatic)}
 
     out = {
-        "benchmark": "anatomy", "tiny": args.tiny,
+        "benchmark": "anatomy", "preset": "tiny" if args.tiny else "cpu" if args.cpu else "default", "tiny": args.tiny,
         "device": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or "cpu",
-        "torch": torch.__version__, "studies": len(manifest), "train_studies": len(train_ids),
-        "heldout_studies": len(heldout_ids), "breast_heldout_studies": len(breast & set(heldout_ids)),
-        "phantom_size": args.size, "spacing": spacing, "patch": list(args.patch), "batch": args.batch,
-        "model_kw": model_kw, "sizes_at_112x160x128": sizes, "organs": organs, "pretrain": pretrain_table,
-        "finetune": rows, "prompt_from_student": prompt_from_student,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "studies": len(manifest),
+        "train_studies": len(train_ids), "heldout_studies": len(heldout_ids),
+        "breast_heldout_studies": len(breast & set(heldout_ids)),
+        "breast_metastatic_heldout_studies": len(metastatic & set(heldout_ids)),
+        "phantom_size": args.size, "spacing": list(spacing) if spacing else None, "patch": list(args.patch),
+        "batch": args.batch, "finetune_iterations": args.finetune_iterations, "finetune_lr": args.lr,
+        "organ_iterations": args.organ_iterations, "organ_model": args.organ_model, "organ_kw": organ_kw,
+        "model_kw": model_kw, "run_model_params_M": run_params_M, "sizes_at_112x160x128": sizes, "organs": organs,
+        "pretrain": pretrain_table, "finetune": rows, "prompt_from_student": prompt_from_student, "phases": phases,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     text = json.dumps(out, indent=1)
