@@ -279,7 +279,7 @@ def main() -> None:
     trained = build_pretrainer(cfg)
     trained.load_state_dict(load_file(str(pre_dir / "checkpoint" / "model.safetensors")))
     after = evaluate_pretrainer(trained, cache, **eval_kw)
-    pretrain_table = {"iterations": args.pretrain_iterations, "lr": cfg.lr, **{k: round(v, 4) for k, v in losses.items()},
+    pretrain_table = {"iterations": args.pretrain_iterations, "lr": cfg.recipe.lr, **{k: round(v, 4) for k, v in losses.items()},
                       "before": {k: round(v, 4) for k, v in before.items()},
                       "after": {k: round(v, 4) for k, v in after.items()}}
     phases["pretrain_s"] = round(time.perf_counter() - t0, 1)
