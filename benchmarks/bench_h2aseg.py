@@ -19,16 +19,17 @@ GPU run (about 25 minutes on one H100 for the four variants)::
 
     python benchmarks/bench_h2aseg.py --device cuda --work /tmp/h2a --out h2aseg.json
 
-CPU run (issue 19; about 18 minutes on 2 cores with ``--threads 2``)::
+CPU run (issue 19; about 15 minutes on 2 busy cores with ``--threads 2``)::
 
     python benchmarks/bench_h2aseg.py --cpu --threads 2 --work /tmp/i19/h2 --out h2aseg-cpu.json
 
-``--cpu``: 48 small phantom studies (5 mm, seed 0: 33 train / 6 val / 9 test by patient; the same cohort as
-``bench_mastpro.py --cpu``), patch 32 x 64 x 64 (paper: 64 x 128 x 128 at the autoPET grid), batch 2, widths
-4-8-16-32-64 (paper: 8-16-32-64-128), the released code's MCSA layout (``layout="release"``: MCSA after encoder
-levels 2 and 3, global BDSA at 4 and 5, window 4 x 8 x 8 — the paper's layout needs a patch of multiples of
-64 x 128 x 128), 250 iterations per variant at lr 1e-3 (paper: 1e-4; unipet's choice for a short budget), at most
-3 evaluation studies per type (overlap 0.25), 32 patches per Table-3 row.
+``--cpu``: 48 small phantom studies (seed 0: 33 train / 6 val / 9 test by patient; the cohort of
+``bench_mastpro.py --cpu``) resampled to 10 mm isotropic (paper: the autoPET grid, about 2 x 2 x 3 mm), patch
+32 x 32 x 32 (32 cm; paper: 64 x 128 x 128), batch 2, widths 4-8-16-32-64 (paper: 8-16-32-64-128), the released
+code's MCSA layout (``layout="release"``: MCSA after encoder levels 2 and 3, global BDSA at 4 and 5, window
+4 x 8 x 8 — the paper's layout needs multiples of 64 x 128 x 128), 300 iterations per variant at lr 1e-3 (paper:
+1e-4; unipet's choice for a short budget), at most 4 evaluation studies per type (val + test, overlap 0.25),
+32 patches per Table-3 row.
 
 CPU smoke check (about 40 s on one core, numbers meaningless)::
 
@@ -168,9 +169,10 @@ def main() -> None:
         spacing = (20.0, 10.0, 10.0)
         model_kw = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release", **model_kw}
     elif args.cpu:
-        args.cases, args.size, args.patch, args.batch, args.iterations = 48, "small", (32, 64, 64), 2, 250
+        args.cases, args.size, args.patch, args.batch, args.iterations = 48, "small", (32, 32, 32), 2, 300
         args.workers, args.device, args.overlap, args.tamw_patches = 0, args.device or "cpu", 0.25, 32
-        args.lr, args.eval_cases = args.lr or 1e-3, args.eval_cases or 3
+        args.lr, args.eval_cases = args.lr or 1e-3, args.eval_cases or 4
+        spacing = (10.0, 10.0, 10.0)
         model_kw = {**CPU_KW, **model_kw}
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-h2aseg-"))
     t_start = time.perf_counter()

@@ -40,6 +40,7 @@ Run (2-core CPU, about 20 minutes)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -396,8 +397,9 @@ def worker_nnunet_train(args) -> dict:
     stamps: list[tuple[float, float]] = []
 
     class Timed(nnUNetTrainer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cpu")):  # nnU-Net records its init arguments by name
+            super().__init__(plans, configuration, fold, dataset_json, device)
             self.num_iterations_per_epoch = args.iterations + args.warmup
             self.num_val_iterations_per_epoch = 1
             self.num_epochs = 1
@@ -411,6 +413,7 @@ def worker_nnunet_train(args) -> dict:
             return out
 
     plans = json.loads(Path(args.plans).read_text())
+    plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds
     dataset_json = json.loads(Path(args.dataset_json).read_text())
     trainer = Timed(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
     trainer.run_training()
@@ -674,8 +677,9 @@ def main() -> None:
     out: dict = {"benchmark": "vs_nnunet", "machine": {"cpu": platform.processor() or platform.machine(),
                  "cores": os.cpu_count(), "torch": torch.__version__, "nnunetv2": nnunet_version}}
     meter = Meter()
-    for part in args.parts.split(","):
-        {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train}[part.strip()](args, out, meter)
+    with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints progress; stdout holds only the JSON
+        for part in args.parts.split(","):
+            {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train}[part.strip()](args, out, meter)
     print(json.dumps(out, indent=2))
 
 
