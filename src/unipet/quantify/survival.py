@@ -564,7 +564,8 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
             raise ConfigError(f"source {name!r} repeats patient {clean[id_col][clean[id_col].duplicated()].iloc[0]!r}; "
                               "give one row per patient")
         merged[name] = clean.set_index(id_col)
-    # Patients of every source, in the first source's row order: with one source this is exactly survival_statistics' split.
+    # Patients of every source, in the first source's row order: with one source this is exactly the split of
+    # survival_statistics.
     shared = set.intersection(*(set(t.index) for t in merged.values()))
     first = next(iter(merged.values()))
     common = [i for i in first.index if i in shared]
