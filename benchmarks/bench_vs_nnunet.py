@@ -33,7 +33,7 @@ CPU seconds per study and the process's peak resident memory (``VmHWM``, and ``r
           ``nnUNet_n_proc_DA`` data workers) vs unipet's trainer (``bench_train.py --model nnunet``), it/s and
           the share of time spent waiting for data.
 
-Run (2-core CPU, about 20 minutes)::
+Run (2-core CPU: ``layout,same`` about 10 minutes, ``user,train`` about 7, after the cohorts and plans exist)::
 
     /tmp/bench-venv/bin/python benchmarks/bench_vs_nnunet.py --work /tmp/vsnn --parts same,user,train
 """
