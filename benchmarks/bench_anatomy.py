@@ -99,7 +99,7 @@ def lesion_dice(run_dir: Path, cache, case_ids, device: str, overlap: float) -> 
 
     from unipet.evaluate.metrics import dice
     from unipet.infer.predictor import Predictor
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run_dir, device=device)
     predictor = Predictor(model, meta, device=device, overlap=overlap, tile_batch=4)
@@ -130,7 +130,7 @@ def organ_table(result, truth_cases, classes: int) -> dict:
 
     from unipet.data.organs import label_name
     from unipet.io.nifti import load_volume
-    from unipet.train.organs_teacher import organ_dice
+    from unipet.evaluate.metrics import label_dice as organ_dice
 
     table = {}
     for name, maps in (("teacher", result.pseudo_labels), ("student", result.maps if result.student_dir else None)):
@@ -151,9 +151,9 @@ def organ_table(result, truth_cases, classes: int) -> dict:
 
 def run_complete(run_dir: Path) -> bool:
     """True when ``run_dir`` holds the checkpoint of a finished run."""
-    from unipet.train.checkpoint import read_meta
+    from unipet.checkpoint import read_meta
 
-    return (run_dir / "checkpoint").exists() and bool(read_meta(run_dir).get("complete"))
+    return (run_dir / "checkpoint").exists() and bool(read_meta(run_dir).complete)
 
 
 def main() -> None:
@@ -279,7 +279,7 @@ def main() -> None:
     trained = build_pretrainer(cfg)
     trained.load_state_dict(load_file(str(pre_dir / "checkpoint" / "model.safetensors")))
     after = evaluate_pretrainer(trained, cache, **eval_kw)
-    pretrain_table = {"iterations": args.pretrain_iterations, "lr": cfg.lr, **{k: round(v, 4) for k, v in losses.items()},
+    pretrain_table = {"iterations": args.pretrain_iterations, "lr": cfg.recipe.lr, **{k: round(v, 4) for k, v in losses.items()},
                       "before": {k: round(v, 4) for k, v in before.items()},
                       "after": {k: round(v, 4) for k, v in after.items()}}
     phases["pretrain_s"] = round(time.perf_counter() - t0, 1)

@@ -107,9 +107,9 @@ def dice_scores(predictor, cache, cases, task: str) -> list[float]:
 
 def is_complete(run: Path) -> bool:
     """True when ``run`` holds a checkpoint of a finished training."""
-    from unipet.train.checkpoint import read_meta
+    from unipet.checkpoint import read_meta
 
-    return (run / "checkpoint").exists() and bool(read_meta(run).get("complete"))
+    return (run / "checkpoint").exists() and bool(read_meta(run).complete)
 
 
 def main() -> None:
@@ -143,11 +143,11 @@ def main() -> None:
     import torch
 
     from unipet.infer.predictor import Predictor
-    from unipet.models.prune import export
+    from unipet.analysis.gcis import export
     from unipet.models.routing import path_sharing, route_probabilities, route_table
     from unipet.models.text import encode_texts
     from unipet.train import load_recipe, train
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
     from unipet.train.gcis import adapt
 
     model_kw = json.loads(args.model_kw)
@@ -202,7 +202,7 @@ def main() -> None:
     names = full.task_set.names
     rows = [names.index(t) for t in TRAINED]
     text = full.text_embedding[rows]
-    kw = meta["model"]["kwargs"]
+    kw = meta.model_kwargs
     held_text = encode_texts([full.task_set[held_out].description], kw.get("text_encoder", "minilm"),
                              int(kw.get("text_dim", 384))).to(text.device)
     modules = list(full.pathways)

@@ -104,7 +104,7 @@ def evaluate_variant(run: Path, cache, case_ids, device, overlap: float) -> dict
 
     from unipet.evaluate.runner import evaluate_case
     from unipet.infer.predictor import Predictor
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run)
     predictor = Predictor(model, meta, device=device or "auto", overlap=overlap)
@@ -153,10 +153,11 @@ def main() -> None:
 
     import torch
 
-    from unipet.models.h2aseg import PAPER_PATCH, VARIANTS, tamw_report_on_cache
+    from unipet.analysis.h2aseg import tamw_report_on_cache
+    from unipet.models.h2aseg import PAPER_PATCH, VARIANTS
     from unipet.models.profile import profile_model
     from unipet.train import load_recipe, train
-    from unipet.train.checkpoint import load_checkpoint, read_meta
+    from unipet.checkpoint import load_checkpoint, read_meta
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,7 +217,7 @@ def main() -> None:
     for name in args.variants:
         run = work / name
         kw = {**model_kw, **VARIANTS[name]}
-        done = (run / "checkpoint").exists() and read_meta(run).get("complete")
+        done = (run / "checkpoint").exists() and read_meta(run).complete
         if not done:
             recipe = load_recipe("h2aseg", iterations=args.iterations, checkpoint_every=args.iterations, lr=args.lr)
             t0 = time.perf_counter()

@@ -120,7 +120,7 @@ def phantom_cache(work: Path, n: int, size: str, spacing, seed: int, workers: in
 def count_parameters(tasks, patch, **kw) -> dict:
     """``parameter_report`` of a MAST-Pro built on the CPU (MONAI's Swin UNETR cannot be built on the meta device)."""
     from unipet.models import create
-    from unipet.models.mastpro import parameter_report
+    from unipet.analysis.mastpro import parameter_report
 
     model = create("mastpro", tasks=tasks, patch_size=patch, **kw)
     return {"tasks": len(model.task_set), **parameter_report(model)}
@@ -224,7 +224,7 @@ def evaluate(run: Path, cache, ids: list[str], device: str, overlap: float, usag
     import numpy as np
 
     from unipet.infer import Predictor
-    from unipet.models.mastpro import start_usage, usage_report
+    from unipet.analysis.mastpro import start_usage, usage_report
 
     predictor = Predictor.from_checkpoint(run, device=device, overlap=overlap, tile_batch=2)
     if usage:
@@ -300,7 +300,7 @@ def main() -> None:
     import torch
 
     from unipet.train import load_recipe, train
-    from unipet.train.checkpoint import read_meta
+    from unipet.checkpoint import read_meta
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -336,7 +336,7 @@ def main() -> None:
         """Train (or reuse / resume) run ``name``; returns its folder."""
         folder = args.work / "runs" / name
         its = iterations or args.iterations
-        if (folder / "checkpoint").exists() and read_meta(folder).get("complete"):
+        if (folder / "checkpoint").exists() and read_meta(folder).complete:
             return folder
         resume = (folder / "checkpoint").exists()
         t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def random_checkpoint(run: Path, patch, model_kw: dict) -> Path:
     from unipet.data.normalize import make_spec
     from unipet.data.preprocess import PreprocessConfig
     from unipet.models import create
-    from unipet.train.checkpoint import save_checkpoint
+    from unipet.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create("dpdnet", in_channels=2, num_classes=2, tasks="default", patch_size=patch, **model_kw)

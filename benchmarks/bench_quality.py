@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny cohort, models and budget")
     args = p.parse_args()
 
-    from unipet.demo import default_checkpoint
+    from unipet.checkpoint import default_checkpoint
     from unipet.evaluate import EvaluationConfig, evaluate
     from unipet.evaluate.baselines import comparison_rows, evaluate_baselines, parse_methods
     from unipet.infer import Predictor, predict_batch

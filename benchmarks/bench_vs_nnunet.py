@@ -237,7 +237,7 @@ def build_same_models(work: Path, raw: Path, plans: dict) -> dict:
     import torch
 
     from unipet.data.preprocess import PreprocessConfig
-    from unipet.train.checkpoint import save_checkpoint
+    from unipet.checkpoint import save_checkpoint
 
     plans = ct_normalised_plans(plans)
     cfg = plans["configurations"]["3d_fullres"]
@@ -480,13 +480,13 @@ def part_layout(args, out: dict, meter: Meter) -> None:
 
     import torch
 
-    from unipet.demo import default_checkpoint
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import default_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     work = args.work
     models = {}
     default, meta = load_checkpoint(default_checkpoint())
-    models["default_dpdnet_small"] = (default.eval(), (2, 2, *meta["patch_size"]), {"task": torch.zeros(2, dtype=torch.long)})
+    models["default_dpdnet_small"] = (default.eval(), (2, 2, *meta.patch_size), {"task": torch.zeros(2, dtype=torch.long)})
     plans_file = next((work / "pre").glob(f"Dataset{DATASET_SAME}_*"), None)
     if plans_file is not None and (plans_file / f"nnUNetPlans_{args.gpu_memory_gb:g}G.json").exists():
         plans = ct_normalised_plans(json.loads((plans_file / f"nnUNetPlans_{args.gpu_memory_gb:g}G.json").read_text()))
@@ -586,7 +586,7 @@ def part_user(args, out: dict, meter: Meter) -> None:
     res["runs"]["nnunet_parts"] = meter.take(run_measured(
         [py, me, "--worker", "nnunet-parts", "--model", str(folder), "--inputs", str(inputs), "--out",
          str(work / "pred" / "user-nnunet"), "--nnunet-tiles", str(args.nnunet_tiles)], nnunet_env(work)))
-    from unipet.demo import default_checkpoint
+    from unipet.checkpoint import default_checkpoint
 
     for name, mirror, options in (("unipet_plain", False, None), ("unipet_bf16_plain", False, '{"cpu_bf16": true}'),
                                   ("unipet_mirror8", True, None), ("unipet_bf16_mirror8", True, '{"cpu_bf16": true}')):

@@ -36,18 +36,18 @@ def main() -> None:
 
     from unipet.data.cache import Cache
     from unipet.data.sampling import PatchSampler
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     model, meta = load_checkpoint(args.checkpoint)[:2]
     model.eval()
     cache = Cache(args.cache)
-    names = [t["name"] for t in meta["model"]["tasks"]["tasks"]]
-    patch = tuple(meta.get("patch_size") or meta["model"]["patch_size"])
+    names = meta.task_set.names
+    patch = meta.patch
     cases = cache.split("val")
     pet = list(cache.config.channels).index("PET")
-    out = {"checkpoint": str(args.checkpoint), "iteration": meta.get("iteration"), "heads": {}}
-    mix = (meta.get("recipe") or {}).get("sampling") or {"lesion": 0.5, "random": 0.5}
+    out = {"checkpoint": str(args.checkpoint), "iteration": meta.iteration, "heads": {}}
+    mix = meta.sampling or {"lesion": 0.5, "random": 0.5}
     train_sampler = PatchSampler(cache, patch_size=patch, mix=mix, seed=args.seed)
     for index, task in enumerate(names):
         rng = np.random.default_rng([args.seed, index])

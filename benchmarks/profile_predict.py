@@ -34,8 +34,8 @@ def main() -> None:
     from unipet.infer.predictor import write_prediction
     from unipet.io.layouts import import_autopet
     from unipet.io.manifest import load_study
-    from unipet.demo import default_checkpoint
-    from unipet.quantify.components import components
+    from unipet.checkpoint import default_checkpoint
+    from unipet.components import components
 
     ckpt = args.checkpoint or default_checkpoint()
     predictor = Predictor.from_checkpoint(ckpt, device="cpu", overlap=args.overlap, tile_batch=args.tile_batch)

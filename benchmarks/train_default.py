@@ -53,7 +53,7 @@ def main() -> None:
     args = p.parse_args()
 
     from unipet.train import train
-    from unipet.train.checkpoint import find_checkpoint, read_meta
+    from unipet.checkpoint import find_checkpoint, read_meta
 
     # every architecture kwarg explicit: the checkpoint must not follow a later change of the model's defaults
     model_kw = {"base_width": args.base_width, "pa_head": "paper", "task_classifier": True, "specific_prompt": True,
@@ -75,7 +75,7 @@ def main() -> None:
     size = (folder / "model.safetensors").stat().st_size
     out = {"run": str(run), "iteration": result.iteration, "final_loss": result.losses[-1] if result.losses else None,
            "validation": result.validation, "model_bytes": size, "within_limit": size <= MAX_BYTES,
-           "recipe": read_meta(folder)["recipe"], "model_kw": model_kw}
+           "recipe": read_meta(folder).recipe, "model_kw": model_kw}
     if args.export:
         if size > MAX_BYTES:
             raise SystemExit(f"model.safetensors is {size / 2 ** 20:.1f} MB > 25 MB; use a smaller --base-width")
@@ -93,12 +93,12 @@ def copy_heads(init: Path | None, source: str, targets: list[str], run: Path) ->
     """
     from safetensors.torch import load_file, save_file
 
-    from unipet.train.checkpoint import find_checkpoint, read_meta
+    from unipet.checkpoint import find_checkpoint, read_meta
 
     if init is None or not targets:
         raise SystemExit("--heads-from needs --init RUN and --reset-heads TASK,...")
     folder = find_checkpoint(init)
-    names = [t["name"] for t in read_meta(folder)["model"]["tasks"]["tasks"]]
+    names = read_meta(folder).task_set.names
     unknown = sorted({source, *targets} - set(names))
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; the run's tasks are {names}")

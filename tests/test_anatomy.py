@@ -15,9 +15,9 @@ from unipet.models.anatomy import (
     ENCODER_PREFIXES,
     HyperCrossAttention,
     OrganPromptEncoder,
-    organ_fractions,
     organ_geometry,
 )
+from unipet.models.blocks import organ_fractions
 
 PATCH = (16, 32, 32)
 
@@ -150,7 +150,7 @@ def test_trains_with_organ_maps_and_predicts_through_the_engine(tmp_path):
     from unipet.data.cache import build_cache
     from unipet.infer.predictor import Predictor
     from unipet.train import train
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     cache = build_cache(write_cohort(tmp_path / "cohort", n=3), tmp_path / "cache")
     assert cache.load("s0").organs is not None
@@ -158,7 +158,7 @@ def test_trains_with_organ_maps_and_predicts_through_the_engine(tmp_path):
                    patch_size=PATCH, batch_size=2, workers=0, device="cpu", progress=False, tensorboard=False)
     assert len(result.losses) == 3 and all(np.isfinite(result.losses))
     model, meta = load_checkpoint(tmp_path / "run")
-    assert meta["recipe"]["name"] == "anatomy" and meta["model"]["kwargs"] == TINY
+    assert meta.recipe["name"] == "anatomy" and meta.model_kwargs == TINY
     case = cache.load("s1", mmap=False)
     predictor = Predictor(model, meta, device="cpu")
     prob = predictor.probabilities(case.image, None, case.organs)

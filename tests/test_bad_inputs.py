@@ -22,7 +22,7 @@ from unipet.cli import main
 from unipet.data.preprocess import PreprocessConfig
 from unipet.io.nifti import save_volume
 from unipet.models import create
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
 
 NORM = {"CT": {"scheme": "ct-window", "level": 0.0, "width": 1800.0}, "PET": {"scheme": "suv-clip", "clip": 20.0}}
 

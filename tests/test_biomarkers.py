@@ -9,7 +9,7 @@ import pytest
 from unipet.errors import LabelError, MissingInputError
 from unipet.quantify.biomarkers import (body_surface_area_m2, delineate, dmax_mm, lesion_table, liver_reference,
                                         patient_summary, quantify_study)
-from unipet.quantify.components import components, remove_small_components
+from unipet.components import components, remove_small_components
 from unipet.study import Study, StudyMeta, make_affine
 
 SPACING = (2.0, 2.0, 2.0)

@@ -9,8 +9,8 @@ import torch
 
 from unipet.errors import ConfigError, InputFileError
 from unipet.models import create
-from unipet.train.checkpoint import (find_checkpoint, flatten_optimizer, load_checkpoint, load_train_state,
-                                     read_meta, restore_optimizer, save_checkpoint, unflatten_optimizer)
+from unipet.checkpoint import find_checkpoint, load_checkpoint, load_train_state, read_meta, save_checkpoint
+from unipet.train.state import flatten_optimizer, restore_optimizer, save_training_checkpoint, unflatten_optimizer
 
 PATCH = (8, 16, 16)
 
@@ -54,11 +54,11 @@ def test_round_trip_rebuilds_the_model_from_meta_alone(tmp_path):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     _step(model, opt)
-    folder = save_checkpoint(tmp_path / "run", model, _meta(model), opt, {"iteration": 1})
+    folder = save_training_checkpoint(tmp_path / "run", model, _meta(model), opt, {"iteration": 1})
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.safetensors", "train_state.json",
                                                         "train_state.safetensors"]
     loaded, meta = load_checkpoint(tmp_path / "run")
-    assert meta["versions"]["torch"] == torch.__version__ and meta["model"]["name"] == "dpdnet"
+    assert meta.versions["torch"] == torch.__version__ and meta.model_name == "dpdnet"
     model.eval()
     x = torch.randn(1, 2, *PATCH)
     torch.testing.assert_close(loaded(x, task=torch.tensor([1])), model(x, task=torch.tensor([1])), rtol=0, atol=0)
@@ -76,11 +76,11 @@ def test_swap_keeps_one_complete_checkpoint(tmp_path):
     run = tmp_path / "run"
     save_checkpoint(run, model, {**_meta(model), "iteration": 1})
     save_checkpoint(run, model, {**_meta(model), "iteration": 2})
-    assert read_meta(run)["iteration"] == 2 and not (run / ".checkpoint.old").exists()
+    assert read_meta(run).iteration == 2 and not (run / ".checkpoint.old").exists()
     assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint.tmp")]
     # a kill between the two renames leaves only the previous checkpoint: it is found
     shutil.move(run / "checkpoint", run / ".checkpoint.old")
-    assert find_checkpoint(run) == run / ".checkpoint.old" and read_meta(run)["iteration"] == 2
+    assert find_checkpoint(run) == run / ".checkpoint.old" and read_meta(run).iteration == 2
 
 
 def test_bad_checkpoints_raise_clear_errors(tmp_path):
@@ -92,3 +92,29 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
         load_checkpoint(folder)
     with pytest.raises(InputFileError):
         load_train_state(folder)
+
+
+def test_meta_is_typed_and_versioned(tmp_path):
+    """meta.json is read into CheckpointMeta: a file without a format is version 1, unknown keys are kept as
+    read, and a format newer than this unipet reads is one clear error."""
+    import json as _json
+    import shutil
+
+    from unipet.checkpoint import FORMAT_VERSION, CheckpointMeta
+    from unipet.checkpoint import default_checkpoint as checkpoint_path
+
+    shipped = CheckpointMeta.from_dict(_json.loads((checkpoint_path() / "meta.json").read_text()))
+    assert shipped.version == 1 and shipped.model_name == "dpdnet" and shipped.num_classes == 2
+    assert "provenance" in shipped.extra and shipped.to_dict()["provenance"] == shipped.extra["provenance"]
+    raw = {"model": {"name": "dpdnet"}, "iteration": 3, "someday": {"x": 1}}
+    meta = CheckpointMeta.from_dict(raw)
+    assert meta.version == 1 and meta.iteration == 3 and meta.extra == {"someday": {"x": 1}}
+    assert CheckpointMeta.from_dict(meta.to_dict()) == meta
+    folder = tmp_path / "new"
+    shutil.copytree(checkpoint_path(), folder)
+    newer = {**_json.loads((folder / "meta.json").read_text()), "format": FORMAT_VERSION + 1}
+    (folder / "meta.json").write_text(_json.dumps(newer))
+    with pytest.raises(ConfigError, match="newer unipet"):
+        load_checkpoint(folder)
+    with pytest.raises(ConfigError, match="format"):
+        CheckpointMeta.from_dict({"model": {}, "format": "two"})

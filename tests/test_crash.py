@@ -2,6 +2,7 @@
 training loop with DataLoader workers (no hang, no orphaned worker), and log rows after a resume."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -17,11 +18,12 @@ import pytest
 from _synthetic import write_autopet
 from unipet.errors import DiskFullError
 from unipet.models import create
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
 from unipet.train import run_guard
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
+# the source tree first: the children run the unipet of this checkout, whichever one is installed
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
 TINY = ["--model", "nnunet", "--patch", "16", "16", "16", "--batch", "1", "--model-kw", "base_channels=2",
         "--model-kw", "max_channels=4", "--no-progress"]
 
@@ -66,7 +68,7 @@ _KILL_CHILD = textwrap.dedent("""
     import os, sys, time
     import torch
     from unipet.models import create
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
     run, stage, marker = sys.argv[1], sys.argv[2], sys.argv[3]
     model = create("nnunet", in_channels=2, num_classes=2, tasks=["lymphoma"], patch_size=(16, 16, 16),
                    base_channels=8, max_channels=32, max_stages=3)
@@ -102,7 +104,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_complete_checkpoint(tmp_path
     try:
         deadline = time.time() + 90
         if stage == "random":  # while checkpoints are written back to back
-            while not ((run / "checkpoint" / "meta.json").exists() and ckpt.read_meta(run).get("iteration", 0) >= 3):
+            while not ((run / "checkpoint" / "meta.json").exists() and (ckpt.read_meta(run).iteration or 0) >= 3):
                 assert time.time() < deadline
                 time.sleep(0.02)
         else:
@@ -118,12 +120,12 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_complete_checkpoint(tmp_path
         assert not (run / "checkpoint").exists() and (run / ".checkpoint.old").exists()
     model, meta = ckpt.load_checkpoint(run)  # whichever of checkpoint/ or .checkpoint.old/ is complete
     ckpt.verify_weights(run)
-    assert meta["iteration"] == 1 if stage != "random" else meta["iteration"] >= 3
+    assert meta.iteration == 1 if stage != "random" else meta.iteration >= 3
     run_guard.prepare_run(run, resume=True)
     assert not list(run.glob(".checkpoint.tmp*"))
     assert (run / "checkpoint").exists()  # an interrupted swap undone
-    ckpt.save_checkpoint(run, model, {**meta, "iteration": meta["iteration"] + 1})  # the run goes on
-    assert ckpt.read_meta(run)["iteration"] == meta["iteration"] + 1
+    ckpt.save_checkpoint(run, model, dataclasses.replace(meta, iteration=meta.iteration + 1))  # the run goes on
+    assert ckpt.read_meta(run).iteration == meta.iteration + 1
     assert (run / "checkpoint").exists() and not (run / ".checkpoint.old").exists()
 
 
@@ -152,7 +154,7 @@ def test_real_full_disk_keeps_the_previous_checkpoint(small_fs):
     with pytest.raises(DiskFullError, match=r"disk full.*needs about \d+ MB"):
         ckpt.save_checkpoint(run, big, {"model": big.config, "iteration": 2})
     _, meta = ckpt.load_checkpoint(run)
-    assert meta["iteration"] == 1 and not list(run.glob(".checkpoint.tmp*"))
+    assert meta.iteration == 1 and not list(run.glob(".checkpoint.tmp*"))
     from unipet import fileio
 
     (small_fs / "t.bin").write_bytes(b"old")
@@ -223,10 +225,10 @@ def test_sigterm_stops_with_143_and_resume_has_no_duplicate_log_rows(tmp_path, c
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
     meta = ckpt.read_meta(run)
-    stopped_at = meta["iteration"]
+    stopped_at = meta.iteration
     # a checkpoint written by the trainer records its orientation and the checksum of its weights
-    assert meta["preprocess"]["orientation"] == "RAS"
-    assert meta[ckpt.CHECKSUM_KEY] == ckpt.file_sha256(run / "checkpoint" / "model.safetensors")
+    assert meta.preprocess["orientation"] == "RAS"
+    assert meta.weights_sha256 == ckpt.file_sha256(run / "checkpoint" / "model.safetensors")
     assert 10 <= stopped_at < 5000
     assert _no_orphans(str(run))
     # a row the killed run logged after its last checkpoint (as SIGKILL would leave it) is dropped on resume

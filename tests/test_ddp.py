@@ -53,7 +53,7 @@ def test_two_gloo_ranks_keep_identical_weights(cache_root, tmp_path):
 
     from unipet.models import create
     from unipet.tasks import TaskSet
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     out = tmp_path / "out"
     out.mkdir()
@@ -65,10 +65,10 @@ def test_two_gloo_ranks_keep_identical_weights(cache_root, tmp_path):
     losses = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert losses[0] != losses[1], "each rank must draw its own patches"
     model, meta = load_checkpoint(tmp_path / "run")
-    assert meta["iteration"] == 3
+    assert meta.iteration == 3
     for k, v in model.state_dict().items():
         assert torch.equal(v, w0[k]), k
     torch.manual_seed(0)  # the recipe's seed: the weights every rank started from
-    init = create("dpdnet", in_channels=2, num_classes=2, tasks=TaskSet.from_dict(meta["model"]["tasks"]), patch_size=PATCH,
+    init = create("dpdnet", in_channels=2, num_classes=2, tasks=TaskSet.from_dict(meta.model["tasks"]), patch_size=PATCH,
                   base_width=4, min_feature=2).state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in init), "training must have changed the weights"

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from unipet.cli import main
-from unipet.demo import SURVIVAL_MARKERS, baseline_outcomes, biomarker_agreement, default_checkpoint, run_demo
+from unipet.checkpoint import default_checkpoint
+from unipet.demo import SURVIVAL_MARKERS, baseline_outcomes, biomarker_agreement, run_demo
 from unipet.quantify.survival import c_index, cox_hazard_ratio
 
 N_STUDIES, SEED = 30, 11
@@ -24,7 +25,7 @@ def demo(tmp_path_factory):
 def test_reference_biomarkers_reproduce_the_outcome_model(tmp_path):
     from unipet.data.phantom import write_phantom_cohort
     from unipet.io.layouts import import_phantom
-    from unipet.quantify.biomarkers import quantify_manifest
+    from unipet.quantify.runner import quantify_manifest
 
     cohort = write_phantom_cohort(tmp_path / "cohort", n=64, seed=SEED, workers=2)
     import_phantom(cohort).save(tmp_path / "cohort.json")

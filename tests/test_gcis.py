@@ -195,3 +195,25 @@ def test_gcis_recipes():
         load_recipe("gcis", multi_spacing={"spacings": []})
     with pytest.raises(ConfigError):
         load_recipe("gcis", cases="a")
+
+
+def test_cli_organ_tasks_adds_one_case_per_study_and_structure(tmp_path):
+    """``unipet gcis organ-tasks``: the command line of ``add_organ_tasks`` (the masks are its organ-map values)."""
+    from _gcis_data import write_cohort
+
+    from unipet.cli import main
+    from unipet.io.layouts import import_phantom
+    from unipet.io.manifest import Manifest
+    from unipet.io.nifti import load_volume
+
+    import_phantom(write_cohort(tmp_path / "cohort", 2)).save(tmp_path / "m.json")
+    args = ["gcis", "organ-tasks", str(tmp_path / "m.json"), "--task-set", "phantom_structures", "--task", "aorta",
+            "--out", str(tmp_path / "masks"), "--manifest-out", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    result = Manifest.load(tmp_path / "s.json")
+    added = [c for c in result if c.task == "aorta"]
+    assert len(result.cases) == 4 and len(added) == 2
+    label, _ = load_volume(added[0].label, dtype=np.uint8)
+    organs, _ = load_volume(added[0].organs, dtype=np.int32)
+    assert np.array_equal(label > 0, organs == 11)
+    assert main(args) == 2  # the manifest exists: refused without --overwrite

@@ -24,14 +24,13 @@ from unipet.models.h2aseg import (
     H2ASeg,
     check_patch,
     patch_multiple,
-    recording_tamw,
-    tamw_weight_report,
     window_merge,
     window_partition,
 )
 from unipet.models.profile import profile_model
+from unipet.analysis.h2aseg import recording_tamw, tamw_weight_report
 from unipet.train import load_recipe, train
-from unipet.train.checkpoint import load_checkpoint, read_meta
+from unipet.checkpoint import load_checkpoint, read_meta
 from unipet.train.losses import SegmentationLoss, deep_supervision_weights
 
 #: the release layout with softmax heads: the tests below were written for it (the paper's layout and heads are
@@ -225,7 +224,7 @@ def test_training_through_the_engine_and_tamw_cli(cache, tmp_path):
     # 5 deep-supervision terms weighted 5..1, each Dice + CE: well above a single unit-weight term at the start
     assert result.losses[0] > 5
     meta = read_meta(run)
-    assert meta["recipe"]["optimizer"] == "adam" and meta["model"]["kwargs"] == TINY
+    assert meta.recipe["optimizer"] == "adam" and meta.model_kwargs == TINY
     model, _ = load_checkpoint(run)
     assert isinstance(model, H2ASeg)
     out = tmp_path / "tamw.json"

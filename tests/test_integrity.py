@@ -14,7 +14,7 @@ import torch
 
 from unipet.errors import ConfigError, InputFileError
 from unipet.models import create
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
 
 PATCH = (16, 16, 16)
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "unipet" / "resources" / "checkpoints" / "dpdnet-small"
@@ -36,7 +36,7 @@ def test_checksum_is_recorded_and_verified(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta[ckpt.CHECKSUM_KEY] == ckpt.file_sha256(folder / "model.safetensors")
     model, loaded = ckpt.load_checkpoint(tmp_path / "run")
-    assert loaded["checkpoint_id"] == meta[ckpt.CHECKSUM_KEY][:16] == ckpt.checkpoint_id(folder)
+    assert loaded.checkpoint_id == meta[ckpt.CHECKSUM_KEY][:16] == ckpt.checkpoint_id(folder)
     # 16 bytes overwritten in the middle of the weights: refused, not silently used
     data = bytearray((folder / "model.safetensors").read_bytes())
     mid = len(data) // 2
@@ -97,7 +97,7 @@ def test_shipped_checkpoint_records_its_checksum_and_verifies():
     meta = json.loads((SHIPPED / "meta.json").read_text())
     assert meta[ckpt.CHECKSUM_KEY] == ckpt.file_sha256(SHIPPED / "model.safetensors")
     _, loaded = ckpt.load_checkpoint(SHIPPED)
-    assert loaded["checkpoint_id"] == meta[ckpt.CHECKSUM_KEY][:16]
+    assert loaded.checkpoint_id == meta[ckpt.CHECKSUM_KEY][:16]
 
 
 def test_checkpoint_without_checksum_loads_without_warning(tmp_path, caplog):
@@ -114,7 +114,7 @@ def test_checkpoint_without_checksum_loads_without_warning(tmp_path, caplog):
         with caplog.at_level(logging.WARNING):
             _, loaded = ckpt.load_checkpoint(folder)
     assert not caplog.records
-    assert loaded["checkpoint_id"] == ckpt.file_sha256(folder / "model.safetensors")[:16]
+    assert loaded.checkpoint_id == ckpt.file_sha256(folder / "model.safetensors")[:16]
 
 
 def test_stale_temporaries_are_cleaned_and_modes_follow_the_umask(tmp_path):
@@ -150,4 +150,4 @@ def test_a_write_after_an_interrupted_swap_never_deletes_the_only_checkpoint(tmp
         ckpt.save_checkpoint(tmp_path / "run", _model(), {"model": _model().config, "iteration": 2})
     monkeypatch.undo()
     _, meta = ckpt.load_checkpoint(tmp_path / "run")  # the previous checkpoint survived
-    assert meta["iteration"] == 1
+    assert meta.iteration == 1

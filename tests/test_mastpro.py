@@ -16,15 +16,11 @@ from unipet.errors import ConfigError, MissingInputError
 from unipet.io.layouts import import_autopet
 from unipet.io.nifti import load_volume, save_volume
 from unipet.models import create
-from unipet.models.mastpro import (
-    PromptAttention,
-    organ_fractions,
-    parameter_report,
-    start_usage,
-    usage_report,
-)
+from unipet.analysis.mastpro import parameter_report, start_usage, usage_report
+from unipet.models.blocks import organ_fractions
+from unipet.models.mastpro import PromptAttention
 from unipet.models.text import encode_texts
-from unipet.train.checkpoint import load_checkpoint, read_meta
+from unipet.checkpoint import load_checkpoint, read_meta
 
 PATCH = (32, 32, 64)
 KW = dict(feature_size=12, depths=[1, 1, 1, 1], window_size=4, attention_heads=4, anatomy_widths=[4, 8, 8],
@@ -175,7 +171,7 @@ def peft_run(cache, tmp_path_factory):
 
 def test_peft_training_freezes_the_rest_and_embeddings_reload_without_encoder(peft_run, monkeypatch):
     meta = read_meta(peft_run)
-    assert meta["recipe"]["trainable"] == "peft" and meta["recipe"]["name"] == "mastpro"
+    assert meta.recipe["trainable"] == "peft" and meta.recipe["name"] == "mastpro"
     log = [json.loads(line) for line in (peft_run / "log.jsonl").read_text().splitlines()]
     assert "balance" in log[-1] and log[-1]["iteration"] == 1
 

@@ -10,8 +10,7 @@ from unipet.errors import MissingInputError, UnknownTaskError
 from unipet.models import create
 from unipet.models.base import count_parameters
 from unipet.models.dodnet import dynamic_conv, dynamic_head_params
-from unipet.models.prompt_free import task_classification_loss
-from unipet.models.universal import partial_label_dice_bce
+from unipet.train.losses import partial_label_dice_bce, task_classification_loss
 
 PATCH = (16, 32, 32)
 FULL_PATCH = (112, 160, 128)
@@ -237,7 +236,7 @@ def test_partial_label_dice_bce_matches_hand_computation():
 def test_checkpoints_recording_explicit_head_kwargs_load_with_their_architecture(kwargs, tmp_path):
     """A checkpoint whose meta records ``pa_head``/``task_classifier`` rebuilds that architecture, whatever the
     builder's defaults are (the shipped checkpoint and the runs trained before the defaults changed)."""
-    from unipet.train.checkpoint import load_checkpoint, save_checkpoint
+    from unipet.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = create("dpdnet", in_channels=2, num_classes=2, tasks=4, patch_size=PATCH, base_width=2, **kwargs).eval()
@@ -245,7 +244,7 @@ def test_checkpoints_recording_explicit_head_kwargs_load_with_their_architecture
             "patch_size": list(PATCH)}
     save_checkpoint(tmp_path / "run", model, meta)
     loaded, meta = load_checkpoint(tmp_path / "run")
-    assert meta["model"]["kwargs"] == {"base_width": 2, **kwargs}
+    assert meta.model_kwargs == {"base_width": 2, **kwargs}
     assert (loaded.task_classifier is None) == (not kwargs["task_classifier"])
     assert type(loaded.pa_heads[0]) is type(model.pa_heads[0])
     x = torch.randn(2, 2, *PATCH, generator=torch.Generator().manual_seed(1))

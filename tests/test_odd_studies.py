@@ -24,7 +24,7 @@ from unipet.io.manifest import Case, load_study
 from unipet.io.nifti import check_pet_values, save_volume
 from unipet.quantify.biomarkers import quantify_study
 from unipet.study import Study, StudyMeta, make_affine
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
 
 
 def _dicom_study(patient: str, seed: int) -> Study:

@@ -13,7 +13,8 @@ from unipet.data.cache import build_cache
 from unipet.errors import ConfigError, LabelError
 from unipet.io.manifest import Manifest
 from unipet.io.nifti import load_volume
-from unipet.train.organs_teacher import organ_classes, organ_dice, organ_manifest, teacher_student
+from unipet.evaluate.metrics import label_dice as organ_dice
+from unipet.train.organs_teacher import organ_classes, organ_manifest, teacher_student
 
 TRAIN = dict(model="stunet-s", model_kw={"base_width": 2}, iterations=2, patch_size=(8, 16, 16), batch_size=1,
              workers=0, device="cpu", progress=False, tensorboard=False)

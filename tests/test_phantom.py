@@ -10,12 +10,12 @@ import pytest
 from scipy import ndimage
 
 from unipet.data.organs import ORGAN_GROUPS, ORGAN_LABELS, label_values
-from unipet.data.phantom import CLINICAL_COLUMNS, _generate, _plan_cohort, generate_study, write_phantom_cohort
-from unipet.data.phantom_clinical import TASKS, outcome_log_hazard, simulate_outcome
-from unipet.data.phantom_lesions import SITE_TISSUE, plan_lesions
+from unipet.data.phantom.cohort import CLINICAL_COLUMNS, _generate, _plan_cohort, generate_study, write_phantom_cohort
+from unipet.data.phantom.clinical import TASKS, outcome_log_hazard, simulate_outcome
+from unipet.data.phantom.lesions import SITE_TISSUE, plan_lesions
 from unipet.errors import ConfigError, OutputExistsError, UnknownTaskError
 
-# Sites each cancer type may spread to (from the module docstring of phantom_lesions).
+# Sites each cancer type may spread to (from the module docstring of unipet.data.phantom.lesions).
 TASK_SITES = {
     "lung_cancer": {"lung", "node_hilar", "node_mediastinal", "node_cervical", "adrenal", "bone", "brain", "liver"},
     "lymphoma": {"node_cervical", "node_axillary", "node_mediastinal", "node_paraaortic", "node_iliac", "node_inguinal",

@@ -73,7 +73,7 @@ def phantom_in_air() -> Study:
 
 @pytest.mark.slow
 def test_skipping_empty_tiles_and_the_content_crop_keep_the_default_checkpoints_mask(phantom_in_air):
-    from unipet.demo import default_checkpoint
+    from unipet.checkpoint import default_checkpoint
 
     plain = Predictor.from_checkpoint(default_checkpoint(), device="cpu", crop_to_content=False, skip_empty=False,
                                       channels_last=False)
@@ -100,7 +100,7 @@ def test_skipping_empty_tiles_and_the_content_crop_keep_the_default_checkpoints_
 @pytest.mark.skipif(not __import__("unipet.infer.predictor", fromlist=["cpu_has_bf16"]).cpu_has_bf16(),
                     reason="this CPU has no native bfloat16 arithmetic")
 def test_cpu_bf16_keeps_the_default_checkpoints_mask_within_a_few_voxels(phantom_in_air):
-    from unipet.demo import default_checkpoint
+    from unipet.checkpoint import default_checkpoint
 
     fp32 = Predictor.from_checkpoint(default_checkpoint(), device="cpu")
     bf16 = Predictor.from_checkpoint(default_checkpoint(), device="cpu", cpu_bf16=True)

@@ -149,7 +149,7 @@ def test_batch_prediction_resumes_isolates_failures_and_shards(tmp_path):
 
 def test_prompt_free_prediction_reports_the_inferred_task_and_cli(tmp_path):
     from unipet.models import create
-    from unipet.train.checkpoint import save_checkpoint
+    from unipet.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = create("dpdnet", in_channels=2, num_classes=2, tasks=TASKS, patch_size=(8, 16, 16), base_width=4,

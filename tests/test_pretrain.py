@@ -162,3 +162,19 @@ def test_cli_pretrain(cache, tmp_path):
     assert meta["iteration"] == 2 and meta["pretrain"]["widths"] == [4, 8, 8, 8]
     assert main(args) == 2  # the run exists: refused without --resume
     assert main(["pretrain", str(cache.root), "--out", str(tmp_path / "bad"), "--widths", "4,x"]) == 2
+
+
+def test_config_holds_the_module_and_a_pretrain_recipe_and_reads_old_flat_settings():
+    """PretrainConfig copies no Recipe field: the optimisation is a Recipe (the shipped ``pretrain`` one, fields
+    overridden by keyword); runs written before recorded module and recipe fields side by side, still read."""
+    from unipet.train.recipes import RECIPES
+
+    assert PretrainConfig().recipe == RECIPES["pretrain"]
+    assert CFG.recipe.iterations == 4 and CFG.recipe.lr == 3e-3 and CFG.recipe.optimizer == "adamw"
+    assert PretrainConfig.from_dict(CFG.to_dict()) == CFG
+    flat = {k: v for k, v in CFG.to_dict().items() if k != "recipe"}
+    flat.update(iterations=4, batch_size=2, patch_size=PATCH, lr=3e-3, warmup_iterations=0, checkpoint_every=2,
+                workers=0, amp="none")
+    assert PretrainConfig.from_dict(flat) == CFG
+    with pytest.raises(ConfigError):
+        PretrainConfig.from_dict({**flat, "no_such_setting": 1})

@@ -13,7 +13,7 @@ from unipet.data.cache import Cache, build_cache
 from unipet.errors import ConfigError
 from unipet.io.layouts import import_autopet
 from unipet.models import create
-from unipet.train.checkpoint import save_checkpoint
+from unipet.checkpoint import save_checkpoint
 
 PATCH = (8, 16, 16)
 

@@ -2,6 +2,8 @@
 (encoder frozen), and the second-stage plan and scope."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from _gcis_data import TINY_GCIS, build_structures_cache
@@ -9,15 +11,15 @@ from _gcis_data import TINY_GCIS, build_structures_cache
 from unipet.cli import main
 from unipet.errors import ConfigError, OutputExistsError
 from unipet.models import create
+from unipet.analysis.gcis import export
 from unipet.models.prune import (
-    export,
     max_output_difference,
     prune,
     pruned_state_dict,
     route_for_text,
     task_route,
 )
-from unipet.train.checkpoint import load_checkpoint
+from unipet.checkpoint import load_checkpoint
 
 TASKS = ["lymphoma", "lung_cancer", "aorta", "liver"]
 
@@ -82,7 +84,7 @@ def test_export_writes_a_checkpoint_with_identical_masks_and_the_cli(run, tmp_pa
     record = export(tmp / "run", "aorta", tmp_path / "aorta")
     full, _ = load_checkpoint(tmp / "run")
     pruned, meta = load_checkpoint(tmp_path / "aorta")
-    assert meta["pruned"]["task"] == "aorta" and meta["pruned"]["route"] == pruned.route == task_route(full, "aorta")
+    assert meta.pruned["task"] == "aorta" and meta.pruned["route"] == pruned.route == task_route(full, "aorta")
     assert record["params_pruned"] == sum(p.numel() for p in pruned.parameters()) < record["params_full"]
     from unipet.infer.predictor import Predictor
 
@@ -94,7 +96,7 @@ def test_export_writes_a_checkpoint_with_identical_masks_and_the_cli(run, tmp_pa
     with pytest.raises(OutputExistsError):
         export(tmp / "run", "aorta", tmp_path / "aorta")
     assert main(["export", "--model", str(tmp / "run"), "--task", "liver", "--out", str(tmp_path / "liver")]) == 0
-    assert load_checkpoint(tmp_path / "liver")[1]["pruned"]["task"] == "liver"
+    assert load_checkpoint(tmp_path / "liver")[1].pruned["task"] == "liver"
     assert main(["export", "--model", str(tmp / "run"), "--task", "pancreas", "--out", str(tmp_path / "x")]) == 2
 
 
@@ -109,8 +111,8 @@ def test_adapt_routes_the_prompt_prunes_and_freezes_the_encoder(run, tmp_path):
     adapted, meta = load_checkpoint(tmp_path / "a")
     full, _ = load_checkpoint(tmp / "run")
     assert adapted.pruned and adapted.route == route_for_text(full, "liver")
-    assert meta["recipe"]["trainable"] == "decoder" and len(meta["recipe"]["cases"]) == 2
-    assert all(cache.info(c)["task"] == "liver" for c in meta["recipe"]["cases"])
+    assert meta.recipe["trainable"] == "decoder" and len(meta.recipe["cases"]) == 2
+    assert all(cache.info(c)["task"] == "liver" for c in meta.recipe["cases"])
     init = load_file(str(tmp_path / "a" / "pruned_init.safetensors"))
     after = adapted.state_dict()
     encoder = adapted.scope_parameters("encoder")
@@ -147,3 +149,31 @@ def test_second_stage_plan_and_a_per_path_scope_trains_only_that_path(run):
     assert full.pathways[4].last_route.tolist() == [1, 1]  # frozen routers route by arg-max
     changed = {n for n, p in full.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= scope
+
+
+def test_second_stage_trains_each_used_sub_pathway_in_turn_from_the_previous_run(run, tmp_path):
+    """Stage 2: one short run per (level, path) the tasks are routed to, each trainable only on its path and
+    initialised from the run before it (the first from the joint run)."""
+    from safetensors.torch import load_file
+
+    from unipet.train.gcis import second_stage, second_stage_plan
+
+    cache, tmp = run
+    full, _ = load_checkpoint(tmp / "run")
+    plan = [(level, path) for level, path, _ in second_stage_plan(full.routes().tolist(), full.task_set.names)]
+    records = second_stage(tmp / "run", cache, tmp_path / "stage2", iterations=1, device="cpu",
+                           patch_size=(32, 32, 32), batch_size=1, workers=0)
+    done = [(r["level"], r["path"]) for r in records]
+    assert done and [step for step in plan if step in done] == done  # in plan order (paths without cases skipped)
+    previous = load_file(str(tmp / "run" / "checkpoint" / "model.safetensors"))
+    moved = set()
+    for record in records:
+        model, meta = load_checkpoint(record["run"])
+        assert meta.recipe["trainable"] == f"path:{record['level']}:{record['path']}" and meta.iteration == 1
+        scope = model.scope_parameters(meta.recipe["trainable"])
+        now = load_file(str(Path(record["run"]) / "checkpoint" / "model.safetensors"))
+        changed = {k for k in now if k in previous and not torch.equal(now[k], previous[k])}
+        assert changed <= scope  # nothing outside the sub-pathway moved
+        moved |= changed
+        previous = now
+    assert moved  # the sub-pathways did train

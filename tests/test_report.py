@@ -12,7 +12,7 @@ from unipet.cli import main
 from unipet.errors import ImageGeometryError, OutputExistsError
 from unipet.io.manifest import Case, Manifest
 from unipet.io.nifti import save_volume
-from unipet.quantify.survival import run_survival
+from unipet.report.survival import run_survival
 from unipet.report import build_report
 from unipet.report.plots import agreement_stats, mip_figure, mip_views, to_ras
 from unipet.study import make_affine

@@ -71,3 +71,17 @@ def test_cli_writes_seg_for_a_mask_on_the_pet_grid_and_refuses_another_grid(pet_
     save_volume(_mask(), shifted, tmp_path / "moved.nii.gz")
     assert main(["dicom-seg", str(tmp_path / "moved.nii.gz"), str(pet_folder), str(tmp_path / "x.dcm")]) == 2
     assert "not on the grid" in capsys.readouterr().err
+
+
+def test_library_call_checks_the_grid_given_the_masks_affine(pet_folder, tmp_path):
+    """A Python caller of write_dicom_seg gets the CLI's grid check by passing the mask's affine."""
+    from unipet.errors import ImageGeometryError
+    from unipet.io.dicom import read_pet_suv
+
+    _, affine, _ = read_pet_suv(pet_folder)
+    write_dicom_seg(_mask(), pet_folder, tmp_path / "on.dcm", affine=affine)
+    shifted = affine.copy()
+    shifted[:3, 3] += 20.0
+    with pytest.raises(ImageGeometryError, match="not on the grid"):
+        write_dicom_seg(_mask(), pet_folder, tmp_path / "off.dcm", affine=shifted)
+    assert not (tmp_path / "off.dcm").exists()

@@ -81,7 +81,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from unipet.demo import default_checkpoint
+    from unipet.checkpoint import default_checkpoint
     from unipet.infer.predictor import Predictor
 
     return Predictor.from_checkpoint(default_checkpoint(), device="cpu")

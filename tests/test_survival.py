@@ -16,14 +16,12 @@ from unipet.errors import ConfigError
 from unipet.quantify.survival import (
     c_index,
     check_survival_table,
-    compare_sources,
     cox_hazard_ratio,
     derive_cutoffs,
-    kaplan_meier_plot,
     logrank,
-    run_survival,
     split_derivation_validation,
 )
+from unipet.report.survival import compare_sources, kaplan_meier_plot, run_survival
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +206,24 @@ def test_compare_sources_uses_one_split_and_ranks_sources(tmp_path):
     assert ref_row["HR (95% CI)"].startswith(f"{ref_row['hr']:.2f} (")
     saved = pd.read_csv(tmp_path / "cmp.csv")
     assert list(saved["source"]) == ["reference", "noisy"] and "C-index (95% CI)" in saved.columns
+
+
+def test_statistics_come_as_data_without_files():
+    """survival_statistics writes nothing: a summary, its per-marker DataFrame (compare_sources' columns without
+    ``source``) and Kaplan–Meier curves to draw (fitted lifelines fitters of the low and high groups)."""
+    from unipet.quantify.survival import KMCurves, results_table, survival_statistics
+
+    df = synthetic_cohort(200, seed=8, beta=1.0)
+    summary, curves = survival_statistics(df, "os", "dead", ["mtv", "suvmax"], n_boot=20)
+    table = results_table(summary)
+    assert list(table["marker"]) == ["mtv", "suvmax"]
+    row, mtv = table.iloc[0], summary["results"]["mtv"]
+    assert row["cutoff"] == mtv["cutoff"] and row["hr"] == mtv["hr_dichotomised"]["hr"]
+    assert row["c_index"] == mtv["c_index"]["value"] and row["logrank_p"] == mtv["logrank_p"]
+    assert set(curves) == {"mtv", "suvmax"} and isinstance(curves["mtv"], KMCurves)
+    low, high = curves["mtv"].fitters
+    assert len(low.durations) == mtv["n_low"] and len(high.durations) == mtv["n_high"]
+    assert "validation cohort" in curves["mtv"].title and curves["mtv"].subtitle.startswith("HR ")
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -13,7 +13,7 @@ from _synthetic import tiny_train_cache
 from unipet.cli import main
 from unipet.errors import ConfigError, OutputExistsError
 from unipet.train import load_recipe, train
-from unipet.train.checkpoint import load_checkpoint, read_meta
+from unipet.checkpoint import load_checkpoint, read_meta
 
 PATCH = (8, 16, 16)
 KW = {"base_width": 4, "min_feature": 2}
@@ -70,9 +70,9 @@ def test_a_few_steps_reduce_the_loss_and_validation_runs(cache, tmp_path):
     assert last < first - 0.1, (first, last)
     assert result.validation and all(0.0 <= v <= 1.0 for v in result.validation.values())
     meta = read_meta(tmp_path / "run")
-    assert meta["iteration"] == 30 and meta["complete"] and meta["recipe"]["augmentation"]["enabled"] is False
-    assert meta["preprocess"]["channels"] == ["CT", "PET"] and meta["sampler"]["mix"]["lesion"] == 0.5
-    assert len(meta["data"]["fingerprint"]) == 16 and meta["model"]["kwargs"] == KW
+    assert meta.iteration == 30 and meta.complete and meta.recipe["augmentation"]["enabled"] is False
+    assert meta.preprocess["channels"] == ["CT", "PET"] and meta.sampler["mix"]["lesion"] == 0.5
+    assert len(meta.data["fingerprint"]) == 16 and meta.model_kwargs == KW
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["iteration"] == 30
 
@@ -87,7 +87,7 @@ def test_resume_after_kill_and_after_sigterm_is_identical_to_a_straight_run(cach
 
     with pytest.raises(KeyboardInterrupt):
         _run(cache, tmp_path / "killed", callbacks=[die_at_5])
-    assert read_meta(tmp_path / "killed")["iteration"] == 4
+    assert read_meta(tmp_path / "killed").iteration == 4
     resumed = _run(cache, tmp_path / "killed", resume=True)
     assert resumed.iteration == 6 and resumed.losses == pytest.approx(straight.losses[4:], rel=0, abs=0)
 
@@ -96,11 +96,11 @@ def test_resume_after_kill_and_after_sigterm_is_identical_to_a_straight_run(cach
             os.kill(os.getpid(), signal.SIGTERM)
 
     stopped = _run(cache, tmp_path / "term", callbacks=[term_at_3])
-    assert stopped.stopped and stopped.iteration == 3 and read_meta(tmp_path / "term")["iteration"] == 3
+    assert stopped.stopped and stopped.iteration == 3 and read_meta(tmp_path / "term").iteration == 3
     _run(cache, tmp_path / "term", resume=True)
     for run in ("killed", "term"):
         weights, meta = _weights(tmp_path / run)
-        assert meta["complete"] and meta["iteration"] == 6
+        assert meta.complete and meta.iteration == 6
         for k, v in reference.items():
             assert torch.equal(v, weights[k]), (run, k)
 
@@ -114,7 +114,7 @@ def test_existing_runs_are_protected(cache, tmp_path):
     with pytest.raises(ConfigError):
         _run(cache, tmp_path / "run", resume=True, iterations=2, patch_size=(8, 8, 8))
     extended = _run(cache, tmp_path / "run", resume=True, iterations=3)
-    assert extended.iteration == 3 and len(extended.losses) == 2 and read_meta(tmp_path / "run")["iteration"] == 3
+    assert extended.iteration == 3 and len(extended.losses) == 2 and read_meta(tmp_path / "run").iteration == 3
 
 
 def test_cli_trains_and_refuses_bad_model_kw(cache, tmp_path):
@@ -123,7 +123,7 @@ def test_cli_trains_and_refuses_bad_model_kw(cache, tmp_path):
             "--model-kw", "pa_head=released", "--device", "cpu", "--workers", "0", "--no-progress"]
     assert main(args) == 0
     meta = read_meta(tmp_path / "cli")
-    assert meta["iteration"] == 2 and meta["model"]["kwargs"]["pa_head"] == "released"
+    assert meta.iteration == 2 and meta.model_kwargs["pa_head"] == "released"
     assert main([*args[:5], str(tmp_path / "cli2"), "--model-kw", "base_width"]) == 2
 
 
@@ -156,8 +156,8 @@ def test_init_from_a_run_and_training_only_a_scope(cache, tmp_path, monkeypatch)
     monkeypatch.setattr(DpDNet, "scope_parameters", head_only)
     _run(cache, tmp_path / "b", iterations=2, init_from=tmp_path / "a", trainable="heads")
     after, meta = _weights(tmp_path / "b")
-    assert meta["recipe"]["trainable"] == "heads"
-    assert meta["init_from"]["file"] == "model.safetensors" and meta["init_from"]["loaded"] == len(start)
+    assert meta.recipe["trainable"] == "heads"
+    assert meta.init_from["file"] == "model.safetensors" and meta.init_from["loaded"] == len(start)
     changed = {n for n in start if not torch.equal(start[n], after[n])}
     assert changed and all("head" in n for n in changed), sorted(changed)[:5]
     with pytest.raises(ConfigError, match="no tensor"):  # another architecture shares no tensor

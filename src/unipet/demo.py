@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,21 +22,7 @@ from unipet.errors import ConfigError, InputFileError
 
 #: biomarkers analysed for survival (columns of ``patients.csv``), as in seed 000's Table 3
 SURVIVAL_MARKERS = ("total_mtv_ml", "total_tlg", "suv_max")
-DEFAULT_CHECKPOINT = "dpdnet-small"
 STEPS = 8  # steps of the full demo, for the progress lines
-
-
-def default_checkpoint() -> Path:
-    """The checkpoint folder shipped with unipet (``resources/checkpoints/dpdnet-small``).
-
-    Raises:
-        InputFileError: the installed package carries no default checkpoint.
-    """
-    folder = Path(str(resources.files("unipet") / "resources" / "checkpoints" / DEFAULT_CHECKPOINT))
-    if not (folder / "model.safetensors").exists():
-        raise InputFileError(f"no default checkpoint in {folder}; pass --checkpoint RUN_DIR (a `unipet train` run) "
-                             "or reinstall unipet")
-    return folder
 
 
 @dataclass
@@ -151,9 +136,11 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
 
     from unipet.evaluate import evaluate
     from unipet.infer import Predictor, predict_batch
-    from unipet.quantify.biomarkers import quantify_manifest
-    from unipet.quantify.survival import compare_sources, run_survival
+    from unipet.quantify.runner import quantify_manifest
+    from unipet.report.survival import compare_sources, run_survival
     from unipet.report.html import build_report
+
+    from unipet.checkpoint import default_checkpoint
 
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     pred_dir = out / "predictions"
@@ -168,37 +155,42 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
     echo(f"[4/{STEPS}] segmented {len(report.done) + len(report.skipped)} studies into {pred_dir}{timing}")
 
     eval_dir = out / "evaluation"
-    if not (eval_dir / "summary.json").exists():
-        evaluate(pred_dir, out / "cohort.json", eval_dir, overwrite=True)
-    per_case = pd.read_csv(eval_dir / "per_case.csv")
+    if (eval_dir / "summary.json").exists():  # a resumed demo re-uses the finished step's outputs
+        per_case = pd.read_csv(eval_dir / "per_case.csv")
+    else:
+        per_case = evaluate(pred_dir, out / "cohort.json", eval_dir, overwrite=True).per_case
     result.dice_by_task = {str(t): float(g["dice"].mean()) for t, g in per_case.groupby("task")}
     echo(f"[5/{STEPS}] evaluated against the reference masks in {eval_dir}")
 
     quant = {"predicted": out / "quantify_predicted", "reference": out / "quantify_reference"}
+    patients = {}
     for source, folder in quant.items():
-        if not (folder / "patients.csv").exists():
-            quantify_manifest(out / "cohort.json", folder, pred_dir=pred_dir if source == "predicted" else None,
-                              overwrite=True, workers=workers)
+        if (folder / "patients.csv").exists():
+            patients[source] = pd.read_csv(folder / "patients.csv")
+        else:
+            patients[source] = quantify_manifest(out / "cohort.json", folder, overwrite=True, workers=workers,
+                                                 pred_dir=pred_dir if source == "predicted" else None)[1]
     echo(f"[6/{STEPS}] biomarkers from predicted and reference masks in {quant['predicted']}, "
          f"{quant['reference']}")
 
-    tables = {source: baseline_outcomes(out / "cohort" / "clinical.csv", pd.read_csv(folder / "patients.csv"))
-              for source, folder in quant.items()}
+    tables = {source: baseline_outcomes(out / "cohort" / "clinical.csv", frame) for source, frame in patients.items()}
     result.agreement = biomarker_agreement(tables["predicted"], tables["reference"])
     survival_dir = out / "survival"
-    if not (survival_dir / "summary.json").exists():
-        run_survival(tables["predicted"], "time", "event", SURVIVAL_MARKERS, out_dir=survival_dir, log=True,
-                     id_col="case", time_unit="months", n_boot=300, overwrite=True)
+    if (survival_dir / "summary.json").exists():
+        result.survival = json.loads((survival_dir / "summary.json").read_text())["results"]
+    else:
+        result.survival = run_survival(tables["predicted"], "time", "event", SURVIVAL_MARKERS, out_dir=survival_dir,
+                                       log=True, id_col="case", time_unit="months", n_boot=300,
+                                       overwrite=True)["results"]
         compare_sources({"reference": tables["reference"], "predicted": tables["predicted"]}, "time", "event",
                         SURVIVAL_MARKERS, id_col="case", log=True, n_boot=300,
                         out_csv=survival_dir / "comparison.csv", overwrite=True)
-    result.survival = json.loads((survival_dir / "summary.json").read_text())["results"]
     echo(f"[7/{STEPS}] survival analysis (validation cohort) in {survival_dir}")
 
     html = out / "report.html"
     build_report(html, manifest=out / "cohort.json", pred_dir=pred_dir, eval_dir=eval_dir,
                  quant_pred=quant["predicted"], quant_ref=quant["reference"], survival_dir=survival_dir,
-                 settings={"checkpoint": ckpt.name, "model": predictor.meta["model"]["name"],
+                 settings={"checkpoint": ckpt.name, "model": predictor.meta.model_name,
                            "studies": len(manifest), "survival markers": ", ".join(SURVIVAL_MARKERS)},
                  max_studies=12, title="unipet demo: phantom cohort", viewers=True, overwrite=True)
     result.report = html

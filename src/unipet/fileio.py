@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from unipet.errors import DiskFullError, InputFileError, OutputError, OutputExistsError
 
@@ -163,13 +163,6 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (str, int, bool)) or obj is None:
         return obj
     return json_safe(_json_default(obj))
-
-
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Call ``writer(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path, overwrite) as tmp:
-        writer(tmp)
-    return Path(path)
 
 
 def _json_default(obj: Any) -> Any:

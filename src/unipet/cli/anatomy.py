@@ -1,4 +1,4 @@
-"""``unipet pretrain`` (cross-modal self-aligned pre-training of the PET/CT encoders) and ``unipet organs``
+"""``unipet anatomy pretrain`` (cross-modal self-aligned pre-training of the PET/CT encoders) and ``unipet anatomy organs``
 (teacher–student organ maps for studies without one): the two preparation steps of the ``anatomy`` model."""
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family, family_command
+
+anatomy = family("anatomy", "The anatomy model's preparation: cross-modal encoder pre-training, teacher–student "
+                 "organ maps.", ["unipet anatomy pretrain cache/ --out runs/pretrain",
+                                 "unipet anatomy organs cohort.json --out organs/"])
 from unipet.errors import ConfigError
 
 
@@ -21,7 +25,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
         raise ConfigError(f"{option} {text!r} is not a comma-separated list of integers; write e.g. 32,64,128,256,320") from None
 
 
-@app.command("pretrain")
+@family_command(anatomy, "pretrain", alias="pretrain")
 def pretrain_command(
     data: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`, channels CT and PET) or manifest JSON."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoint/ (the encoder checkpoint), log.jsonl."),
@@ -49,11 +53,11 @@ def pretrain_command(
 
     Examples:
 
-        unipet pretrain cache/ --out runs/pretrain
+        unipet anatomy pretrain cache/ --out runs/pretrain
 
-        unipet pretrain cache/ --out runs/pretrain --iterations 20000 --patch 96 96 96 --mask-ratio 0.75
+        unipet anatomy pretrain cache/ --out runs/pretrain --iterations 20000 --patch 96 96 96 --mask-ratio 0.75
 
-        unipet pretrain cache/ --out runs/pretrain --resume
+        unipet anatomy pretrain cache/ --out runs/pretrain --resume
 
         unipet train cache/ --model anatomy --out runs/anatomy --recipe anatomy --init runs/pretrain
     """
@@ -73,7 +77,7 @@ def pretrain_command(
     console.print(f"pre-training at iteration {result.iteration}{tail}; encoder checkpoint in {out / 'checkpoint'}")
 
 
-@app.command("organs")
+@family_command(anatomy, "organs", alias="organs")
 def organs_command(
     manifest: Path = typer.Argument(..., help="Manifest JSON: studies with organ maps teach, those without get one."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: teacher/, student/, maps/, manifest.json."),
@@ -100,11 +104,11 @@ def organs_command(
 
     Examples:
 
-        unipet organs cohort.json --out organs/
+        unipet anatomy organs cohort.json --out organs/
 
-        unipet organs cohort.json --out organs/ --model stunet-s --iterations 20000 --patch 96 96 96
+        unipet anatomy organs cohort.json --out organs/ --model stunet-s --iterations 20000 --patch 96 96 96
 
-        unipet organs cohort.json --out organs/ --teacher runs/totalseg-organs --no-student
+        unipet anatomy organs cohort.json --out organs/ --teacher runs/totalseg-organs --no-student
 
         unipet preprocess organs/manifest.json --out cache/
     """

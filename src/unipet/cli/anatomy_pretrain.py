@@ -1,4 +1,4 @@
-"""``unipet pretrain-anatomy``: pre-train MAST-Pro's anatomical encoder as an organ-map autoencoder."""
+"""``unipet mastpro pretrain-anatomy``: pre-train MAST-Pro's anatomical encoder as an organ-map autoencoder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,11 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family_command
+from unipet.cli.mastpro import mastpro
 
 
-@app.command("pretrain-anatomy")
+@family_command(mastpro, "pretrain-anatomy", alias="pretrain-anatomy")
 def pretrain_anatomy_command(
     cache: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`) whose cases have organ maps."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (checkpoint/, log.jsonl)."),
@@ -31,7 +32,7 @@ def pretrain_anatomy_command(
 
     Examples:
 
-        unipet pretrain-anatomy cache/ --out runs/anatomy-ae
+        unipet mastpro pretrain-anatomy cache/ --out runs/anatomy-ae
 
         unipet train cache/ --model mastpro --recipe mastpro --out runs/mastpro --init runs/anatomy-ae
     """

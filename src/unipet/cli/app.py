@@ -3,7 +3,9 @@ import typer
 
 app = typer.Typer(
     name="unipet",
-    help="Universal, prompt-driven lesion segmentation in whole-body PET/CT, PET biomarkers and survival analysis.",
+    help="Universal, prompt-driven lesion segmentation in whole-body PET/CT, PET biomarkers and survival analysis."
+    "\n\nFormer names of the paper commands still run, hidden: export, adapt (now gcis), experts, pretrain-anatomy "
+    "(mastpro), tamw-weights (h2aseg), pretrain, organs (anatomy).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -17,3 +19,25 @@ def _root() -> None:
 
     Start with `unipet demo`; every sub-command has --help with examples.
     """
+
+
+def family(name: str, help: str, examples: list[str]) -> typer.Typer:
+    """A command family of a paper or model (``unipet gcis export``): a sub-application added to ``app``, its help
+    ending with ``examples`` (command lines)."""
+    text = help + "\n\nExamples:\n\n" + "\n\n".join(f"    {e}" for e in examples)
+    sub = typer.Typer(name=name, help=text, no_args_is_help=True, add_completion=False, rich_markup_mode="rich")
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def family_command(sub: typer.Typer, name: str, alias: str | None = None):
+    """Register a function as ``unipet <family> <name>``, and as the hidden top-level ``unipet <alias>`` (the
+    command's name before families existed; kept for one release)."""
+
+    def register(fn):
+        sub.command(name)(fn)
+        if alias is not None:
+            app.command(alias, hidden=True)(fn)
+        return fn
+
+    return register

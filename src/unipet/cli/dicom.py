@@ -69,18 +69,11 @@ def dicom_seg_command(
     """
     import numpy as np
 
-    from unipet.errors import ImageGeometryError
     from unipet.fileio import check_writable
-    from unipet.io.dicom import read_pet_suv
     from unipet.io.nifti import load_volume
     from unipet.io.seg_export import write_dicom_seg
-    from unipet.study import same_grid
 
     check_writable(out, overwrite)
     volume, affine = load_volume(mask, what="mask", dtype=np.uint8)
-    suv, pet_affine, _ = read_pet_suv(dicom_dir, series_uid=series)
-    if not same_grid(volume.shape, affine, suv.shape, pet_affine, tol_mm=1e-2):
-        raise ImageGeometryError(f"{mask} is not on the grid of the PET series in {dicom_dir}; give the mask "
-                                 "predicted from this PET (or resample it onto the PET grid)")
-    write_dicom_seg(volume, dicom_dir, out, label_name=label, overwrite=overwrite, series_uid=series)
+    write_dicom_seg(volume, dicom_dir, out, label_name=label, overwrite=overwrite, series_uid=series, affine=affine)
     console.print(f"wrote {out}: {int(volume.sum())} voxels labelled {label!r}")

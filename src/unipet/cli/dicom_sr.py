@@ -29,7 +29,7 @@ def lesion_report(mask_path: Path, dicom_dir: Path, out_dir: Path, label: str = 
     from unipet.io.dicom_sr import LesionMeasures, pet_sources, write_lesion_seg, write_measurement_sr
     from unipet.io.nifti import load_volume
     from unipet.quantify.biomarkers import lesion_table
-    from unipet.quantify.components import label_components
+    from unipet.components import label_components
     from unipet.study import same_grid, spacing_from_affine
 
     seg_path, sr_path = out_dir / "seg.dcm", out_dir / "sr.dcm"

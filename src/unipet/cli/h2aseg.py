@@ -1,4 +1,4 @@
-"""``unipet tamw-weights``: the PET/CT emphasis per decoder level that a trained H2ASeg's TAMW has learnt."""
+"""``unipet h2aseg tamw``: the PET/CT emphasis per decoder level that a trained H2ASeg's TAMW has learnt."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,13 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family, family_command
+
+h2aseg = family("h2aseg", "H2ASeg: the TAMW channel weights of a trained model (the paper's Table 3).",
+                ["unipet h2aseg tamw runs/h2aseg cache/"])
 
 
-@app.command("tamw-weights")
+@family_command(h2aseg, "tamw", alias="tamw-weights")
 def tamw_weights_command(
     checkpoint: Path = typer.Argument(..., help="H2ASeg run folder or checkpoint folder written by `unipet train`."),
     cache: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`) the model was trained on."),
@@ -32,18 +35,19 @@ def tamw_weights_command(
 
     Examples:
 
-        unipet tamw-weights runs/h2aseg cache/
+        unipet h2aseg tamw runs/h2aseg cache/
 
-        unipet tamw-weights runs/h2aseg cache/ --split test --patches 200 --out tamw.json
+        unipet h2aseg tamw runs/h2aseg cache/ --split test --patches 200 --out tamw.json
 
-        unipet tamw-weights runs/h2aseg cache/ --lesion-share 0.5 --device cuda
+        unipet h2aseg tamw runs/h2aseg cache/ --lesion-share 0.5 --device cuda
     """
     from unipet.data.cache import Cache
     from unipet.errors import ConfigError
     from unipet.fileio import atomic_write_json, check_writable
-    from unipet.models.h2aseg import H2ASeg, tamw_report_on_cache
-    from unipet.train.checkpoint import load_checkpoint
-    from unipet.train.distributed import resolve_device
+    from unipet.analysis.h2aseg import tamw_report_on_cache
+    from unipet.models.h2aseg import H2ASeg
+    from unipet.checkpoint import load_checkpoint
+    from unipet.device import resolve_device
 
     if out is not None:
         check_writable(out, overwrite)
@@ -53,10 +57,10 @@ def tamw_weights_command(
         raise ConfigError(f"the cache {cache} has no studies in split {split!r}; choose another split")
     model, meta = load_checkpoint(checkpoint, device=resolve_device(device))
     if not isinstance(model, H2ASeg):
-        raise ConfigError(f"{checkpoint} holds a {meta['model']['name']} model; tamw-weights reads H2ASeg runs")
+        raise ConfigError(f"{checkpoint} holds a {meta.model_name} model; tamw-weights reads H2ASeg runs")
     mix = {"lesion": lesion_share, "random": 1.0 - lesion_share}
     rows = tamw_report_on_cache(model, data, ids, patches=patches, batch_size=batch_size, mix=mix, seed=seed,
-                                patch_size=meta.get("patch_size"))
+                                patch_size=meta.patch_size)
     if out is not None:
         atomic_write_json(out, {"checkpoint": str(checkpoint), "patches": patches, "mix": mix, "levels": rows},
                           overwrite=overwrite)

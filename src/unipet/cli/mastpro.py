@@ -1,4 +1,4 @@
-"""``unipet experts``: how a trained MAST-Pro routes tokens to its generic and task-specific experts, per task."""
+"""``unipet mastpro experts``: how a trained MAST-Pro routes tokens to its generic and task-specific experts, per task."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +6,15 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console
-from unipet.cli.app import app
+from unipet.cli.app import family, family_command
+
+mastpro = family("mastpro", "MAST-Pro: expert usage of a trained model, anatomical encoder pre-training.",
+                 ["unipet mastpro experts runs/mastpro cache/ --split val",
+                  "unipet mastpro pretrain-anatomy cache/ --out runs/anatomy-ae"])
 from unipet.errors import ConfigError
 
 
-@app.command("experts")
+@family_command(mastpro, "experts", alias="experts")
 def experts_command(
     checkpoint: Path = typer.Argument(..., help="MAST-Pro run folder or checkpoint folder written by `unipet train`."),
     cache: Path = typer.Argument(..., help="Cache folder (`unipet preprocess`) whose studies are run."),
@@ -29,16 +33,16 @@ def experts_command(
 
     Examples:
 
-        unipet experts runs/mastpro cache/ --split val
+        unipet mastpro experts runs/mastpro cache/ --split val
 
-        unipet experts runs/mastpro cache/ --cases 20 --out usage.json
+        unipet mastpro experts runs/mastpro cache/ --cases 20 --out usage.json
 
-        unipet experts runs/mastpro-peft cache/ --general --device cuda
+        unipet mastpro experts runs/mastpro-peft cache/ --general --device cuda
     """
     from unipet.data.cache import Cache
     from unipet.fileio import atomic_write_json, check_writable
     from unipet.infer import Predictor
-    from unipet.models.mastpro import cohort_usage
+    from unipet.analysis.mastpro import cohort_usage
 
     if out is not None:
         check_writable(out, overwrite)

@@ -12,9 +12,12 @@ from unipet.errors import BatchError
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Path = typer.Argument(..., help="Run folder or checkpoint folder written by `unipet train`."),
-    inputs: Path = typer.Argument(..., help="Manifest JSON, autoPET or nnU-Net raw folder, or DICOM folder."),
-    out_dir: Path = typer.Argument(..., help="Output folder: <study>.nii.gz and <study>_lesions.csv."),
+    paths: list[Path] = typer.Argument(..., metavar="INPUTS OUT_DIR",
+                                       help="INPUTS: manifest JSON, autoPET or nnU-Net raw folder, or DICOM folder; "
+                                       "OUT_DIR: output folder (<study>.nii.gz and <study>_lesions.csv). The older "
+                                       "form CHECKPOINT INPUTS OUT_DIR still works."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", "-c", help="Run folder or checkpoint folder written by "
+                                    "`unipet train`; default: the checkpoint shipped with unipet."),
     task: str = typer.Option(None, "--task", help="Task name, or 'auto' (prompt-free). Default: each study's own task, else auto."),
     tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation."),
     tta_axes: str = typer.Option(None, "--tta-axes", help="Axes to mirror (0=z, 1=y, 2=x); default: those the "
@@ -37,14 +40,25 @@ def predict_command(
 
     Examples:
 
-        unipet predict runs/dpdnet autopet/ preds/
+        unipet predict autopet/ preds/
 
-        unipet predict runs/dpdnet cohort.json preds/ --task auto --tta --overlap 0.5
+        unipet predict cohort.json preds/ --checkpoint runs/dpdnet --task auto --tta --overlap 0.5
 
-        torchrun --nproc_per_node=4 -m unipet predict runs/dpdnet autopet/ preds/ --device cuda
+        torchrun --nproc_per_node=4 -m unipet predict autopet/ preds/ -c runs/dpdnet --device cuda
     """
+    from unipet.checkpoint import default_checkpoint
+    from unipet.errors import ConfigError
     from unipet.infer import Predictor, predict_batch
     from unipet.infer.predictor import check_device, parse_axes
+
+    if len(paths) == 3 and checkpoint is None:  # the older form: CHECKPOINT INPUTS OUT_DIR
+        checkpoint, inputs, out_dir = paths
+    elif len(paths) == 2:
+        inputs, out_dir = paths
+    else:
+        raise ConfigError(f"predict takes INPUTS OUT_DIR (and --checkpoint), got {len(paths)} paths; e.g. "
+                          "`unipet predict autopet/ preds/ --checkpoint runs/dpdnet`")
+    checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
 
     axes = None if tta_axes is None else parse_axes(tta_axes)
     check_device(device)

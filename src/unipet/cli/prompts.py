@@ -38,7 +38,7 @@ def prompts_command(
     from unipet.data.cache import Cache
     from unipet.fileio import atomic_write_bytes, atomic_write_text, check_writable
     from unipet.report.plots import figure_png
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     if plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot {plot}: the plot is written as PNG; give a path ending in .png")
@@ -47,7 +47,7 @@ def prompts_command(
         check_writable(csv, overwrite)
     data = Cache(cache)
     model, meta = load_checkpoint(run)
-    channels = [str(c).upper() for c in (meta.get("preprocess") or {}).get("channels", [])]
+    channels = meta.preprocess_channels
     if channels and channels != [str(c).upper() for c in data.config.channels]:
         raise ConfigError(f"the cache {cache} holds channels {list(data.config.channels)} but the run was trained "
                           f"on {channels}; give a cache preprocessed like the run's training data")
@@ -57,7 +57,7 @@ def prompts_command(
     table, vectors = prompt_vectors(model, data, ids, per_task=per_task, seed=seed, device=device)
     coords = embed_2d(vectors, method, seed=seed)
     score = separation(table, coords)
-    title = f"{meta['model']['name']} cancer-specific prompts ({method.upper() if method == 'pca' else 't-SNE'})"
+    title = f"{meta.model_name} cancer-specific prompts ({method.upper() if method == 'pca' else 't-SNE'})"
     atomic_write_bytes(plot, figure_png(prompts_figure(table, coords, title), dpi=150), overwrite=overwrite)
     if csv is not None:
         out = table.assign(x=coords[:, 0], y=coords[:, 1])

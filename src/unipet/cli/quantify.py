@@ -41,7 +41,8 @@ def quantify_command(
         unipet quantify --manifest manifest.json --pred preds/ --out quant/ --delineation 41pct
     """
     from unipet.errors import ConfigError
-    from unipet.quantify.biomarkers import QuantifyConfig, quantify_files, quantify_manifest
+    from unipet.quantify.biomarkers import QuantifyConfig
+    from unipet.quantify.runner import quantify_files, quantify_manifest
 
     config = QuantifyConfig(delineation=delineation, connectivity=connectivity)
     if manifest is not None:

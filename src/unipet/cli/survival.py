@@ -18,19 +18,13 @@ def _read_table(path: Path, what: str):
 
 def _join_clinical(table, clinical_path: Path | None, id_col: str | None, clinical_id: str | None):
     """Add the outcome columns of a clinical CSV to a biomarker table, joined on the patient id."""
+    from unipet.quantify.survival import join_clinical
+
     if clinical_path is None:
         return table
     if id_col is None:
         raise ConfigError("--clinical needs --id-col naming the patient id column of TABLE to join on")
-    clinical = _read_table(clinical_path, "clinical table")
-    clinical_id = clinical_id or id_col
-    for name, frame, col in (("TABLE", table, id_col), ("clinical table", clinical, clinical_id)):
-        if col not in frame.columns:
-            raise ConfigError(f"the {name} has no column {col!r} to join on; pass --id-col / --clinical-id")
-    clinical = clinical.rename(columns={clinical_id: id_col})
-    clinical = clinical[[id_col, *[c for c in clinical.columns if c not in table.columns]]]
-    return table.assign(**{id_col: table[id_col].astype(str)}).merge(
-        clinical.assign(**{id_col: clinical[id_col].astype(str)}), on=id_col, how="inner")
+    return join_clinical(table, _read_table(clinical_path, "clinical table"), id_col, clinical_id)
 
 
 def _read_ids(path: Path | None) -> list[str] | None:
@@ -108,7 +102,7 @@ def survival_command(
     """
     from rich.table import Table
 
-    from unipet.quantify.survival import run_survival
+    from unipet.report.survival import run_survival
 
     df = _join_clinical(_read_table(table, "survival table"), clinical, id_col, clinical_id)
     summary = run_survival(df, time, event, _markers(markers), derive_fraction=derive_fraction, seed=seed,
@@ -163,7 +157,8 @@ def survival_compare_command(
 
         unipet survival-compare --source reference=q_ref/patients.csv --source model=q_pred/patients.csv --clinical clinical.csv --clinical-id study_id --time time --event event --out surv/comparison.csv
     """
-    from unipet.quantify.survival import compare_sources
+    from unipet.quantify.survival import with_id_column
+    from unipet.report.survival import compare_sources
 
     tables = {}
     for spec in sources:
@@ -171,11 +166,7 @@ def survival_compare_command(
         if not sep or not name or not path:
             raise ConfigError(f"--source {spec!r} must look like NAME=path/to/patients.csv")
         tables[name] = _read_table(Path(path), f"source {name!r}")
-    outcome = _read_table(clinical, "clinical table")
-    if (clinical_id or id_col) not in outcome.columns:
-        raise ConfigError(f"the clinical table has no column {(clinical_id or id_col)!r}; pass --clinical-id")
-    outcome = outcome.rename(columns={clinical_id or id_col: id_col}).assign(
-        **{id_col: lambda d: d[id_col].astype(str)})
+    outcome = with_id_column(_read_table(clinical, "clinical table"), clinical_id or id_col, id_col, "clinical table")
     tables = {k: v.assign(**{id_col: v[id_col].astype(str)}) if id_col in v.columns else v for k, v in tables.items()}
     result = compare_sources(tables, time, event, _markers(markers), outcome=outcome, id_col=id_col,
                              derive_fraction=derive_fraction, seed=seed, log=log, n_boot=n_boot, out_csv=out,

@@ -42,7 +42,7 @@ def train_command(
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Iterations between checkpoints."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log.jsonl is still written)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (as --no-progress; the bar is shown on an interactive terminal only anyway); log.jsonl, metrics.csv and TensorBoard are still written."),
-    init: Path = typer.Option(None, "--init", help="Start from these weights (run folder, `unipet pretrain` output or .safetensors); tensors copied where shapes fit."),
+    init: Path = typer.Option(None, "--init", help="Start from these weights (run folder, `unipet anatomy pretrain` output or .safetensors); tensors copied where shapes fit."),
     trainable: str = typer.Option(None, "--trainable", help="Train only this parameter scope of the model (e.g. peft); the rest is frozen."),
     peft: bool = typer.Option(False, "--peft", help="Parameter-efficient fine-tuning: same as --trainable peft (MAST-Pro)."),
 ) -> None:
@@ -67,7 +67,7 @@ def train_command(
     from unipet.errors import InterruptedRun
     from unipet.infer.predictor import check_device
     from unipet.train import run_guard, train
-    from unipet.train.distributed import env_world
+    from unipet.device import env_world
 
     if peft and trainable not in (None, "peft"):
         raise ConfigError(f"--peft and --trainable {trainable} contradict each other; give one of them")

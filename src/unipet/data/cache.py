@@ -6,7 +6,7 @@ Layout::
     CACHE/fingerprint.json    dataset fingerprint (spacings, shapes, intensity statistics)
     CACHE/<case>/image.npy    (C, z, y, x) float32, normalised
     CACHE/<case>/label.npy    (z, y, x) uint8 lesion mask (absent when the case has none); the organ map in a
-                              cache built with ``label_source="organs"`` (organ segmenters, ``unipet organs``)
+                              cache built with ``label_source="organs"`` (organ segmenters, ``unipet anatomy organs``)
     CACHE/<case>/organs.npy   (z, y, x) uint16 organ map (optional)
     CACHE/<case>/case.json    ids, task, split, grids, crop, and the lesion-instance index
 
@@ -161,7 +161,7 @@ def lesion_instances(label: np.ndarray, spacing_zyx, connectivity: int = 18) -> 
     Returns one dict per lesion: ``id``, ``voxels``, ``volume_ml``, ``bbox`` ``[[z0, z1], [y0, y1], [x0, x1]]``
     (half-open voxel indices) and ``centroid`` ``(z, y, x)`` in voxels.
     """
-    from unipet.quantify.components import components
+    from unipet.components import components
 
     _, comps = components(label, spacing_zyx, connectivity=connectivity)
     return [{"id": c.label, "voxels": c.voxels, "volume_ml": round(c.volume_ml, 4),

@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from unipet.evaluate.metrics import NAN, mask_pair
-from unipet.quantify.components import ComponentOverlap, component_overlap, voxel_volume_ml
+from unipet.components import ComponentOverlap, component_overlap, voxel_volume_ml
 
 
 def autopet_from_overlap(overlap: ComponentOverlap, spacing_zyx: Sequence[float]) -> dict[str, float]:
-    """``{"fpv_ml", "fnv_ml"}`` from a :func:`~unipet.quantify.components.component_overlap` of
+    """``{"fpv_ml", "fnv_ml"}`` from a :func:`~unipet.components.component_overlap` of
     ``(prediction, reference)`` (in that order)."""
     vox_ml = voxel_volume_ml(spacing_zyx)
     fpv = float(overlap.sizes_a[overlap.untouched_a()].sum()) * vox_ml

@@ -20,7 +20,7 @@ grid; ``evaluate_baselines`` writes those masks for every case of a manifest and
 
 Methods needing an organ map are skipped (with the reason) when a case of the manifest has none. An organ map
 without a label table of its own (``Study.organ_labels``) is read with unipet's organ table
-(``unipet.data.organs.ORGAN_LABELS``: phantom maps and those of ``unipet organs``).
+(``unipet.data.organs.ORGAN_LABELS``: phantom maps and those of ``unipet anatomy organs``).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from unipet.errors import ConfigError
 from unipet.evaluate.metrics import NAN, mask_pair
-from unipet.quantify.components import DEFAULT_CONNECTIVITY, ComponentOverlap, component_overlap, voxel_volume_ml
+from unipet.components import DEFAULT_CONNECTIVITY, ComponentOverlap, component_overlap, voxel_volume_ml
 
 MATCH_RULES = ("overlap", "iou")
 DEFAULT_SIZE_BINS_ML = (1.0, 5.0, 20.0)
@@ -109,7 +109,7 @@ def match_lesions(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
 def detection_from_overlap(overlap: ComponentOverlap, spacing_zyx: Sequence[float], *, rule: str = "overlap",
                            iou_threshold: float = 0.5,
                            size_bins_ml: Sequence[float] = DEFAULT_SIZE_BINS_ML) -> LesionDetection:
-    """:func:`match_lesions` from a :func:`~unipet.quantify.components.component_overlap` of
+    """:func:`match_lesions` from a :func:`~unipet.components.component_overlap` of
     ``(prediction, reference)`` (in that order)."""
     check_rule(rule, iou_threshold)
     bin_names = size_bin_labels(size_bins_ml)

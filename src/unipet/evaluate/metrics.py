@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from unipet.errors import ImageGeometryError
-from unipet.quantify.components import foreground_box
+from unipet.errors import ConfigError, ImageGeometryError
+from unipet.components import foreground_box
 
 NAN = float("nan")
 
@@ -64,10 +64,35 @@ def _ratio(num: float, den: float) -> float:
     return NAN if den == 0 else float(num) / float(den)
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice similarity coefficient ``2|P∩R| / (|P|+|R|)``; NaN when the reference is empty."""
+def dice(pred: np.ndarray, ref: np.ndarray, empty: float | None = None) -> float:
+    """Dice similarity coefficient ``2|P∩R| / (|P|+|R|)``.
+
+    An empty reference gives NaN (undefined), or with ``empty`` given: ``empty`` when the prediction is empty
+    too, else 0 (training-time validation scores a correctly empty prediction 1).
+    """
     tp, fp, fn = confusion(pred, ref)
-    return NAN if tp + fn == 0 else 2.0 * tp / (2 * tp + fp + fn)
+    if tp + fn == 0:
+        return NAN if empty is None else (float(empty) if fp == 0 else 0.0)
+    return 2.0 * tp / (2 * tp + fp + fn)
+
+
+def label_dice(prediction: np.ndarray, reference: np.ndarray, classes: int | None = None) -> dict[int, float]:
+    """Dice of every label ``1 .. K - 1`` present in ``reference`` (``(z, y, x)`` integer maps on one grid).
+
+    Counted in one pass with a joint histogram (``bincount`` of ``pred * K + ref``) rather than a mask per label;
+    ``classes`` is K (default: the largest label of either map + 1).
+
+    Raises:
+        ConfigError: the maps are not of one shape.
+    """
+    if prediction.shape != reference.shape:
+        raise ConfigError(f"label maps of shapes {prediction.shape} and {reference.shape} are not on one grid")
+    p, r = prediction.astype(np.int64).ravel(), reference.astype(np.int64).ravel()
+    k = int(classes or max(int(p.max(initial=0)), int(r.max(initial=0))) + 1)
+    joint = np.bincount(p * k + r, minlength=k * k).reshape(k, k)  # [pred, ref]
+    tp = np.diag(joint)
+    pred_n, ref_n = joint.sum(1), joint.sum(0)
+    return {int(c): float(2 * tp[c] / (pred_n[c] + ref_n[c])) for c in range(1, k) if ref_n[c] > 0}
 
 
 def iou(pred: np.ndarray, ref: np.ndarray) -> float:

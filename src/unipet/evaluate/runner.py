@@ -34,7 +34,8 @@ from unipet.evaluate.autopet import autopet_from_overlap
 from unipet.evaluate.lesions import DEFAULT_SIZE_BINS_ML, check_rule, detection_from_overlap, size_bin_labels
 from unipet.evaluate.metrics import cldice, mask_pair, voxel_metrics
 from unipet.fileio import atomic_path, atomic_write_json, check_writable
-from unipet.quantify.components import DEFAULT_CONNECTIVITY, check_connectivity, component_overlap, foreground_box
+from unipet.io.nifti import case_name
+from unipet.components import DEFAULT_CONNECTIVITY, check_connectivity, component_overlap, foreground_box
 from unipet.study import same_grid, spacing_from_affine
 
 PER_CASE_COLUMNS = (
@@ -50,7 +51,6 @@ OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "hd95_mm", "fnv_ml", "l
 SUMMARY_METRICS = ("dice", "iou", "precision", "recall", "hd95_mm", "fpv_ml", "fnv_ml", "lesion_sensitivity",
                    "lesion_precision", "lesion_f1")
 OUTPUT_FILES = ("per_case.csv", "lesions.csv", "summary.json", "table1.csv")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 GRID_TOLERANCE_MM = 1e-2
 
 
@@ -103,14 +103,6 @@ class EvaluationResult:
     per_case: Any
     lesions: Any
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def case_name(path: Path) -> str | None:
-    """Case name of a NIfTI file (``abc.nii.gz`` → ``abc``), or None for other files."""
-    for suffix in NIFTI_SUFFIXES:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
 
 
 def _nifti_files(folder: Path, what: str) -> dict[str, Path]:

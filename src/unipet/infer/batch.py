@@ -129,7 +129,7 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
     """
     from unipet.errors import OutputExistsError
     from unipet.fileio import ensure_folder
-    from unipet.train.distributed import env_world
+    from unipet.device import env_world
 
     if task not in (None, AUTO):
         predictor.task_index(task)  # an unknown task name fails before any study is read

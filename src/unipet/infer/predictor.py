@@ -39,11 +39,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from unipet.checkpoint import CheckpointMeta
 from unipet.data.preprocess import PreprocessConfig, preprocess_study, restore_to_study_grid
 from unipet.data.sampling import channel_pad_values
 from unipet.errors import ConfigError, MissingInputError
 from unipet.study import Study
-from unipet.tasks import TaskSet
 
 AUTO = "auto"
 #: a voxel is content when some channel exceeds its padding value by more than this (normalised units)
@@ -59,7 +59,7 @@ class Prediction:
             multi-class models).
         task: the task used (name), or None for models without prompts.
         task_probability: classifier probability when the task was inferred (``task="auto"``), else None.
-        lesions: connected components (``unipet.quantify.components.Component``) of ``mask > 0``.
+        lesions: connected components (``unipet.components.Component``) of ``mask > 0``.
         seconds: wall time of the prediction; tta_passes: sliding-window passes averaged.
     """
 
@@ -116,7 +116,7 @@ class Predictor:
 
     Args:
         model: a ``UnipetModel`` (eval mode is set).
-        meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.train.checkpoint``).
+        meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.checkpoint``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
         overlap: fraction of a tile overlapping its neighbour (0–<1).
         tta: mirroring test-time augmentation over ``tta_axes``.
@@ -132,12 +132,12 @@ class Predictor:
         cpu_bf16: bfloat16 autocast of the network on the CPU (see the module docstring).
     """
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "auto",
+    def __init__(self, model: torch.nn.Module, meta: CheckpointMeta | dict[str, Any], device: str | torch.device = "auto",
                  overlap: float = 0.5, tta: bool = False, tta_axes: Sequence[int] | None = None,
                  tta_budget_s: float | None = None, tile_batch: int = 2, amp: str = "bf16",
                  stitch_device: str = "auto", crop_to_content: bool = True, skip_empty: bool = True,
                  channels_last: bool | None = None, cpu_bf16: bool = False) -> None:
-        from unipet.train.distributed import resolve_device
+        from unipet.device import resolve_device
 
         if not 0 <= overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}; 0.5 is nnU-Net's default")
@@ -151,18 +151,18 @@ class Predictor:
             raise ConfigError(f"the TTA time budget must be >= 0 seconds, got {tta_budget_s}")
         self.device = resolve_device(check_device(device) if device != "auto" else None)
         self.model = model.to(self.device).eval()
-        self.meta = meta
-        self.config = PreprocessConfig.from_dict(meta["preprocess"])
-        if self.config.target_spacing is None and meta.get("spacing"):
+        self.meta = meta = CheckpointMeta.coerce(meta)
+        self.config = PreprocessConfig.from_dict(meta.preprocess)
+        if self.config.target_spacing is None and meta.spacing:
             # a checkpoint trained on a native-grid cache still saw one spacing: predict at it (the mask returns
             # to the input's grid), so a study of another voxel size shows lesions at their trained scale
-            self.config.target_spacing = tuple(float(s) for s in meta["spacing"])
-        self.task_set = TaskSet.from_dict(meta["model"]["tasks"])
-        self.patch = tuple(int(p) for p in meta.get("patch_size") or meta["model"]["patch_size"])
+            self.config.target_spacing = tuple(float(s) for s in meta.spacing)
+        self.task_set = meta.task_set
+        self.patch = meta.patch
         self.pad = torch.as_tensor(channel_pad_values(self.config))
         self.overlap, self.tile_batch = float(overlap), int(tile_batch)
         if tta_axes is None:
-            augmentation = (meta.get("recipe") or {}).get("augmentation") or {}
+            augmentation = meta.augmentation
             tta_axes = augmentation.get("flip_axes", (0, 1, 2)) if augmentation.get("enabled", True) else (0, 1, 2)
         self.tta_axes = tuple(int(a) for a in tta_axes)
         self.mirrors = mirror_sets(self.tta_axes) if tta else [()]
@@ -180,12 +180,12 @@ class Predictor:
         self.activation = getattr(model, "output_activation", "softmax")
         self.uses_organs = "organs" in (tuple(getattr(model, "requires", ())) + tuple(getattr(model, "accepts", ())))
         #: id of the checkpoint's weights (set by ``load_checkpoint``; None for a model given directly)
-        self.checkpoint_id = meta.get("checkpoint_id")
+        self.checkpoint_id = meta.checkpoint_id
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "Predictor":
         """Load ``path`` (run folder or checkpoint folder) and build a predictor (``kwargs`` as ``__init__``)."""
-        from unipet.train.checkpoint import load_checkpoint
+        from unipet.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(path)
         return cls(model, meta, **kwargs)
@@ -313,7 +313,7 @@ class Predictor:
             org[0, 0, :shape[0], :shape[1], :shape[2]] = torch.as_tensor(np.asarray(organs, dtype=np.float32))
             x = torch.cat([x, org[(slice(None), slice(None), *box)]], dim=1)
         pad = self.pad.view(1, -1, 1, 1, 1)
-        channels = int(self.meta["model"].get("num_classes", 2))
+        channels = self.meta.num_classes
         counts = self.last_tiles = {"run": 0, "skipped": 0}
 
         def window(tiles: torch.Tensor) -> torch.Tensor:
@@ -406,7 +406,7 @@ class Predictor:
         Returns:
             A ``Prediction`` whose mask is on the study's grid.
         """
-        from unipet.quantify.components import components
+        from unipet.components import components
 
         start = time.perf_counter()
         if study.pet is not None:  # the PET value rule of unipet.io.nifti.check_pet_values, as when reading files
@@ -440,12 +440,20 @@ class Predictor:
                           seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1))
 
 
+#: columns of a predicted lesion table (volumes in mL, centroids in RAS millimetres)
+LESION_COLUMNS = ("id", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+
+
+def lesion_rows(lesions: Sequence[Any]) -> list[tuple]:
+    """One tuple per lesion in ``LESION_COLUMNS`` order (volume to 4 decimals, centroids to 2)."""
+    return [(c.label, c.voxels, round(c.volume_ml, 4), *(round(v, 2) for v in c.centroid_mm)) for c in lesions]
+
+
 def lesion_table_csv(lesions: Sequence[Any]) -> str:
     """CSV text of a lesion table: ``id, voxels, volume_ml, centroid_x_mm, centroid_y_mm, centroid_z_mm``."""
-    rows = ["id,voxels,volume_ml,centroid_x_mm,centroid_y_mm,centroid_z_mm"]
-    for c in lesions:
-        x, y, z = c.centroid_mm
-        rows.append(f"{c.label},{c.voxels},{c.volume_ml:.4f},{x:.2f},{y:.2f},{z:.2f}")
+    rows = [",".join(LESION_COLUMNS)]
+    for label, voxels, volume, x, y, z in lesion_rows(lesions):
+        rows.append(f"{label},{voxels},{volume:.4f},{x:.2f},{y:.2f},{z:.2f}")
     return "\n".join(rows) + "\n"
 
 
@@ -458,7 +466,7 @@ def write_prediction(prediction: Prediction, study: Study, out_dir: str | Path, 
     """Write ``OUT_DIR/<study>_lesions.csv`` then ``OUT_DIR/<study>.nii.gz`` (atomic; the mask last, so its
     presence means the study is complete). Returns the mask path.
 
-    ``checkpoint_id`` (``unipet.train.checkpoint.checkpoint_id``) is recorded in the mask's header (``descrip``:
+    ``checkpoint_id`` (``unipet.checkpoint.checkpoint_id``) is recorded in the mask's header (``descrip``:
     ``"unipet checkpoint <id>"``) so that a later run can tell which checkpoint made it. Both paths are checked to
     stay inside ``out_dir`` (``OutputError`` for a study id such as ``../x``).
     """

@@ -77,7 +77,7 @@ def write_lesion_seg(labels_zyx: np.ndarray, sources: Sequence[Any], out_path: s
         ImageGeometryError: the label map is not on the PET grid; LabelError: negative, non-integer or empty.
     """
     hd, codes = _highdicom()
-    import unipet
+    from unipet.version import __version__
 
     out_path = check_writable(out_path, overwrite)
     labels = np.asarray(labels_zyx)
@@ -92,7 +92,7 @@ def write_lesion_seg(labels_zyx: np.ndarray, sources: Sequence[Any], out_path: s
         raise LabelError("the mask holds no lesion; there is nothing to report (no SEG or SR written)")
     if numbers != list(range(1, len(numbers) + 1)):
         raise LabelError(f"lesion labels must be 1..N without gaps, got {numbers[:10]}")
-    algorithm = hd.AlgorithmIdentificationSequence(name="unipet", version=unipet.__version__,
+    algorithm = hd.AlgorithmIdentificationSequence(name="unipet", version=__version__,
                                                    family=codes.DCM.ArtificialIntelligence)
     descriptions = [hd.seg.SegmentDescription(
         segment_number=n, segment_label=f"{label_name} {n}",
@@ -103,7 +103,7 @@ def write_lesion_seg(labels_zyx: np.ndarray, sources: Sequence[Any], out_path: s
         source_images=list(sources), pixel_array=labels.astype(np.uint16),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="unipet", manufacturer_model_name="unipet", software_versions=unipet.__version__,
+        manufacturer="unipet", manufacturer_model_name="unipet", software_versions=__version__,
         device_serial_number="0", series_description=f"unipet {label_name}s")
     with atomic_path(out_path, overwrite=overwrite) as tmp:
         seg.save_as(tmp)
@@ -118,7 +118,7 @@ def write_measurement_sr(lesions: Sequence[LesionMeasures], seg: Any, sources: S
         The highdicom ``Comprehensive3DSR`` written.
     """
     hd, codes = _highdicom()
-    import unipet
+    from unipet.version import __version__
     from highdicom.sr import CodedConcept
 
     out_path = check_writable(out_path, overwrite)
@@ -130,7 +130,7 @@ def write_measurement_sr(lesions: Sequence[LesionMeasures], seg: Any, sources: S
     suv_unit = codes.UCUM.StandardizedUptakeValueBodyWeight
     suvbw = CodedConcept("126401", "DCM", "SUVbw")
     gram = CodedConcept("g", "UCUM", "gram")
-    algorithm = hd.sr.AlgorithmIdentification(name="unipet", version=unipet.__version__)
+    algorithm = hd.sr.AlgorithmIdentification(name="unipet", version=__version__)
     pet_series = hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID))
     groups = []
     for m in lesions:

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -353,9 +353,3 @@ def import_phantom(root: str | Path, task_set: TaskSet | None = None, split_seed
         raise InputFileError(f"{root} has no clinical.csv; is it a folder written by `unipet phantom`?")
     return import_autopet(root, task_set=task_set, metadata_csv=root / "clinical.csv", split_seed=split_seed,
                           source="phantom")
-
-
-def iter_nifti_cases(folder: str | Path) -> Iterable[tuple[str, Path]]:
-    """``(case_id, path)`` for every ``<case>.nii.gz`` in a folder (prediction folders)."""
-    for p in sorted(Path(folder).glob(f"*{NIFTI}")):
-        yield p.name[: -len(NIFTI)], p

@@ -20,6 +20,18 @@ from unipet.study import nifti_to_zyx, zyx_to_nifti
 BACKGROUND = {"PET": 0.0, "CT": -1024.0, "label": 0.0}
 
 
+#: file name endings of NIfTI images
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def case_name(path: Path) -> str | None:
+    """Case name of a NIfTI file (``abc.nii.gz`` → ``abc``), or None for other files."""
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
 def load_volume(path: str | Path, what: str = "image", dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3-D NIfTI file.
 
@@ -126,6 +138,17 @@ def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwr
     import nibabel as nib
 
     path = check_writable(path, overwrite)
+    img = to_nifti_image(volume, affine, description)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def to_nifti_image(volume: np.ndarray, affine: np.ndarray, description: str | None = None):
+    """A ``(z, y, x)`` volume as an in-memory ``nibabel.Nifti1Image`` (``(x, y, z)`` data, qform = sform = affine,
+    dtype kept); ``description`` goes into ``descrip`` (ASCII, at most 79 characters)."""
+    import nibabel as nib
+
     if volume.ndim != 3:
         raise ImageGeometryError(f"can only write 3-D volumes, got shape {volume.shape}")
     img = nib.Nifti1Image(np.ascontiguousarray(zyx_to_nifti(volume)), np.asarray(affine, dtype=np.float64))
@@ -133,9 +156,7 @@ def save_volume(volume: np.ndarray, affine: np.ndarray, path: str | Path, overwr
     img.set_sform(img.affine, code=1)
     if description is not None:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        nib.save(img, str(tmp))
-    return path
+    return img
 
 
 def check_pet_values(pet: np.ndarray, source: str, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:

@@ -56,11 +56,11 @@ from torch import nn
 
 from unipet.errors import ConfigError, ImageGeometryError
 from unipet.models.base import UnipetModel, as_tuple3
-from unipet.models.blocks import UpsampleNearest, check_divisible, conv_norm_act, cumulative_stride, res_stage
+from unipet.data.organs import ORGAN_CLASSES
+from unipet.models.blocks import (UpsampleNearest, check_divisible, conv_norm_act, cumulative_stride, organ_fractions,
+                                  res_stage)
 from unipet.models.registry import register
 
-#: organ label values of the phantom's map (0 = air, 1..37 organs and tissues; ``unipet.data.organs``)
-PHANTOM_ORGAN_CLASSES = 38
 DEFAULT_WIDTHS = (32, 64, 128, 256, 320)
 DEFAULT_DEPTHS = (1, 2, 2, 2, 2)
 #: attribute names of the encoders (shared with ``unipet.pretrain``; the tensors ``--init`` copies)
@@ -92,41 +92,6 @@ class ModalityEncoder(nn.Module):
             x = stage(x)
             feats.append(x)
         return feats
-
-
-def organ_fractions(organs: torch.Tensor, classes: int, cell: Sequence[int]) -> torch.Tensor:
-    """Share of every organ label in each cell of ``cell`` voxels: ``avg_pool3d(one_hot(organs), cell)``.
-
-    Counted with ``scatter_add`` so that no full-resolution one-hot map (``classes`` times the patch's memory)
-    is made.
-
-    Args:
-        organs: ``[B, D, H, W]`` integer labels in ``0 .. classes - 1``; D, H, W divisible by ``cell``.
-        classes: number of label values K.
-        cell: ``(cz, cy, cx)`` cell size in voxels.
-
-    Returns:
-        ``[B, K, D/cz, H/cy, W/cx]`` float32 fractions (each cell's K values sum to 1).
-
-    Raises:
-        ConfigError: a label value outside ``0 .. classes - 1``.
-    """
-    b, d, h, w = organs.shape
-    cz, cy, cx = (int(c) for c in cell)
-    if d % cz or h % cy or w % cx:
-        raise ImageGeometryError(f"organ map of size {(d, h, w)} is not divisible by the cell {(cz, cy, cx)}; give "
-                                 "a patch divisible by the model's total stride")
-    labels = organs.long()
-    if labels.device.type != "meta" and labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= classes:
-            raise ConfigError(f"organ map holds label values {low}..{high} but the model was built for 0..{classes - 1}; "
-                              f"build it with organ_classes={high + 1} or remap the organ labels")
-    cells = (labels.reshape(b, d // cz, cz, h // cy, cy, w // cx, cx).permute(0, 1, 3, 5, 2, 4, 6)
-             .reshape(b, -1, cz * cy * cx))
-    counts = torch.zeros(b, cells.shape[1], classes, device=organs.device)
-    counts.scatter_add_(2, cells, torch.ones(cells.shape, device=organs.device))
-    return (counts / (cz * cy * cx)).transpose(1, 2).reshape(b, classes, d // cz, h // cy, w // cx)
 
 
 def organ_geometry(fractions: torch.Tensor) -> torch.Tensor:
@@ -299,7 +264,7 @@ class AnatomyNet(UnipetModel):
 
     def __init__(self, in_channels: int, num_classes: int, strides: Sequence[Sequence[int]],
                  widths: Sequence[int] = DEFAULT_WIDTHS, depths: Sequence[int] = DEFAULT_DEPTHS,
-                 modalities: Sequence[str] = ("CT", "PET"), organ_classes: int = PHANTOM_ORGAN_CLASSES,
+                 modalities: Sequence[str] = ("CT", "PET"), organ_classes: int = ORGAN_CLASSES,
                  prompt_dim: int = 128, mamba_layers: int = 2, mamba_state: int = 16, fusion_levels: int = 2,
                  heads: int = 8, hyper_rank: int = 4, hyper_hidden: int = 256, anatomy: bool = True) -> None:
         super().__init__()
@@ -388,7 +353,7 @@ class AnatomyNet(UnipetModel):
           description="Anatomy-guided prompting: PET & CT encoders, Mamba organ-prompt encoder, hypernet cross-attention")
 def build(in_channels: int, num_classes: int, tasks, patch_size, widths: Sequence[int] = DEFAULT_WIDTHS,
           depths: Sequence[int] = DEFAULT_DEPTHS, strides: Sequence[Sequence[int]] | None = None,
-          modalities: Sequence[str] = ("CT", "PET"), organ_classes: int = PHANTOM_ORGAN_CLASSES,
+          modalities: Sequence[str] = ("CT", "PET"), organ_classes: int = ORGAN_CLASSES,
           prompt_dim: int = 128, mamba_layers: int = 2, mamba_state: int = 16, fusion_levels: int = 2,
           heads: int = 8, hyper_rank: int = 4, hyper_hidden: int = 256, anatomy: bool = True) -> AnatomyNet:
     """Anatomy-guided model; strides default to nnU-Net's plan for the patch (``plan_strides``)."""

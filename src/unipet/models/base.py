@@ -21,6 +21,19 @@ INPUT_HELP = {
 }
 
 
+def deep_supervision_weights(n: int) -> list[float]:
+    """nnU-Net's weights for ``n`` outputs (full resolution first): ``1/2^i``, the last 0, normalised.
+
+    ``deep_supervision_weights(5) == [8/15, 4/15, 2/15, 1/15, 0]``; a single output gets ``[1.0]``.
+    """
+    if n <= 1:
+        return [1.0]
+    w = [1.0 / 2 ** i for i in range(n)]
+    w[-1] = 0.0
+    total = sum(w)
+    return [v / total for v in w]
+
+
 class UnipetModel(nn.Module):
     """Base class: records its constructor config and which optional inputs it needs.
 
@@ -54,11 +67,9 @@ class UnipetModel(nn.Module):
     def deep_supervision_weights(self, n: int) -> list[float]:
         """Loss weights of the ``n`` deep-supervision outputs (full resolution first).
 
-        The base model uses nnU-Net's (``unipet.train.losses.deep_supervision_weights``); families override it
+        The base model uses nnU-Net's (``deep_supervision_weights``); families override it
         (H2ASeg: ``6 - k`` for level ``k``).
         """
-        from unipet.train.losses import deep_supervision_weights
-
         return deep_supervision_weights(n)
 
     def auxiliary_losses(self) -> dict[str, torch.Tensor]:

@@ -31,7 +31,6 @@ rule raises ``ConfigError`` naming the nearest valid patch; nothing is padded si
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -40,7 +39,7 @@ from torch import nn
 
 from unipet.errors import ConfigError, ImageGeometryError
 from unipet.models.base import UnipetModel, as_tuple3
-from unipet.models.blocks import check_divisible, run_encoder
+from unipet.models.blocks import check_divisible, check_patch_multiple, run_encoder
 from unipet.models.registry import register
 from unipet.models.stunet import plan_strides
 
@@ -88,16 +87,6 @@ def nnunet_plan(patch_size: Sequence[int], spacing: Sequence[float] | None = Non
         kernels.append(tuple(kernel))
     widths = [min(base_channels * 2 ** s, max_channels) for s in range(len(strides))]
     return {"strides": strides, "kernels": kernels, "widths": widths}
-
-
-def _check_multiple(patch_size: Sequence[int], multiple: int, model: str) -> tuple[int, int, int]:
-    """``patch_size`` as a 3-tuple; ConfigError naming the nearest valid patch unless each axis is a multiple."""
-    patch = as_tuple3(patch_size)
-    if any(p <= 0 or p % multiple for p in patch):
-        valid = tuple(max(multiple, math.ceil(p / multiple) * multiple) for p in patch)
-        raise ConfigError(f"{model} needs a patch whose sizes are multiples of {multiple}, got {patch}; "
-                          f"use e.g. --patch {' '.join(map(str, valid))}")
-    return patch
 
 
 def _deep_supervised(model: UnipetModel, logits: list[torch.Tensor]):
@@ -258,7 +247,7 @@ def build_unetr(in_channels: int, num_classes: int, tasks, patch_size: Sequence[
     """
     from monai.networks.nets import UNETR
 
-    patch = _check_multiple(patch_size, 16, "UNETR")
+    patch = check_patch_multiple(patch_size, 16, "UNETR")
     net = UNETR(in_channels, num_classes, patch, feature_size=feature_size, hidden_size=hidden_size,
                 mlp_dim=mlp_dim, num_heads=num_heads, proj_type="conv", norm_name="instance", res_block=True)
     return MonaiBaseline(net, "UNETR", 16, patch)
@@ -278,7 +267,7 @@ def build_swinunetr(in_channels: int, num_classes: int, tasks, patch_size: Seque
     """
     from monai.networks.nets import SwinUNETR
 
-    patch = _check_multiple(patch_size, 32, "Swin UNETR")
+    patch = check_patch_multiple(patch_size, 32, "Swin UNETR")
     if patch == (32, 32, 32):
         raise ConfigError("Swin UNETR cannot train on a 32 x 32 x 32 patch: its 1/32 bottleneck would be one voxel, "
                           "which instance norm cannot normalise; use a larger patch, e.g. --patch 64 64 64")
@@ -412,5 +401,5 @@ def build_uxnet3d(in_channels: int, num_classes: int, tasks, patch_size: Sequenc
     3.1 M), so the published configuration is kept and the row stays unmatched. The patch must be a multiple of 16.
     Smaller ``widths``/``hidden_size`` are for tests.
     """
-    _check_multiple(patch_size, 16, "3D UX-Net")
+    check_patch_multiple(patch_size, 16, "3D UX-Net")
     return UXNet3D(in_channels, num_classes, widths, depths, hidden_size, kernel_size)

@@ -6,6 +6,7 @@ public STU-Net weights load by name (``unipet.models.weights.load_pretrained``).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -13,9 +14,55 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
-from unipet.errors import ImageGeometryError
+from unipet.errors import ConfigError, ImageGeometryError
+from unipet.models.base import as_tuple3
 
 LEAKY_SLOPE = 0.01
+
+
+def check_patch_multiple(patch_size: Sequence[int], multiple: int, model: str) -> tuple[int, int, int]:
+    """``patch_size`` as a 3-tuple; ConfigError naming the nearest valid patch unless each axis is a multiple."""
+    patch = as_tuple3(patch_size)
+    if any(p <= 0 or p % multiple for p in patch):
+        valid = tuple(max(multiple, math.ceil(p / multiple) * multiple) for p in patch)
+        raise ConfigError(f"{model} needs a patch whose sizes are multiples of {multiple}, got {patch}; "
+                          f"use e.g. --patch {' '.join(map(str, valid))}")
+    return patch
+
+
+def organ_fractions(organs: torch.Tensor, classes: int, cell: int | Sequence[int]) -> torch.Tensor:
+    """Share of every organ label in each cell of ``cell`` voxels: ``avg_pool3d(one_hot(organs), cell)``.
+
+    Counted with ``scatter_add`` so that no full-resolution one-hot map (``classes`` times the patch's memory)
+    is made.
+
+    Args:
+        organs: ``[B, D, H, W]`` integer labels in ``0 .. classes - 1``; D, H, W divisible by ``cell``.
+        classes: number of label values K.
+        cell: ``(cz, cy, cx)`` cell size in voxels (one int: a cube; MAST-Pro's anatomical encoder uses 4).
+
+    Returns:
+        ``[B, K, D/cz, H/cy, W/cx]`` float32 fractions (each cell's K values sum to 1).
+
+    Raises:
+        ConfigError: a label value outside ``0 .. classes - 1``.
+    """
+    b, d, h, w = organs.shape
+    cz, cy, cx = (int(c) for c in ((cell,) * 3 if isinstance(cell, int) else cell))
+    if d % cz or h % cy or w % cx:
+        raise ImageGeometryError(f"organ map of size {(d, h, w)} is not divisible by the cell {(cz, cy, cx)}; give "
+                                 "a patch divisible by the model's total stride")
+    labels = organs.long()
+    if labels.device.type != "meta" and labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= classes:
+            raise ConfigError(f"organ map holds label values {low}..{high} but the model was built for 0..{classes - 1}; "
+                              f"build it with organ_classes={high + 1} (or remap the organ labels)")
+    cells = (labels.reshape(b, d // cz, cz, h // cy, cy, w // cx, cx).permute(0, 1, 3, 5, 2, 4, 6)
+             .reshape(b, -1, cz * cy * cx))
+    counts = torch.zeros(b, cells.shape[1], classes, device=organs.device)
+    counts.scatter_add_(2, cells, torch.ones(cells.shape, device=organs.device))
+    return (counts / (cz * cy * cx)).transpose(1, 2).reshape(b, classes, d // cz, h // cy, w // cx)
 
 
 def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Module:

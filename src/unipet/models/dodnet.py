@@ -9,7 +9,7 @@ one grouped convolution over the batch (one group per sample), so each sample ge
 
 Output: DoDNet segments each target with a **sigmoid** (``output_activation = "sigmoid"``), one channel per
 foreground class: ``K - 1`` channels, no background channel (``model.out_channels``). With partial labels the
-binary Dice + BCE is taken per channel (``unipet.models.universal.partial_label_dice_bce``); a voxel is
+binary Dice + BCE is taken per channel (``unipet.train.losses.partial_label_dice_bce``); a voxel is
 foreground where its sigmoid exceeds 0.5.
 
 STU-Net keeps a head on every decoder stage for deep supervision; here every stage gets its own precls conv

@@ -29,7 +29,7 @@ The paper has no public code; this is unipet's implementation of what it specifi
   labelled voxel (a study without organ map reaches the model as zeros) has its anatomical tokens masked:
   its prompts are then text-only. Calling the model with ``organs=None`` raises ``MissingInputError``. The paper
   uses a pre-trained anatomical encoder without saying how it was pre-trained; unipet pre-trains it as an organ-map
-  autoencoder (``unipet pretrain-anatomy``, ``unipet.pretrain.organs``) and starts MAST-Pro from it with
+  autoencoder (``unipet mastpro pretrain-anatomy``, ``unipet.pretrain.organs``) and starts MAST-Pro from it with
   ``unipet train --model mastpro --init RUN`` (the encoder's tensors have the same names).
 - **Prompt cross-attention** at the bottleneck (``PromptAttention``): the prompts ``[text; anatomy]`` are the
   queries over the image tokens (keys/values) and are refined by an MLP; the image tokens then read the
@@ -64,7 +64,7 @@ number of its experts, and rank-16 low-rank experts are far smaller than full ML
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -75,7 +75,9 @@ from unipet.errors import (
     MissingInputError,
     UnknownTaskError,
 )
+from unipet.data.organs import ORGAN_CLASSES
 from unipet.models.base import UnipetModel, as_tuple3, task_tensor
+from unipet.models.blocks import check_patch_multiple, organ_fractions
 from unipet.models.dodnet import (
     HEAD_WIDTH,
     dynamic_conv,
@@ -86,43 +88,11 @@ from unipet.models.moe import GENERAL, DynamicMoE, Routing
 from unipet.models.registry import register
 from unipet.models.text import MINILM_DIM, encode_texts, register_text_embedding, text_or_stored
 
-#: organ label values of the phantom's map (0 = air, 1..37 organs and tissues; ``unipet.data.organs``)
-PHANTOM_ORGAN_CLASSES = 38
 #: the anatomical encoder works on organ fractions at 1/4 of the input grid; three stride-2 convs reach 1/32
 ANATOMY_FACTOR = 4
 PEFT_PREFIXES = ("moe.", "proposal.", "precls.", "type_queries")
 #: task index of a sample without a known task (mixed-tumour data): routed by the general router
 NO_TASK = GENERAL
-
-
-def organ_fractions(organs: torch.Tensor, classes: int, factor: int = ANATOMY_FACTOR) -> torch.Tensor:
-    """Area fraction of every organ label in each ``factor^3`` cell.
-
-    Equal to ``avg_pool3d(one_hot(organs), factor)``, but counted with ``scatter_add`` so that no full-resolution
-    one-hot map (``classes`` times the volume's memory) is made.
-
-    Args:
-        organs: ``[B, D, H, W]`` integer labels in ``0 .. classes - 1``; D, H, W divisible by ``factor``.
-        classes: number of label values K.
-        factor: cell size in voxels per axis.
-
-    Returns:
-        ``[B, K, D/f, H/f, W/f]`` float32 fractions (each cell's K values sum to 1).
-    """
-    b, d, h, w = organs.shape
-    f = int(factor)
-    if d % f or h % f or w % f:
-        raise ImageGeometryError(f"organ map of size {(d, h, w)} is not divisible by {f}; give a patch of multiples of 32")
-    labels = organs.long()
-    if labels.device.type != "meta" and labels.numel():
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= classes:
-            raise ConfigError(f"organ map holds label values {low}..{high} but the model was built for 0..{classes - 1}; "
-                              f"build it with organ_classes={high + 1} (or remap the organ labels)")
-    cells = labels.reshape(b, d // f, f, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, -1, f ** 3)
-    counts = torch.zeros(b, cells.shape[1], classes, device=organs.device)
-    counts.scatter_add_(2, cells, torch.ones(cells.shape, device=organs.device))
-    return (counts / f ** 3).transpose(1, 2).reshape(b, classes, d // f, h // f, w // f)
 
 
 class AnatomyEncoder(nn.Module):
@@ -150,7 +120,7 @@ class AnatomyEncoder(nn.Module):
         self.proj = nn.Linear(cin, dim)
 
     def forward(self, organs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fractions = organ_fractions(organs, self.organ_classes)
+        fractions = organ_fractions(organs, self.organ_classes, ANATOMY_FACTOR)
         present = fractions[:, 1:].flatten(1).amax(1) > 0
         feat = self.convs(fractions.to(self.proj.weight.dtype))
         return self.proj(feat.flatten(2).transpose(1, 2)), present
@@ -221,7 +191,7 @@ class MASTPro(UnipetModel):
     def __init__(self, in_channels: int, num_classes: int, num_tasks: int, text_embedding: torch.Tensor | None = None,
                  text_dim: int = MINILM_DIM, feature_size: int = 48, depths: Sequence[int] = (2, 2, 2, 2),
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, use_text: bool = True,
-                 use_anatomy: bool = True, use_moe: bool = True, organ_classes: int = PHANTOM_ORGAN_CLASSES,
+                 use_anatomy: bool = True, use_moe: bool = True, organ_classes: int = ORGAN_CLASSES,
                  anatomy_widths: Sequence[int] = (32, 64, 128), generic_experts: int = 8, task_experts: int = 4,
                  expert_rank: int = 16, top_k_general: int = 4, top_k_task: int = 4,
                  moe_stages: Sequence[int] = (0, 1, 2, 3), attention_heads: int = 8, proposal_hidden: int = 256,
@@ -419,124 +389,6 @@ class MASTPro(UnipetModel):
 
 
 # ---------------------------------------------------------------------------------------------- reports
-def parameter_groups(model: MASTPro) -> dict[str, int]:
-    """Parameters per part: ``backbone`` (Swin UNETR), ``experts``, ``routers``, ``text_projection``,
-    ``anatomy_encoder``, ``prompt_attention``, ``heads`` (mask proposal, head reduction, learned queries)."""
-    groups = {"backbone": 0, "experts": 0, "routers": 0, "text_projection": 0, "anatomy_encoder": 0,
-              "prompt_attention": 0, "heads": 0}
-    for name, p in model.named_parameters():
-        if name.startswith("net."):
-            key = "backbone"
-        elif name.startswith("moe."):
-            key = "experts" if ".experts." in name else "routers"
-        elif name.startswith("text_proj."):
-            key = "text_projection"
-        elif name.startswith("anatomy."):
-            key = "anatomy_encoder"
-        elif name.startswith(("attention.", "token_type")):
-            key = "prompt_attention"
-        else:
-            key = "heads"
-        groups[key] += p.numel()
-    return groups
-
-
-def parameter_report(model: MASTPro) -> dict[str, Any]:
-    """Total and trainable parameters for full and PEFT training.
-
-    Returns:
-        ``{"total", "trainable_full", "trainable_peft", "peft_share_pct", "reduction_pct", "groups"}``:
-        counts, the PEFT share of the total and its reduction against full fine-tuning, in percent.
-    """
-    total = sum(p.numel() for p in model.parameters())
-    peft_names = model.scope_parameters("peft")
-    peft = sum(p.numel() for n, p in model.named_parameters() if n in peft_names)
-    return {"total": total, "trainable_full": total, "trainable_peft": peft,
-            "peft_share_pct": round(100.0 * peft / total, 3), "reduction_pct": round(100.0 * (1 - peft / total), 3),
-            "groups": parameter_groups(model)}
-
-
-def start_usage(model: MASTPro) -> None:
-    """Start counting expert assignments in every D-MoE layer (see ``usage_report``)."""
-    if not model.moe:
-        raise ConfigError("this MAST-Pro was built with use_moe=False and has no experts to report")
-    for layer in model.moe:
-        layer.start_usage()
-
-
-def usage_report(model: MASTPro, task_names: Sequence[str]) -> dict[str, Any]:
-    """Stop counting and summarise expert usage per route (each task, then ``"general"``).
-
-    Returns:
-        ``{"generic_experts", "task_experts", "layers": [{"stage", "block", "routes": {route: {"tokens",
-        "share": [E floats]}}}], "routes": {route: {"tokens", "generic_share", "own_share", "other_share",
-        "active_experts"}}}``: ``share`` is each expert's fraction of the route's assignments in that layer;
-        the route summary averages over layers (``own_share``: the task's own experts; ``other_share`` is 0
-        by construction of the routers; ``active_experts``: mean number of experts with >= 1 % of assignments).
-    """
-    names = [*task_names, "general"]
-    first = model.moe[0]
-    if len(task_names) != first.num_tasks:
-        raise ConfigError(f"{len(task_names)} task names for a model of {first.num_tasks} tasks; give the model's task set")
-    g, s = first.generic, first.per_task
-    layers, summary = [], {n: {"tokens": 0.0, "generic_share": [], "own_share": [], "other_share": [], "active_experts": []}
-                           for n in names}
-    for (stage, block), layer in zip(model.moe_sites, model.moe):
-        counts = layer.stop_usage()
-        routes = {}
-        for row, name in enumerate(names):
-            total = float(counts[row].sum())
-            if total == 0:
-                continue
-            share = (counts[row] / total).tolist()
-            routes[name] = {"tokens": total / max(1, layer.top_k_general if row == first.num_tasks else layer.top_k_task),
-                            "share": [round(v, 6) for v in share]}
-            own = range(g + row * s, g + (row + 1) * s) if row < first.num_tasks else range(0)
-            entry = summary[name]
-            entry["tokens"] += routes[name]["tokens"]
-            entry["generic_share"].append(sum(share[:g]))
-            entry["own_share"].append(sum(share[i] for i in own))
-            entry["other_share"].append(1.0 - sum(share[:g]) - sum(share[i] for i in own))
-            entry["active_experts"].append(sum(v >= 0.01 for v in share))
-        layers.append({"stage": stage, "block": block, "routes": routes})
-    out_routes = {}
-    for name, entry in summary.items():
-        if not entry["generic_share"]:
-            continue
-        n = len(entry["generic_share"])
-        out_routes[name] = {"tokens": entry["tokens"] / n,
-                            **{k: round(sum(entry[k]) / n, 6) for k in ("generic_share", "own_share", "other_share",
-                                                                         "active_experts")}}
-    return {"generic_experts": g, "task_experts": s, "layers": layers, "routes": out_routes}
-
-
-def cohort_usage(predictor, cache, case_ids: Sequence[str], general: bool = False) -> dict[str, Any]:
-    """Expert usage of a trained MAST-Pro over cached studies (sliding-window passes of the whole volumes).
-
-    Args:
-        predictor: a ``unipet.infer.Predictor`` holding the model.
-        cache: a ``unipet.data.cache.Cache``.
-        case_ids: the studies to run; each is routed by its own task (or by the general router when
-            ``general``, i.e. prompt-free).
-        general: route every study through the general router.
-
-    Returns:
-        ``usage_report`` plus ``"cases"`` (the number of studies run).
-    """
-    import numpy as np
-
-    model = predictor.model
-    if not isinstance(model, MASTPro):
-        raise ConfigError(f"expert usage needs a MAST-Pro checkpoint, this one holds {type(model).__name__}")
-    start_usage(model)
-    for cid in case_ids:
-        case = cache.load(cid, mmap=True)
-        task = None if general or case.task is None else predictor.task_index(case.task)
-        organs = None if case.organs is None else np.asarray(case.organs)
-        predictor.probabilities(np.asarray(case.image), task, organs)
-    return {**usage_report(model, predictor.task_set.names), "cases": len(case_ids)}
-
-
 # ---------------------------------------------------------------------------------------------- builder
 @register("mastpro", prompts=("task", "text", "organs"), family="mastpro",
           description="MAST-Pro: Swin UNETR with D-MoE low-rank experts, text + anatomical prompts, dynamic heads (sigmoid)")
@@ -544,7 +396,7 @@ def build(in_channels: int, num_classes: int, tasks, patch_size, feature_size: i
           depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7,
           text_encoder: str | None = "minilm", text_field: str = "prompt", text_dim: int = MINILM_DIM,
           use_text: bool = True, use_anatomy: bool = True, use_moe: bool = True,
-          organ_classes: int = PHANTOM_ORGAN_CLASSES, anatomy_widths: Sequence[int] = (32, 64, 128),
+          organ_classes: int = ORGAN_CLASSES, anatomy_widths: Sequence[int] = (32, 64, 128),
           generic_experts: int = 8, task_experts: int = 4, expert_rank: int = 16, top_k_general: int = 4,
           top_k_task: int = 4, moe_stages: Sequence[int] = (0, 1, 2, 3), attention_heads: int = 8,
           proposal_hidden: int = 256, balance_weight: float = 0.01, general_route_prob: float = 0.2) -> MASTPro:
@@ -556,10 +408,9 @@ def build(in_channels: int, num_classes: int, tasks, patch_size, feature_size: i
     is not installed also leaves the placeholder, so a trained model loads without it. Small settings for
     tests: ``feature_size=12, depths=(1, 1, 1, 1), window_size=4, attention_heads=4, anatomy_widths=(4, 8, 8)``.
     """
-    from unipet.models.baselines import _check_multiple
     from unipet.models.universal import query_texts
 
-    patch = _check_multiple(as_tuple3(patch_size), 32, "MAST-Pro (Swin UNETR)")
+    patch = check_patch_multiple(as_tuple3(patch_size), 32, "MAST-Pro (Swin UNETR)")
     if patch == (32, 32, 32):
         raise ConfigError("MAST-Pro cannot train on a 32 x 32 x 32 patch: its 1/32 bottleneck would be one voxel; "
                           "use a larger patch, e.g. --patch 64 64 64")

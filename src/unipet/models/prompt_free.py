@@ -4,7 +4,7 @@ Every prompt-driven model here (``dpdnet``, ``uniseg``, ``dodnet``, ``clip-unive
 task ``LongTensor[B]`` (a batch may mix cancer types). With ``task_classifier=True`` (the default) it also
 carries a small auxiliary classifier on the globally pooled bottleneck, ``Linear(C -> N)``. Its logits are
 computed on every forward and kept in ``model.last_task_logits`` (``[B, N]``) so that a trainer can add
-``task_classification_loss`` with a small weight. When ``task=None`` is passed, the classifier's argmax
+``unipet.train.losses.task_classification_loss`` with a small weight. When ``task=None`` is passed, the classifier's argmax
 chooses each sample's task, so ``model(x)`` equals ``model(x, task=argmax)`` exactly; ``infer_task(x)``
 returns that choice and its probability. The classifier is only as good as its training: an untrained one
 picks arbitrary tasks. With ``task_classifier=False`` the task is required (``MissingInputError``).
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unipet.errors import MissingInputError, UnknownTaskError
@@ -31,11 +30,6 @@ class TaskClassifier(nn.Module):
 
     def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
         return self.fc(bottleneck.mean(dim=(2, 3, 4)))
-
-
-def task_classification_loss(logits: torch.Tensor, task: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
-    """Weighted cross-entropy of the auxiliary classifier: ``weight * CE(logits [B, N], task [B])``."""
-    return weight * F.cross_entropy(logits, task)
 
 
 class PromptedSTUNet(STUNet):

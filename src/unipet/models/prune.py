@@ -4,23 +4,22 @@ The route of a task depends on its text prompt only (``unipet.models.routing``),
 takes the same path at every level. ``prune(model, task)`` builds the single-path model of that task (registered
 as ``gcis`` with ``route`` and ``task``): same encoder, shared heads and the kept sub-pathways, no routers, no other
 paths, no text embeddings. Its outputs for that task equal the full model's (same weights, same operations);
-``max_output_difference`` checks it. ``export`` writes it as a self-describing unipet checkpoint that
-``unipet predict`` runs like any other; ``route_for_text`` routes a *new* prompt (few-shot adaptation).
+``max_output_difference`` checks it. ``unipet.analysis.gcis.export`` writes it as a self-describing unipet
+checkpoint that ``unipet predict`` runs like any other; ``route_for_text`` routes a *new* prompt (few-shot
+adaptation).
 """
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from unipet.errors import ConfigError, OutputExistsError
+from unipet.errors import ConfigError
 from unipet.models.gcis import GCIS, PAPER_PARAMS
 from unipet.models.routing import route_table
 
 
-def _check_full(model: torch.nn.Module) -> GCIS:
+def check_full(model: torch.nn.Module) -> GCIS:
     if not isinstance(model, GCIS):
         raise ConfigError(f"only gcis models can be pruned to one task, got {type(model).__name__}")
     if model.pruned:
@@ -30,7 +29,7 @@ def _check_full(model: torch.nn.Module) -> GCIS:
 
 def task_route(model: GCIS, task: str | int) -> list[int]:
     """The arg-max path of ``task`` (name, alias or index) at each decoder level, deepest first."""
-    model = _check_full(model)
+    model = check_full(model)
     index = model.task_set.index(task) if isinstance(task, str) else int(task)
     if not 0 <= index < model.num_tasks:
         raise ConfigError(f"task index {index} is outside the model's {model.num_tasks} tasks")
@@ -41,7 +40,7 @@ def route_for_text(model: GCIS, text: str) -> list[int]:
     """The arg-max path of a new prompt ``text`` at each level, embedded with the model's own text encoder."""
     from unipet.models.text import encode_texts
 
-    model = _check_full(model)
+    model = check_full(model)
     kw = model.config.get("kwargs", {})
     encoder = kw.get("text_encoder", "minilm")
     if encoder is None:
@@ -55,7 +54,7 @@ def pruned_state_dict(model: GCIS, route: list[int]) -> dict[str, torch.Tensor]:
     """The full model's state dict restricted to the kept paths (``pathways.L.paths.K.*`` -> ``pathways.L.paths.0.*``);
     routers and text embeddings dropped."""
     state = {}
-    for name, value in _check_full(model).state_dict().items():
+    for name, value in check_full(model).state_dict().items():
         if name.startswith("text_embedding"):
             continue
         if name.startswith("pathways."):
@@ -84,7 +83,7 @@ def prune(model: GCIS, task: str, route: list[int] | None = None, task_set: Any 
     from unipet.models import create
     from unipet.tasks import TaskSet
 
-    model = _check_full(model)
+    model = check_full(model)
     tasks = model.task_set if task_set is None else TaskSet.load(task_set)
     name = tasks.resolve(task)
     if route is None:
@@ -104,7 +103,7 @@ def parameter_report(model: GCIS, task: str | int = 0) -> dict[str, Any]:
 
     Returns ``{"full", "pruned", "removed", "removed_fraction", "route", "paper_full_M", "paper_pruned_M"}``.
     """
-    model = _check_full(model)
+    model = check_full(model)
     name = model.task_set[task].name if isinstance(task, int) else model.task_set.resolve(task)
     pruned = prune(model, name)
     full_n = sum(p.numel() for p in model.parameters())
@@ -122,38 +121,3 @@ def max_output_difference(full: GCIS, pruned: GCIS, x: torch.Tensor) -> float:
     pruned.eval()
     task = torch.full((x.shape[0],), int(pruned.task_index), dtype=torch.long, device=x.device)
     return float((full(x, task=task) - pruned(x, task=task)).abs().max())
-
-
-def export(source: str | Path, task: str, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """Write the single-path model of ``task`` from the full gcis run ``source`` as a checkpoint in ``out``.
-
-    ``out/checkpoint/`` holds ``model.safetensors`` and ``meta.json`` (the full run's metadata with the pruned
-    model's config and a ``pruned`` record: task, route, parameters before and after), loadable by
-    ``unipet.train.checkpoint.load_checkpoint`` and ``unipet predict``.
-
-    Returns:
-        The ``pruned`` record.
-
-    Raises:
-        OutputExistsError: ``out`` already holds a checkpoint and ``overwrite`` is False.
-    """
-    from unipet.train import checkpoint as ckpt
-
-    out = Path(out)
-    if (out / ckpt.CHECKPOINT).exists() and not overwrite:
-        raise OutputExistsError(f"{out} already holds a checkpoint; choose another --out or pass --overwrite")
-    full, meta = ckpt.load_checkpoint(source)
-    if meta.get("model", {}).get("name") != "gcis":
-        raise ConfigError(f"{source} holds a {meta.get('model', {}).get('name')} model; only gcis models can be "
-                          "pruned to one task")
-    _check_full(full)
-    name = full.task_set.resolve(task)
-    pruned = prune(full, name)
-    record = {"task": name, "route": pruned.route, "params_full": sum(p.numel() for p in full.parameters()),
-              "params_pruned": sum(p.numel() for p in pruned.parameters()),
-              "source_iteration": meta.get("iteration")}
-    new_meta = copy.deepcopy(meta)
-    new_meta["model"] = pruned.config
-    new_meta["pruned"] = record
-    ckpt.save_checkpoint(out, pruned, new_meta)
-    return record

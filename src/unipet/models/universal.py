@@ -14,7 +14,7 @@ A query's text feature ``ReLU(Linear(E -> 256))`` is concatenated with the image
 GroupNorm-ReLU-pooled, ``Linear(C -> 256)``); a controller ``Linear(512 -> P)`` emits the parameters of that
 query's 3-layer 1x1x1 dynamic head ``8 -> 8 -> 8 -> 1`` (as in ``dodnet``; one per decoder stage for deep
 supervision). Outputs are **sigmoid** logits, one channel per query; the loss is taken only on the queries
-annotated in each sample's dataset (``partial_label_dice_bce``).
+annotated in each sample's dataset (``unipet.train.losses.partial_label_dice_bce``).
 
 ``model(x, task)`` returns each sample's own task's ``K - 1`` channels ``[B, K-1, D, H, W]`` (the common
 interface); ``model.forward_all(x)`` returns every query ``[B, Q, D, H, W]`` (training with partial labels,
@@ -94,37 +94,6 @@ class UniversalModel(DynamicHeadSTUNet):
         """
         queries = torch.arange(self.num_queries, device=x.device).expand(x.shape[0], -1)
         return self._segment(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device), text, queries)
-
-
-def partial_label_dice_bce(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor,
-                           smooth: float = 1e-5, dice_weight: float = 1.0, bce_weight: float = 1.0) -> torch.Tensor:
-    """Binary Dice + BCE over the annotated (sample, class) pairs only; the CLIP-Universal / DoDNet loss.
-
-    Dice is computed per sample and per class (sums over the spatial axes only), ``1 - (2 sum(p t) + s) /
-    (sum(p) + sum(t) + s)`` with ``p = sigmoid(logits)``, then averaged over annotated pairs. (The public
-    CLIP-Universal loss sums over the wrong axes and mixes samples.) BCE is averaged over the voxels of the
-    annotated pairs.
-
-    Args:
-        logits: ``[B, Q, D, H, W]`` sigmoid logits.
-        target: ``[B, Q, D, H, W]`` binary targets (0/1, any dtype).
-        annotated: ``BoolTensor[B, Q]``: True where the sample's dataset annotates that class.
-        smooth: Dice smoothing term.
-
-    Returns:
-        Scalar loss; 0 (still differentiable) when nothing is annotated.
-    """
-    if logits.shape != target.shape or annotated.shape != logits.shape[:2]:
-        raise ConfigError(f"partial_label_dice_bce needs logits and target of one shape [B, Q, ...] and annotated "
-                          f"[B, Q]; got {tuple(logits.shape)}, {tuple(target.shape)}, {tuple(annotated.shape)}")
-    mask = annotated.to(torch.bool)
-    if not bool(mask.any()):
-        return logits.sum() * 0.0
-    logit, tgt = logits[mask].flatten(1), target[mask].flatten(1).to(logits.dtype)  # [n_pairs, voxels]
-    prob = logit.sigmoid()
-    dice = 1 - (2 * (prob * tgt).sum(1) + smooth) / (prob.sum(1) + tgt.sum(1) + smooth)
-    bce = F.binary_cross_entropy_with_logits(logit, tgt)
-    return dice_weight * dice.mean() + bce_weight * bce
 
 
 def query_texts(task_set, num_classes: int, field: str) -> list[str]:

@@ -12,15 +12,12 @@ attention reads.
 
 The organ maps come from a cache's ``organs.npy`` (imported, phantom or teacher–student maps: ``unipet
 organs``), as random patches (``unipet.data.sampling.PatchSampler`` with ``with_organs``). The run folder holds
-a unipet checkpoint (safetensors + JSON, ``meta["kind"] = "pretrain-anatomy"``) whose ``anatomy.*`` tensors have
+a unipet checkpoint (safetensors + JSON, ``CheckpointMeta.kind == "pretrain-anatomy"``) whose ``anatomy.*`` tensors have
 the names of MAST-Pro's encoder, so ``unipet train --model mastpro --init RUN`` (or ``load_anatomy_encoder``)
 starts MAST-Pro from them; the decoder's tensors are reported as unused.
 """
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,53 +25,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unipet.errors import ConfigError, OutputExistsError, check_known_fields
-from unipet.models.mastpro import PHANTOM_ORGAN_CLASSES, AnatomyEncoder, organ_fractions
+from unipet.data.organs import ORGAN_CLASSES
+from unipet.errors import ConfigError, OutputExistsError
+from unipet.models.blocks import organ_fractions
+from unipet.models.mastpro import ANATOMY_FACTOR, AnatomyEncoder
+from unipet.train.recipes import Recipe, RecipeSettings
 
 KIND = "pretrain-anatomy"
 
 
-@dataclass
-class AnatomyPretrainConfig:
-    """Settings of an organ-autoencoder pre-training run (recorded in ``meta.json``).
+class AnatomyPretrainConfig(RecipeSettings):
+    """Settings of an organ-autoencoder pre-training run (recorded in ``meta.json``): the module's and a recipe.
 
     Attributes:
         organ_classes: organ label values ``0 .. organ_classes - 1`` (MAST-Pro's ``organ_classes``).
         feature_size: MAST-Pro's Swin feature size F; the tokens have ``16 F`` channels.
         widths: the encoder's three conv widths (MAST-Pro's ``anatomy_widths``).
-        patch_size: ``(D, H, W)`` voxels, multiples of 32.
-        iterations, batch_size, lr, weight_decay: AdamW steps with cosine decay to 0.
-        seed: seed of the initialisation and of the patches; cases: case ids (None = train split or all).
-        checkpoint_every: steps between checkpoints.
+        recipe: ``RECIPES["anatomy-ae"]`` (AdamW with cosine decay to 0, 96^3 patches, 5000 steps); recipe fields
+            given by keyword override it (``patch_size``, ``iterations``, ``batch_size``, ``lr``, ``weight_decay``,
+            ``seed``, ``cases``, ``checkpoint_every``).
     """
 
-    organ_classes: int = PHANTOM_ORGAN_CLASSES
-    feature_size: int = 48
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
-    patch_size: list[int] = field(default_factory=lambda: [96, 96, 96])
-    iterations: int = 5000
-    batch_size: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    cases: list[str] | None = None
-    checkpoint_every: int = 1000
+    MODULE_FIELDS = ("organ_classes", "feature_size", "widths")
+    RECIPE = "anatomy-ae"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AnatomyPretrainConfig":
-        check_known_fields(cls, d, "anatomy pre-training settings")
-        return cls(**d)
+    def __init__(self, organ_classes: int = ORGAN_CLASSES, feature_size: int = 48,
+                 widths: Sequence[int] = (32, 64, 128), recipe: Recipe | str | None = None, **recipe_fields: Any) -> None:
+        self.organ_classes, self.feature_size, self.widths = int(organ_classes), int(feature_size), [int(w) for w in widths]
+        self._set_recipe(recipe, recipe_fields)
 
     def validate(self) -> None:
-        if len(self.patch_size) != 3 or any(int(p) <= 0 or int(p) % 32 for p in self.patch_size):
+        if any(int(p) % 32 for p in self.recipe.patch_size):
             raise ConfigError(f"the anatomical encoder reaches 1/32; give a patch of multiples of 32, got "
-                              f"{list(self.patch_size)}")
+                              f"{list(self.recipe.patch_size)}")
         if len(self.widths) != 3 or self.organ_classes < 2 or self.feature_size < 1:
             raise ConfigError("give 3 encoder widths, at least 2 organ classes and a positive feature size")
-        if self.iterations < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.recipe.iterations < 1 or self.recipe.batch_size < 1 or self.recipe.lr <= 0:
             raise ConfigError("iterations, batch_size and lr must be positive")
 
 
@@ -99,7 +85,7 @@ class OrganAutoencoder(nn.Module):
         b, d, h, w = organs.shape
         tokens, present = self.anatomy(organs)
         grid = tokens.transpose(1, 2).reshape(b, tokens.shape[2], d // 32, h // 32, w // 32)
-        fractions = organ_fractions(organs, self.anatomy.organ_classes)
+        fractions = organ_fractions(organs, self.anatomy.organ_classes, ANATOMY_FACTOR)
         return self.decoder(grid), fractions, present
 
 
@@ -137,10 +123,13 @@ def pretrain_anatomy_encoder(data, run_dir: str | Path, config: AnatomyPretrainC
         ``{"run_dir", "iteration", "losses": [...], "accuracy_start", "accuracy_end"}`` (accuracies on a fixed
         batch of patches: ``reconstruction_accuracy``).
     """
+    from unipet import checkpoint as ckpt
     from unipet.data.cache import Cache
-    from unipet.data.sampling import PatchSampler
-    from unipet.train import checkpoint as ckpt
-    from unipet.train.distributed import resolve_device
+    from unipet.data.sampling import PatchSampler, make_loader
+    from unipet.device import resolve_device
+    from unipet.train import engine
+    from unipet.train import state as run_state
+    from unipet.train.distributed import DistInfo
 
     config = config or AnatomyPretrainConfig()
     config.validate()
@@ -148,53 +137,55 @@ def pretrain_anatomy_encoder(data, run_dir: str | Path, config: AnatomyPretrainC
     run_dir = Path(run_dir)
     if not overwrite and ((run_dir / ckpt.CHECKPOINT).exists() or (run_dir / ckpt.OLD).exists()):
         raise OutputExistsError(f"{run_dir} already holds a checkpoint; choose another --out or pass --overwrite")
-    ids = config.cases or cache.split("train") or list(cache.case_ids)
+    ids = config.recipe.cases or cache.split("train") or list(cache.case_ids)
     with_maps = [c for c in ids if (cache.root / c / "organs.npy").exists()]
     if not with_maps:
         raise ConfigError(f"no case of {cache.root} has an organ map; build the cache with organ maps (imported or "
                           "from `unipet organs`) to pre-train the anatomical encoder")
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
+    recipe = config.recipe
+    torch.manual_seed(recipe.seed)
     model = OrganAutoencoder(config.organ_classes, 16 * config.feature_size, config.widths).to(dev).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = PatchSampler(cache, case_ids=with_maps, patch_size=config.patch_size, mix={"random": 1.0},
-                           seed=config.seed, with_organs=True)
-    probe = torch.from_numpy(sampler.batch(10**9, max(2, config.batch_size))["organs"]).to(dev)
+    optimizer = recipe.make_optimizer(model.parameters())
+    sampler = PatchSampler(cache, case_ids=with_maps, patch_size=recipe.patch_size, mix=recipe.sampling,
+                           seed=recipe.seed, with_organs=True)
+    probe = torch.from_numpy(sampler.batch(10**9, max(2, recipe.batch_size))["organs"]).to(dev)
     model.eval()
     start_acc = reconstruction_accuracy(model, probe)
     model.train()
-    losses: list[float] = []
 
-    def save(iteration: int) -> None:
-        meta = {"kind": KIND, "anatomy": config.to_dict(), "iteration": int(iteration),
-                "complete": iteration >= config.iterations,
-                "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(with_maps),
-                         "source": cache.meta.get("source")},
-                "mastpro_kwargs": {"organ_classes": config.organ_classes, "feature_size": config.feature_size,
-                                   "anatomy_widths": list(config.widths)}}
+    def save(iteration: int, complete: bool) -> None:
+        meta = ckpt.CheckpointMeta(
+            kind=KIND, anatomy=config.to_dict(), iteration=int(iteration), complete=complete,
+            data={"fingerprint": ckpt.data_fingerprint(cache), "cases": len(with_maps),
+                  "source": cache.meta.get("source")},
+            mastpro_kwargs={"organ_classes": config.organ_classes, "feature_size": config.feature_size,
+                            "anatomy_widths": list(config.widths)})
         ckpt.save_checkpoint(run_dir, model, meta)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for it in range(config.iterations):
-        organs = torch.from_numpy(sampler.batch(it, config.batch_size)["organs"]).to(dev)
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * it / config.iterations))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = reconstruction_loss(*model(organs))
-        if not torch.isfinite(loss):
-            raise ConfigError(f"anatomy pre-training diverged (loss {float(loss)}); use a lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        done = it + 1
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            save(done)
-            with open(run_dir / "log.jsonl", "a") as fh:
-                fh.write(json.dumps({"iteration": done, "loss": round(losses[-1], 6), "lr": lr}) + "\n")
+    job = engine.Job(net=_Reconstruction(model), model=model, optimizer=optimizer,
+                     scaler=run_state.grad_scaler(recipe.amp_dtype(dev), dev), recipe=recipe,
+                     amp_dtype=recipe.amp_dtype(dev),
+                     loader=iter(make_loader(sampler, recipe.batch_size, workers=recipe.workers,
+                                             pin_memory=dev.type == "cuda")),
+                     prepare=lambda batch, it: {"organs": batch["organs"].to(dev, non_blocking=True)},
+                     save=save, start=0, run_dir=run_dir, info=DistInfo(device=dev),
+                     diverged="anatomy pre-training diverged (loss {loss}); use a lower --lr")
+    result = engine.run(job, progress=False, tensorboard=False)
     model.eval()
-    return {"run_dir": run_dir, "iteration": config.iterations, "losses": losses, "accuracy_start": start_acc,
+    return {"run_dir": run_dir, "iteration": result.iteration, "losses": result.losses, "accuracy_start": start_acc,
             "accuracy_end": reconstruction_accuracy(model, probe), "model": model}
+
+
+class _Reconstruction(nn.Module):
+    """The autoencoder and its loss as one module returning a loss dict (the engine's unit of training)."""
+
+    def __init__(self, model: OrganAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, organs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": reconstruction_loss(*self.model(organs))}
 
 
 def load_anatomy_encoder(model: nn.Module, source: str | Path):
@@ -209,7 +200,7 @@ def load_anatomy_encoder(model: nn.Module, source: str | Path):
             feature size or widths: the message names the run's settings).
     """
     from unipet.models.weights import load_pretrained, read_state_dict
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
 
     if getattr(model, "anatomy", None) is None:
         raise ConfigError("this model has no anatomical encoder (MAST-Pro built with use_anatomy=True has one)")

@@ -1,8 +1,10 @@
-"""PET quantification: connected components (shared by evaluation, biomarkers and the predictor),
-SUVpeak, and lesion / patient biomarkers behind ``unipet quantify``."""
+"""PET quantification: SUVpeak, lesion / patient biomarkers (``biomarkers``, the measures) and the runner behind
+``unipet quantify`` (``runner``); survival statistics (``survival``). Connected components live in
+``unipet.components`` (shared by data, evaluation, quantification and the predictor) and are re-exported here."""
+from unipet.components import Component, component_stats, components, label_components
 from unipet.quantify.biomarkers import (QuantifyConfig, delineate, lesion_table, liver_reference, patient_summary,
-                                        quantify_files, quantify_manifest, quantify_study)
-from unipet.quantify.components import Component, component_stats, components, label_components
+                                        quantify_study)
+from unipet.quantify.runner import quantify_files, quantify_manifest
 from unipet.quantify.suvpeak import SuvPeaks, sphere_kernel, suv_peak_ibsi, suv_peak_percist, suv_peaks
 
 __all__ = [

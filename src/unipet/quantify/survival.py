@@ -33,14 +33,13 @@ Conventions, used everywhere in unipet:
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from unipet.errors import ConfigError
-from unipet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
 
 # The smallest cohort (derivation or validation) on which unipet fits a survival model.
 MIN_PATIENTS = 10
@@ -103,6 +102,29 @@ def check_survival_table(df: pd.DataFrame, time: str, event: str, markers: Seque
 
 
 # ---------------------------------------------------------------------------------------------- split / cut-offs
+def with_id_column(frame: pd.DataFrame, column: str, id_col: str, what: str) -> pd.DataFrame:
+    """``frame`` with its patient id ``column`` named ``id_col`` and held as strings (ids join as text).
+
+    Raises:
+        ConfigError: ``frame`` has no ``column``.
+    """
+    if column not in frame.columns:
+        raise ConfigError(f"the {what} has no column {column!r} to join on; name the patient id columns "
+                          "(--id-col / --clinical-id)")
+    return frame.rename(columns={column: id_col}).assign(**{id_col: lambda d: d[id_col].astype(str)})
+
+
+def join_clinical(table: pd.DataFrame, clinical: pd.DataFrame, id_col: str,
+                  clinical_id: str | None = None) -> pd.DataFrame:
+    """The rows of a biomarker ``table`` with the outcome columns of a ``clinical`` table, joined (inner) on the
+    patient id: ``id_col`` in ``table``, ``clinical_id`` (default ``id_col``) in ``clinical``; clinical columns
+    the table already has are not taken twice."""
+    table = with_id_column(table, id_col, id_col, "biomarker table")
+    clinical = with_id_column(clinical, clinical_id or id_col, id_col, "clinical table")
+    clinical = clinical[[id_col, *[c for c in clinical.columns if c not in table.columns]]]
+    return table.merge(clinical, on=id_col, how="inner")
+
+
 def split_derivation_validation(df: pd.DataFrame, fraction: float, seed: int,
                                 stratify: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a patient table at random into a derivation and a validation cohort.
@@ -345,20 +367,33 @@ def c_index(df: pd.DataFrame, risk_col: str, time: str, event: str, n_boot: int 
             "level": 1 - alpha}
 
 
-# ---------------------------------------------------------------------------------------------- figure
-def kaplan_meier_plot(df: pd.DataFrame, marker: str, time: str, event: str, cutoff: float, out_png: str | Path, *,
-                      hr: Mapping[str, float] | None = None, logrank_p: float | None = None,
-                      time_unit: str = "days", title: str | None = None, overwrite: bool = False) -> Path:
-    """Kaplan–Meier curves of low (≤ cut-off) and high (> cut-off) patients with a numbers-at-risk table.
+# ---------------------------------------------------------------------------------------------- curves
+@dataclass(frozen=True)
+class KMCurves:
+    """Kaplan–Meier curves of one marker's low (≤ cut-off) and high (> cut-off) patients, ready to draw.
 
-    ``hr`` (``{"hr", "lo", "hi"}`` of high vs low) and ``logrank_p`` are computed when not given. The PNG
-    is written atomically (matplotlib Agg, no pyplot state). Returns ``out_png``.
+    Attributes:
+        fitters: the fitted lifelines ``KaplanMeierFitter`` of the low group, then of the high group.
+        title: what the curves show (marker and cohort).
+        subtitle: the statistics beside them (HR with 95 % CI, log-rank p).
+        time_unit: unit of the time axis.
+    """
+
+    fitters: tuple
+    title: str
+    subtitle: str
+    time_unit: str = "days"
+
+
+def km_curves(df: pd.DataFrame, marker: str, time: str, event: str, cutoff: float, *,
+              hr: Mapping[str, float] | None = None, logrank_p: float | None = None,
+              time_unit: str = "days", title: str | None = None) -> KMCurves:
+    """Kaplan–Meier curves of low (≤ cut-off) and high (> cut-off) patients (``unipet.report.survival`` draws them).
+
+    ``hr`` (``{"hr", "lo", "hi"}`` of high vs low) and ``logrank_p`` are computed when not given.
     """
     from lifelines import KaplanMeierFitter
 
-    from unipet.report.plots import figure_png, km_figure
-
-    out_png = check_writable(out_png, overwrite)
     high = dichotomise(df[marker], cutoff).astype(bool)
     if high.all() or not high.any():
         raise ConfigError(f"every patient falls on one side of the {marker} cut-off {cutoff:.6g}; a Kaplan–Meier "
@@ -372,8 +407,7 @@ def kaplan_meier_plot(df: pd.DataFrame, marker: str, time: str, event: str, cuto
         label = f"{name}: {marker} {sign} {cutoff:.3g} (n={int(sel.sum())})"
         fitters.append(KaplanMeierFitter(label=label).fit(t[sel], e[sel]))
     stats = f"HR {hr['hr']:.2f} (95% CI {hr['lo']:.2f}–{hr['hi']:.2f}), log-rank {_format_p(logrank_p)}"
-    fig = km_figure(fitters, title=title or f"Kaplan–Meier by {marker}", subtitle=stats, time_unit=time_unit)
-    return atomic_write_bytes(out_png, figure_png(fig, dpi=120), overwrite=overwrite)
+    return KMCurves(tuple(fitters), title or f"Kaplan–Meier by {marker}", stats, time_unit)
 
 
 def _format_p(p: float) -> str:
@@ -382,11 +416,11 @@ def _format_p(p: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- protocol
-def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str], derive_fraction: float = 0.4,
-                 seed: int = 0, out_dir: str | Path | None = None, *, log: bool = False, id_col: str | None = None,
-                 stratify: bool = True, n_boot: int = 1000, cutoff_method: str | float = "median",
-                 time_unit: str = "days", overwrite: bool = False, design: str = "split",
-                 derivation_col: str | None = None, derivation_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def survival_statistics(df: pd.DataFrame, time: str, event: str, markers: Sequence[str], derive_fraction: float = 0.4,
+                        seed: int = 0, *, log: bool = False, id_col: str | None = None, stratify: bool = True,
+                        n_boot: int = 1000, cutoff_method: str | float = "median", time_unit: str = "days",
+                        design: str = "split", derivation_col: str | None = None,
+                        derivation_ids: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, KMCurves]]:
     """Derive cut-offs on a derivation cohort and evaluate every marker on the validation cohort (or, with
     ``design="whole"``, derive and evaluate on all patients).
 
@@ -404,11 +438,10 @@ def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str]
             patients (0 / false / "validation") are the validation cohort.
         derivation_ids: ``"fixed"``: ids (``id_col`` values) of the derivation cohort, instead of a column.
         stratify: ``"split"``: keep the event rate equal in both cohorts (stratified by ``event``).
-        out_dir: when given, writes ``summary.json`` and ``km_<marker>.png`` there (refuses existing
-            files unless ``overwrite``).
 
     Returns:
-        The summary dict written to ``summary.json``.
+        ``(summary, curves)``: the summary dict (``unipet.report.survival.run_survival`` writes it as
+        ``summary.json``) and each marker's Kaplan–Meier curves on the cohort of the statistics. Writes nothing.
     """
     markers = list(markers)
     if not markers:
@@ -424,23 +457,17 @@ def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str]
         if ids.duplicated().any():
             raise ConfigError(f"id column {id_col!r} repeats {ids[ids.duplicated()].iloc[0]!r}; the survival table "
                               "needs one row per patient")
-    out_dir = Path(out_dir) if out_dir is not None else None
-    if out_dir is not None:
-        for name in ["summary.json", *[f"km_{_safe(m)}.png" for m in markers]]:
-            check_writable(out_dir / name, overwrite)
-
     derivation, validation, split = choose_cohorts(clean, event, design, derive_fraction, seed, stratify,
                                                    derivation_col, derivation_ids, ids)
     cutoffs = derive_cutoffs(derivation, markers, cutoff_method)
     results: dict[str, Any] = {}
+    curves: dict[str, KMCurves] = {}
     cohort_name = "all patients" if design == "whole" else "validation cohort"
     for marker in markers:
         results[marker] = _evaluate_marker(validation, marker, time, event, cutoffs[marker], log, n_boot, seed)
-        if out_dir is not None:
-            png = kaplan_meier_plot(validation, marker, time, event, cutoffs[marker], out_dir / f"km_{_safe(marker)}.png",
-                                    hr=results[marker]["hr_dichotomised"], logrank_p=results[marker]["logrank_p"],
-                                    time_unit=time_unit, title=f"{marker}: {cohort_name}", overwrite=overwrite)
-            results[marker]["km_png"] = png.name
+        curves[marker] = km_curves(validation, marker, time, event, cutoffs[marker],
+                                   hr=results[marker]["hr_dichotomised"], logrank_p=results[marker]["logrank_p"],
+                                   time_unit=time_unit, title=f"{marker}: {cohort_name}")
 
     summary = {
         "time": time, "event": event, "time_unit": time_unit, "markers": markers,
@@ -449,9 +476,7 @@ def run_survival(df: pd.DataFrame, time: str, event: str, markers: Sequence[str]
         "design": design, "cohort_for_statistics": "all" if design == "whole" else "validation",
         "log_continuous": bool(log), "ci_level": 0.95, "split": split, "results": results,
     }
-    if out_dir is not None:
-        atomic_write_json(out_dir / "summary.json", summary, overwrite=overwrite)
-    return summary
+    return summary, curves
 
 
 def _evaluate_marker(cohort: pd.DataFrame, marker: str, time: str, event: str, cutoff: float, log: bool,
@@ -471,27 +496,42 @@ def _evaluate_marker(cohort: pd.DataFrame, marker: str, time: str, event: str, c
     }
 
 
+def marker_row(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """One marker's statistics (``survival_statistics``' ``results[marker]``) as a flat table row: ``n, events,
+    cutoff, hr, hr_lo, hr_hi, p, hr_cont, hr_cont_lo, hr_cont_hi, p_cont, logrank_p, c_index, c_lo, c_hi`` and the
+    formatted ``"HR (95% CI)"`` (high vs low) and ``"C-index (95% CI)"``."""
+    hd, hc, ci = stats["hr_dichotomised"], stats["hr_continuous"], stats["c_index"]
+    return {
+        "n": stats["n"], "events": stats["events"], "cutoff": stats["cutoff"],
+        "hr": hd["hr"], "hr_lo": hd["lo"], "hr_hi": hd["hi"], "p": hd["p"],
+        "hr_cont": hc["hr"], "hr_cont_lo": hc["lo"], "hr_cont_hi": hc["hi"], "p_cont": hc["p"],
+        "logrank_p": stats["logrank_p"], "c_index": ci["value"], "c_lo": ci["lo"], "c_hi": ci["hi"],
+        "HR (95% CI)": f"{hd['hr']:.2f} ({hd['lo']:.2f}–{hd['hi']:.2f})",
+        "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
+    }
+
+
+def results_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``survival_statistics``' summary as a DataFrame: one row per marker (``marker_row``'s columns), the
+    layout of ``compare_sources`` without its ``source`` column."""
+    return pd.DataFrame([{"marker": m, **marker_row(r)} for m, r in summary["results"].items()])
+
+
 def _hr_only(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in ("hr", "lo", "hi", "p", "covariate")}
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe version of a column name."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 # ---------------------------------------------------------------------------------------------- comparison
 def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, markers: Sequence[str], *,
                     outcome: pd.DataFrame | None = None, id_col: str = "case", derive_fraction: float = 0.4,
                     seed: int = 0, stratify: bool = True, log: bool = False, n_boot: int = 1000,
-                    cutoff_method: str | float = "median", out_csv: str | Path | None = None,
-                    overwrite: bool = False, design: str = "split", derivation_col: str | None = None,
+                    cutoff_method: str | float = "median", design: str = "split", derivation_col: str | None = None,
                     derivation_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Prognostic value of the same biomarkers measured from several segmentation sources (Table-3 layout).
 
     Every source is analysed on the **same patients and the same cohorts**: the patients present in all
     sources (joined on ``id_col``, in the first table's row order) are divided once by ``design`` exactly as
-    ``run_survival`` divides them (``"split"``, ``"fixed"`` with ``derivation_ids`` or a ``derivation_col`` of
+    ``survival_statistics`` divides them (``"split"``, ``"fixed"`` with ``derivation_ids`` or a ``derivation_col`` of
     the outcome / first table, or ``"whole"``); each source's cut-off is derived on its own derivation values
     and applied to its validation values.
 
@@ -499,7 +539,6 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
         tables: ``{source name: patient table}`` e.g. ``{"reference": ..., "model A": ...}``, each with
             ``id_col`` and the marker columns (e.g. ``patients.csv`` of ``unipet quantify``).
         outcome: table with ``id_col``, ``time`` and ``event``; None when every source table holds them.
-        out_csv: write the table there as CSV (atomically).
 
     Returns:
         One row per (marker, source): ``marker, source, n, events, cutoff, hr, hr_lo, hr_hi, p,
@@ -508,8 +547,6 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
     """
     if not tables:
         raise ConfigError("no segmentation sources given; pass at least one patient table")
-    if out_csv is not None:
-        check_writable(out_csv, overwrite)
     merged: dict[str, pd.DataFrame] = {}
     for name, table in tables.items():
         if id_col not in table.columns:
@@ -527,7 +564,8 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
             raise ConfigError(f"source {name!r} repeats patient {clean[id_col][clean[id_col].duplicated()].iloc[0]!r}; "
                               "give one row per patient")
         merged[name] = clean.set_index(id_col)
-    # Patients of every source, in the first source's row order: with one source this is exactly run_survival's split.
+    # Patients of every source, in the first source's row order: with one source this is exactly the split of
+    # survival_statistics.
     shared = set.intersection(*(set(t.index) for t in merged.values()))
     first = next(iter(merged.values()))
     common = [i for i in first.index if i in shared]
@@ -548,17 +586,7 @@ def compare_sources(tables: Mapping[str, pd.DataFrame], time: str, event: str, m
                                   "same patients; pass one outcome table with outcome=")
             cut = derive_cutoffs(cohort_d, [marker], cutoff_method)[marker]
             stats = _evaluate_marker(cohort_v, marker, time, event, cut, log, n_boot, seed)
-            hd, hc, ci = stats["hr_dichotomised"], stats["hr_continuous"], stats["c_index"]
-            rows.append({
-                "marker": marker, "source": name, "n": stats["n"], "events": stats["events"], "cutoff": cut,
-                "hr": hd["hr"], "hr_lo": hd["lo"], "hr_hi": hd["hi"], "p": hd["p"],
-                "hr_cont": hc["hr"], "hr_cont_lo": hc["lo"], "hr_cont_hi": hc["hi"], "p_cont": hc["p"],
-                "logrank_p": stats["logrank_p"], "c_index": ci["value"], "c_lo": ci["lo"], "c_hi": ci["hi"],
-                "HR (95% CI)": f"{hd['hr']:.2f} ({hd['lo']:.2f}–{hd['hi']:.2f})",
-                "C-index (95% CI)": f"{ci['value']:.3f} ({ci['lo']:.3f}–{ci['hi']:.3f})",
-            })
+            rows.append({"marker": marker, "source": name, **marker_row(stats)})
     result = pd.DataFrame(rows)
     result.attrs["split"] = {k: v for k, v in record.items() if not k.endswith("_ids")}
-    if out_csv is not None:
-        atomic_write_text(out_csv, result.to_csv(index=False), overwrite=overwrite)
     return result

@@ -52,7 +52,7 @@ class Section:
 
 def page(title: str, sections: list[Section], intro: str = "") -> str:
     """The whole HTML document: title, generation stamp, navigation, ``intro`` (HTML) and the sections."""
-    from unipet import __version__
+    from unipet.version import __version__
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f"<a href='#{s.key}'>{html.escape(s.title.split(':')[0])}</a>" for s in sections)

@@ -7,11 +7,12 @@ Without those variables everything runs in one process and these helpers are no-
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from unipet.device import env_world, resolve_device
 
 
 @dataclass(frozen=True)
@@ -31,27 +32,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def env_world() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun's variables (``(0, 1, 0)`` when absent)."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``"auto"``/None -> CUDA when available; ``"cuda"`` -> ``cuda:local_rank`` under torchrun."""
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        from unipet.errors import ConfigError
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    return dev
 
 
 def init_distributed(device: str | torch.device | None = None) -> DistInfo:

@@ -63,10 +63,10 @@ def second_stage(joint_run: str | Path, data, out: str | Path, recipe: str | Pat
     """
     from unipet.data.cache import Cache
     from unipet.train import train
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(joint_run)
-    if meta["model"]["name"] != "gcis" or getattr(model, "pruned", True):
+    if meta.model_name != "gcis" or getattr(model, "pruned", True):
         raise ConfigError(f"{joint_run} is not a full gcis run; give the folder of the joint (stage-1) training")
     cache = data if isinstance(data, Cache) else Cache(data)
     plan = second_stage_plan(model.routes().tolist(), model.task_set.names)
@@ -79,8 +79,8 @@ def second_stage(joint_run: str | Path, data, out: str | Path, recipe: str | Pat
             continue
         run = out / f"L{level}_P{path}"
         step = base.with_overrides(trainable=f"path:{level}:{path}", cases=cases, name=f"{base.name}-L{level}P{path}")
-        result = train(cache, "gcis", run, recipe=step, model_kw=dict(meta["model"]["kwargs"],
-                                                                       num_classes=meta["model"]["num_classes"]),
+        result = train(cache, "gcis", run, recipe=step, model_kw=dict(meta.model_kwargs,
+                                                                       num_classes=meta.num_classes),
                        device=device, init_from=previous, progress=progress, tensorboard=False, **train_kw)
         records.append({"level": level, "path": path, "tasks": tasks, "cases": len(cases), "run": str(run),
                         "final_loss": result.losses[-1] if result.losses else None})
@@ -110,7 +110,8 @@ def adapt(full_run: str | Path, data, out: str | Path, task: str, shots: int, pr
     Args:
         full_run: a full gcis run (its routers route the new prompt).
         data: a cache holding studies of the new task (its task set must contain ``task``).
-        out: the adapted model's run folder (a normal unipet run: ``unipet predict --model OUT`` uses it).
+        out: the adapted model's run folder (a normal unipet run: ``unipet predict INPUT PRED_DIR --checkpoint OUT``
+            uses it).
         task: the cache task whose studies are the shots; the pruned model is for this task.
         shots: number of training studies used (N-shot).
         prompt: the text routed (default: the task's short description in the cache's task set).
@@ -127,15 +128,15 @@ def adapt(full_run: str | Path, data, out: str | Path, task: str, shots: int, pr
     from unipet.models.prune import prune, route_for_text
     from unipet.models.weights import save_weights
     from unipet.train import train
-    from unipet.train.checkpoint import load_checkpoint
+    from unipet.checkpoint import load_checkpoint
 
     full, meta = load_checkpoint(full_run)
-    if meta["model"]["name"] != "gcis" or getattr(full, "pruned", True):
+    if meta.model_name != "gcis" or getattr(full, "pruned", True):
         raise ConfigError(f"{full_run} is not a full gcis run; adapt a model trained with --model gcis")
     cache = data if isinstance(data, Cache) else Cache(data)
-    if [c.upper() for c in cache.config.channels] != [c.upper() for c in meta["channels"]]:
+    if [c.upper() for c in cache.config.channels] != [c.upper() for c in meta.channels]:
         raise ConfigError(f"the cache's channels {list(cache.config.channels)} differ from the model's "
-                          f"{meta['channels']}; preprocess the new studies with the model's channels")
+                          f"{meta.channels}; preprocess the new studies with the model's channels")
     name = cache.task_set.resolve(task)
     text = prompt or cache.task_set[name].description or name.replace("_", " ")
     route = route_for_text(full, text)
@@ -143,8 +144,8 @@ def adapt(full_run: str | Path, data, out: str | Path, task: str, shots: int, pr
     out = Path(out)
     if (out / "checkpoint").exists():
         raise OutputExistsError(f"{out} already holds a checkpoint; choose another --out")
-    kw = {**meta["model"]["kwargs"], "route": route, "task": name, "text_encoder": None,
-          "num_classes": meta["model"]["num_classes"]}
+    kw = {**meta.model_kwargs, "route": route, "task": name, "text_encoder": None,
+          "num_classes": meta.num_classes}
     init = None
     if not from_scratch:
         out.mkdir(parents=True, exist_ok=True)

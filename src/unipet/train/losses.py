@@ -20,7 +20,7 @@ classes only (sigmoid / partial-label models), and the auxiliary task-classifier
   weights ``1/2^i`` with the lowest resolution's weight set to 0, normalised to sum 1 (nnU-Net), unless the model
   gives its own (``UnipetModel.deep_supervision_weights``; H2ASeg: ``6 - k``, not normalised).
 - Sigmoid models (DoDNet, CLIP-Universal: one channel per foreground class of each sample's own task):
-  ``unipet.models.universal.partial_label_dice_bce`` — BCE + per-sample, per-class soft Dice over the
+  ``partial_label_dice_bce`` — BCE + per-sample, per-class soft Dice over the
   (sample, class) pairs annotated, which here are the classes of the sample's task (its label annotates them).
 - Models exposing ``last_task_logits [B, N]`` (the prompt-free classifier) add ``weight * CE(logits, task)``.
 
@@ -34,19 +34,43 @@ import torch
 import torch.nn.functional as F
 
 from unipet.errors import ConfigError
+from unipet.models.base import deep_supervision_weights
 
 
-def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net's weights for ``n`` outputs (full resolution first): ``1/2^i``, the last 0, normalised.
+def partial_label_dice_bce(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor,
+                           smooth: float = 1e-5, dice_weight: float = 1.0, bce_weight: float = 1.0) -> torch.Tensor:
+    """Binary Dice + BCE over the annotated (sample, class) pairs only; the CLIP-Universal / DoDNet loss.
 
-    ``deep_supervision_weights(5) == [8/15, 4/15, 2/15, 1/15, 0]``; a single output gets ``[1.0]``.
+    Dice is computed per sample and per class (sums over the spatial axes only), ``1 - (2 sum(p t) + s) /
+    (sum(p) + sum(t) + s)`` with ``p = sigmoid(logits)``, then averaged over annotated pairs. (The public
+    CLIP-Universal loss sums over the wrong axes and mixes samples.) BCE is averaged over the voxels of the
+    annotated pairs.
+
+    Args:
+        logits: ``[B, Q, D, H, W]`` sigmoid logits.
+        target: ``[B, Q, D, H, W]`` binary targets (0/1, any dtype).
+        annotated: ``BoolTensor[B, Q]``: True where the sample's dataset annotates that class.
+        smooth: Dice smoothing term.
+
+    Returns:
+        Scalar loss; 0 (still differentiable) when nothing is annotated.
     """
-    if n <= 1:
-        return [1.0]
-    w = [1.0 / 2 ** i for i in range(n)]
-    w[-1] = 0.0
-    total = sum(w)
-    return [v / total for v in w]
+    if logits.shape != target.shape or annotated.shape != logits.shape[:2]:
+        raise ConfigError(f"partial_label_dice_bce needs logits and target of one shape [B, Q, ...] and annotated "
+                          f"[B, Q]; got {tuple(logits.shape)}, {tuple(target.shape)}, {tuple(annotated.shape)}")
+    mask = annotated.to(torch.bool)
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    logit, tgt = logits[mask].flatten(1), target[mask].flatten(1).to(logits.dtype)  # [n_pairs, voxels]
+    prob = logit.sigmoid()
+    dice = 1 - (2 * (prob * tgt).sum(1) + smooth) / (prob.sum(1) + tgt.sum(1) + smooth)
+    bce = F.binary_cross_entropy_with_logits(logit, tgt)
+    return dice_weight * dice.mean() + bce_weight * bce
+
+
+def task_classification_loss(logits: torch.Tensor, task: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
+    """Weighted cross-entropy of the auxiliary classifier: ``weight * CE(logits [B, N], task [B])``."""
+    return weight * F.cross_entropy(logits, task)
 
 
 def downsample_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -131,8 +155,6 @@ class SegmentationLoss:
         target = downsample_label(target, logits.shape[2:])
         if self.dice_ce is not None:
             return self.dice_ce(logits, target, task)
-        from unipet.models.universal import partial_label_dice_bce
-
         # the sigmoid models return the channels of each sample's own task, all annotated by its label
         annotated = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
         return partial_label_dice_bce(logits.float(), sigmoid_targets(target, logits.shape[1]), annotated, self.smooth)
@@ -150,8 +172,6 @@ class SegmentationLoss:
         parts: dict[str, Any] = {"seg": float(seg.detach())}
         loss = seg
         if self.task_weight > 0 and task_logits is not None and task is not None:
-            from unipet.models.prompt_free import task_classification_loss
-
             aux = task_classification_loss(task_logits.float(), task, self.task_weight)
             parts["task"] = float(aux.detach())
             loss = loss + aux

@@ -82,11 +82,11 @@ def train_organ_model(cases: Sequence[Case], run_dir: str | Path, model: str = D
         ``run_dir``.
     """
     from unipet.data.cache import build_cache
-    from unipet.train import checkpoint as ckpt
+    from unipet import checkpoint as ckpt
     from unipet.train.trainer import train
 
     run_dir = Path(run_dir)
-    if (run_dir / ckpt.CHECKPOINT).exists() and ckpt.read_meta(run_dir).get("complete"):
+    if (run_dir / ckpt.CHECKPOINT).exists() and ckpt.read_meta(run_dir).complete:
         return run_dir
     manifest = organ_manifest(cases, task_set)
     cache = build_cache(manifest, run_dir / "cache", label_source="organs")
@@ -185,21 +185,3 @@ def teacher_student(manifest: Manifest, out_dir: str | Path, model: str = DEFAUL
     atomic_write_json(out / "organs.json", dict(ORGAN_LABELS if labels is None else labels), overwrite=True)
     result_manifest.save(manifest_path, overwrite=overwrite)
     return OrganPipelineResult(teacher, student_dir, maps, pseudo, manifest_path, result_manifest)
-
-
-def organ_dice(prediction: np.ndarray, reference: np.ndarray, classes: int | None = None) -> dict[int, float]:
-    """Dice of every organ label present in ``reference`` (``(z, y, x)`` integer maps on one grid).
-
-    Counted in one pass with a joint histogram (``bincount`` of ``pred * K + ref``) rather than a mask per label.
-
-    Returns:
-        ``{label: dice}`` for labels ``1 .. K - 1`` with reference voxels.
-    """
-    if prediction.shape != reference.shape:
-        raise ConfigError(f"organ maps of shapes {prediction.shape} and {reference.shape} are not on one grid")
-    p, r = prediction.astype(np.int64).ravel(), reference.astype(np.int64).ravel()
-    k = int(classes or max(int(p.max(initial=0)), int(r.max(initial=0))) + 1)
-    joint = np.bincount(p * k + r, minlength=k * k).reshape(k, k)  # [pred, ref]
-    tp = np.diag(joint)
-    pred_n, ref_n = joint.sum(1), joint.sum(0)
-    return {int(c): float(2 * tp[c] / (pred_n[c] + ref_n[c])) for c in range(1, k) if ref_n[c] > 0}

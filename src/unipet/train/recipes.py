@@ -42,10 +42,10 @@ Shipped recipes:
   of 2 studies), half centred on a lesion (its positive/negative crop ratio 1:1), deep supervision at 5 levels
   weighted ``6 - k`` (the model's ``deep_supervision_weights``), no gradient clipping; 60,000 steps (its 200 epochs
   on autoPET's 60 % training split at 2 studies per step). Poly decay replaces the release's per-epoch x0.99 steps.
-- ``anatomy``: the anatomy-guided model (CNN encoders, often initialised by ``unipet pretrain``, plus Mamba and
+- ``anatomy``: the anatomy-guided model (CNN encoders, often initialised by ``unipet anatomy pretrain``, plus Mamba and
   hypernet-attention prompt layers): AdamW (lr 2e-4, wd 1e-5), warm-up over 2,500 steps then cosine decay,
   gradient clipping at 1, deep supervision, nnU-Net's patch and sampling; 50,000 steps.
-- ``organs``: the organ segmenters of the teacher–student organ maps (``unipet organs``): nnU-Net's recipe with
+- ``organs``: the organ segmenters of the teacher–student organ maps (``unipet anatomy organs``): nnU-Net's recipe with
   uniformly random patches (organs are everywhere, there is no lesion to oversample).
 
 A recipe can also be a JSON or YAML file with any of the fields (unknown fields are refused); ``load_recipe``
@@ -249,6 +249,18 @@ RECIPES: dict[str, Recipe] = {
     "anatomy": Recipe(name="anatomy", optimizer="adamw", lr=2e-4, weight_decay=1e-5, schedule="cosine",
                       warmup_iterations=2_500, grad_clip=1.0, iterations=50_000),
     "organs": Recipe(name="organs", sampling={"lesion": 0.0, "random": 1.0, "negative": 0.0}),
+    # cross-modal pre-training (unipet.pretrain): AdamW with linear warm-up then cosine decay (MAE's schedule),
+    # random patches only, no PET/CT misalignment (it would teach that corresponding locations do not correspond)
+    "pretrain": Recipe(name="pretrain", optimizer="adamw", lr=1e-4, weight_decay=0.05, schedule="cosine",
+                       warmup_iterations=5_000, iterations=100_000, patch_size=(112, 160, 128), batch_size=2,
+                       sampling={"random": 1.0}, augmentation=AugmentConfig(p_misalign=0.0).to_dict(),
+                       deep_supervision=False, grad_clip=1.0),
+    # MAST-Pro's anatomical encoder as an organ-map autoencoder (unipet.pretrain.organs; unipet's choice): AdamW,
+    # cosine decay to 0 without warm-up, full precision, no clipping, random patches, no augmentation
+    "anatomy-ae": Recipe(name="anatomy-ae", optimizer="adamw", lr=1e-3, weight_decay=1e-5, schedule="cosine",
+                         iterations=5000, patch_size=(96, 96, 96), batch_size=2, sampling={"random": 1.0},
+                         augmentation=AugmentConfig(enabled=False).to_dict(), deep_supervision=False, amp="none",
+                         grad_clip=0.0, workers=0),
 }
 
 
@@ -287,3 +299,43 @@ def load_recipe(source: str | Path | Recipe | None = None, **overrides: Any) -> 
     recipe = replace(recipe)
     recipe.validate()
     return recipe
+
+
+class RecipeSettings:
+    """Settings of a trainable module plus the ``Recipe`` that trains it (pre-training configurations).
+
+    Subclasses list their module's fields in ``MODULE_FIELDS`` and name their shipped recipe in ``RECIPE``; their
+    ``__init__`` takes the module fields, ``recipe`` and recipe fields as keywords (``iterations=4, lr=3e-3``)
+    and calls ``_set_recipe``. ``to_dict`` nests the recipe under ``"recipe"``; ``from_dict`` also reads the flat
+    layout of runs written before (module and recipe fields side by side).
+    """
+
+    MODULE_FIELDS: tuple[str, ...] = ()
+    RECIPE = "nnunet"
+    recipe: Recipe
+
+    def _set_recipe(self, recipe: Recipe | str | None, fields: dict[str, Any]) -> None:
+        self.recipe = load_recipe(recipe or self.RECIPE, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: json.loads(json.dumps(getattr(self, k))) for k in self.MODULE_FIELDS},
+                "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        d = dict(d)
+        module = {k: d.pop(k) for k in cls.MODULE_FIELDS if k in d}
+        recipe = d.pop("recipe", None)
+        return cls(**module, recipe=Recipe.from_dict(recipe) if isinstance(recipe, dict) else recipe, **d)
+
+    def with_overrides(self, **overrides: Any):
+        """A copy with the non-None ``overrides`` (module or recipe fields) applied."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        module = {k: given.pop(k, getattr(self, k)) for k in self.MODULE_FIELDS}
+        return type(self)(**module, recipe=self.recipe, **given)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"

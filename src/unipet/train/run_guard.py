@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from unipet.errors import ConfigError, DiskFullError, UnipetError
-from unipet.train import checkpoint as ckpt
+from unipet import checkpoint as ckpt
 
 
 class TrainingFailed(UnipetError):
@@ -79,7 +79,7 @@ def prepare_run(run_dir: str | Path, resume: bool) -> dict[str, Any]:
     dropped = 0
     if resume:
         try:
-            iteration = int(ckpt.read_meta(run_dir).get("iteration", 0))
+            iteration = int(ckpt.read_meta(run_dir).iteration or 0)
         except UnipetError:
             iteration = None  # the trainer reports the missing/damaged checkpoint itself
         if iteration is not None:

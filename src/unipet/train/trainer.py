@@ -1,4 +1,8 @@
-"""The training loop: cache -> sampler -> augmentation -> model -> loss, with checkpoints, resume, DDP.
+"""Segmentation training: a cache and a registered model -> the engine's loop (``unipet.train.engine``).
+
+``train`` is setup and resume (``segmentation_job``: cache, recipe, model, optimizer, scaler, sampler, their
+restored state) followed by the one training loop of ``unipet.train.engine``, which trains the model and its
+loss as one module returning a loss dict (``SegmentationObjective``).
 
 Everything random is reproducible from the recipe's seed: model initialisation (``torch.manual_seed(seed)``),
 patches (counter-based, ``unipet.data.sampling``) and augmentation (a generator seeded from
@@ -13,13 +17,8 @@ shared through an all-reduce.
 """
 from __future__ import annotations
 
-import json
-import signal
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -28,33 +27,17 @@ from unipet.data.augment import AugmentConfig, augment_batch
 from unipet.data.cache import Cache
 from unipet.data.sampling import PatchSampler, channel_pad_values, make_loader
 from unipet.errors import ConfigError, InputFileError, OutputExistsError
-from unipet.train import checkpoint as ckpt
-from unipet.train import run_guard
-from unipet.train.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown, wrap_model
+from unipet.evaluate.metrics import dice
+from unipet import checkpoint as ckpt
+from unipet.train import state as run_state
+from unipet.train import engine, run_guard
+from unipet.train.distributed import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from unipet.train.engine import TrainResult, step_seed
 from unipet.train.losses import SegmentationLoss
-from unipet.train.monitor import MetricsCSV, log_examples, log_scalars, progress_bar
+from unipet.train.monitor import log_examples
 from unipet.train.recipes import Recipe, load_recipe
 
-Callback = Callable[[int, dict[str, Any]], None]
-
-
-@dataclass
-class TrainResult:
-    """Outcome of ``train``: where the run is, the last iteration done, and this invocation's losses."""
-
-    run_dir: Path
-    iteration: int
-    stopped: bool
-    losses: list[float] = field(default_factory=list)
-    validation: dict[str, float] = field(default_factory=dict)
-    model: torch.nn.Module | None = None
-    data_wait_share: float = 0.0
-    iterations_per_s: float = 0.0
-
-
-def step_seed(seed: int, rank: int, iteration: int) -> int:
-    """Seed of the augmentation generator at ``iteration`` (63-bit, from numpy's SeedSequence)."""
-    return int(np.random.SeedSequence([seed, rank, iteration, 7]).generate_state(1, np.uint64)[0] >> 1)
+Callback = engine.Callback
 
 
 def open_data(data: str | Path | Cache, run_dir: Path, info: DistInfo) -> Cache:
@@ -77,56 +60,46 @@ def open_data(data: str | Path | Cache, run_dir: Path, info: DistInfo) -> Cache:
 
 
 def build_meta(model: torch.nn.Module, cache: Cache, recipe: Recipe, sampler: PatchSampler, iteration: int,
-               complete: bool) -> dict[str, Any]:
+               complete: bool) -> ckpt.CheckpointMeta:
     """Checkpoint metadata: everything prediction needs to repeat training's preprocessing and rebuild the model."""
     cfg = cache.config
     spacing = list(cfg.target_spacing) if cfg.target_spacing else cache.meta.get("fingerprint", {}).get("spacing", {}).get("median")
-    return {
-        "model": model.config, "output_activation": getattr(model, "output_activation", "softmax"),
-        "channels": list(cfg.channels), "preprocess": cfg.to_dict(), "spacing": spacing,
-        "patch_size": list(recipe.patch_size), "tasks": cache.task_set.names, "recipe": recipe.to_dict(),
-        "sampler": sampler.describe(),
-        "data": {"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids), "source": cache.meta.get("source")},
-        "iteration": int(iteration), "complete": bool(complete),
-    }
+    return ckpt.CheckpointMeta(
+        model=model.config, output_activation=getattr(model, "output_activation", "softmax"),
+        channels=list(cfg.channels), preprocess=cfg.to_dict(), spacing=spacing,
+        patch_size=list(recipe.patch_size), tasks=cache.task_set.names, recipe=recipe.to_dict(),
+        sampler=sampler.describe(),
+        data={"fingerprint": ckpt.data_fingerprint(cache), "cases": len(sampler.case_ids), "source": cache.meta.get("source")},
+        iteration=int(iteration), complete=bool(complete),
+    )
 
 
-class _WithTaskLogits(torch.nn.Module):
-    """Returns ``(outputs, task_logits, auxiliary losses)`` so that the auxiliary classifier's logits and the
-    model's auxiliary losses are forward outputs (DDP must see every parameter it reduces inside ``forward``);
-    task_logits is None for models without one, the losses ``{}`` for models without any."""
+class SegmentationObjective(torch.nn.Module):
+    """A segmentation model and its loss as one module returning a loss dict, the engine's unit of training.
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    ``forward(x, y, task, organs=None) -> {"loss", "seg", "task"?, auxiliary terms}``: the model's outputs, its
+    task classifier's logits (prompt-free models) and auxiliary losses (MAST-Pro's load balancing) all come out of
+    this ``forward``, so DDP sees every parameter it reduces; the loss is computed in float32 outside autocast.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: SegmentationLoss) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn
 
-    def forward(self, x: torch.Tensor, **inputs: Any):
-        out = self.model(x, **inputs)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor, **inputs: Any) -> dict[str, Any]:
+        out = self.model(x, task=task, **inputs)
         aux = self.model.auxiliary_losses()
-        return out, getattr(self.model, "last_task_logits", None), aux
+        task_logits = getattr(self.model, "last_task_logits", None)
+        with torch.autocast(x.device.type, enabled=False):
+            loss, parts = self.loss_fn(out, y, task, task_logits)
+            for name, term in aux.items():
+                loss = loss + term.float()
+                parts[name] = float(term.detach())
+        return {"loss": loss, **parts}
 
 
-class _StopFlag:
-    """SIGTERM handler that only sets a flag (installed in the main thread; restored on exit)."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._previous = None
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal API
-        self.set = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], meta: dict[str, Any],
+def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], meta: ckpt.CheckpointMeta,
               device: torch.device, examples: list | None = None, n_examples: int = 2) -> dict[str, float]:
     """Mean Dice per task on whole cached validation volumes (sliding window, no TTA). With ``examples`` (a list),
     ``(case, image [C, z, y, x], pred, ref)`` of the first ``n_examples`` cases are appended to it."""
@@ -142,8 +115,7 @@ def _validate(model: torch.nn.Module, cache: Cache, case_ids: Sequence[str], met
         task = predictor.task_index(case.task) if case.task else None
         pred = predictor.segment(np.asarray(case.image), task, None if case.organs is None else np.asarray(case.organs)) > 0
         ref = np.asarray(case.label) > 0
-        denom = pred.sum() + ref.sum()
-        scores.setdefault(case.task or "all", []).append(1.0 if denom == 0 else 2.0 * (pred & ref).sum() / denom)
+        scores.setdefault(case.task or "all", []).append(dice(pred, ref, empty=1.0))
         if examples is not None and len(examples) < n_examples:
             examples.append((cid, np.asarray(case.image), pred, ref))
     model.train(was_training)
@@ -186,7 +158,7 @@ def train(
         tensorboard: write TensorBoard scalars (losses, lr, validation Dice, it/s) and validation MIP images
             when ``tensorboard`` is installed (``unipet.train.monitor``).
         init_from: start from these weights (a unipet run/checkpoint folder, an encoder checkpoint of
-            ``unipet pretrain`` or a weights file): tensors are copied by name where the shapes fit
+            ``unipet anatomy pretrain`` or a weights file): tensors are copied by name where the shapes fit
             (``unipet.models.weights.load_pretrained``; input layers adapted), the rest keep their initialisation.
             Ignored on ``resume`` (the checkpoint's weights are used).
         trainable: the recipe's ``trainable`` scope (e.g. ``"peft"``): only those parameters are optimised.
@@ -196,175 +168,144 @@ def train(
     Returns:
         ``TrainResult`` (the trained, unwrapped model on its device in ``.model``).
     """
-    from unipet.models import create
-
     run_dir = Path(run_dir)
     info = init_distributed(device)
     try:
-        cache = open_data(data, run_dir, info)
-        state_tensors: dict[str, torch.Tensor] = {}
-        state: dict[str, Any] = {}
-        if resume:
-            meta_old = ckpt.read_meta(run_dir)
-            if meta_old.get("model", {}).get("name") != model_name:
-                raise ConfigError(f"{run_dir} holds a {meta_old.get('model', {}).get('name')} run; resume it with "
-                                  "the same --model or choose another --out")
-            if meta_old.get("data", {}).get("fingerprint") != ckpt.data_fingerprint(cache):
-                raise ConfigError(f"{run_dir} was trained on other data (data fingerprint differs); resume with the "
-                                  "same cache or start a new run")
-            recipe = Recipe.from_dict(meta_old["recipe"])
-            fixed = {"patch_size": None if patch_size is None else tuple(int(v) for v in patch_size),
-                     "batch_size": batch_size}
-            for name, value in fixed.items():
-                if value is not None and value != getattr(recipe, name):
-                    raise ConfigError(f"{run_dir} was trained with {name} {getattr(recipe, name)}; a resumed run keeps "
-                                      "it (drop the option, or start a new run)")
-            # a run may be extended (--iterations) or given other workers / checkpoint interval
-            recipe = recipe.with_overrides(iterations=iterations, workers=workers, checkpoint_every=checkpoint_every)
-            state_tensors, state = ckpt.load_train_state(run_dir)
-        else:
-            if (run_dir / ckpt.CHECKPOINT).exists() or (run_dir / ckpt.OLD).exists():
-                raise OutputExistsError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or "
-                                        "choose another --out")
-            recipe = load_recipe(recipe, iterations=iterations, batch_size=batch_size, workers=workers,
-                                 checkpoint_every=checkpoint_every, trainable=trainable,
-                                 patch_size=tuple(patch_size) if patch_size is not None else None)
-        run_guard.check_options(checkpoint_every=recipe.checkpoint_every)  # 0 would fail (x % 0) mid-run
-        dev = info.device
-        if resume:  # the model is rebuilt exactly as recorded
-            kw = dict(meta_old["model"].get("kwargs", {}))
-            num_classes = int(meta_old["model"]["num_classes"])
-        else:
-            kw = dict(model_kw or {})
-            num_classes = int(kw.pop("num_classes", 2))
-        torch.manual_seed(recipe.seed)
-        model = create(model_name, in_channels=len(cache.config.channels), num_classes=num_classes,
-                       tasks=cache.task_set, patch_size=recipe.patch_size, **kw)
-        if resume:
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
-            init_record = meta_old.get("init_from")
-        else:
-            init_record = initialise_from(model, init_from) if init_from is not None else None
-        trained_names = model.scope_parameters(recipe.trainable)
-        for name, param in model.named_parameters():
-            param.requires_grad_(name in trained_names)
-        model.to(dev)
-        if recipe.channels_last:
-            model.to(memory_format=torch.channels_last_3d)
-        model.set_deep_supervision(recipe.deep_supervision)
-        model.train()
-        optimizer = recipe.make_optimizer([p for p in model.parameters() if p.requires_grad])
-        amp_dtype = recipe.amp_dtype(dev)
-        scaler = ckpt.grad_scaler(amp_dtype, dev)
-        start = 0
-        if resume:
-            start = ckpt.restore_training(optimizer, scaler, state_tensors, state)
-            if info.is_main:
-                ckpt.set_rng_state(state_tensors, state["rng"])
-            else:
-                torch.manual_seed(step_seed(recipe.seed, info.rank, start))
-        net = wrap_model(_WithTaskLogits(model), info)
-        if recipe.compile:
-            net = torch.compile(net)
-
-        uses_organs = "organs" in (tuple(model.requires) + tuple(model.accepts))
-        sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
-                               seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
-                               multi_spacing=recipe.multi_spacing)
-        val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
-        aug = AugmentConfig.from_dict(recipe.augmentation)
-        pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
-        channels = [c.upper() for c in cache.config.channels]
-        pet_channel = channels.index("PET") if "PET" in channels else None
-        loss_fn = SegmentationLoss(model.output_activation, recipe.dice_smooth, recipe.batch_dice,
-                                   recipe.task_loss_weight, ds_weights=model.deep_supervision_weights,
-                                   dice_per_task=recipe.dice_per_task, dice_skip_empty=recipe.dice_skip_empty)
-
-        def save(iteration: int, complete: bool) -> None:
-            if not info.is_main:
-                return
-            meta = build_meta(model, cache, recipe, sampler, iteration, complete)
-            meta["init_from"] = init_record
-            train_state = {"iteration": iteration, "sampler": {"seed": sampler.seed, "next_batch": iteration},
-                           "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-            ckpt.save_checkpoint(run_dir, model, meta, optimizer, train_state)
-
-        result = TrainResult(run_dir=run_dir, iteration=start, stopped=False)
-        if start >= recipe.iterations:
-            result.model = model
-            return result
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            run_guard.prepare_run(run_dir, resume)  # stale checkpoint temporaries; log.jsonl rows after `start`
-        writer = _tensorboard(run_dir, tensorboard and info.is_main)
-        metrics = MetricsCSV(run_dir, start) if info.is_main else None
-        bar = _progress_bar(progress and info.is_main, recipe.iterations, start)
-        loader = iter(make_loader(sampler, recipe.batch_size, start=start, workers=recipe.workers,
-                                  pin_memory=dev.type == "cuda"))
-        wait_total, t_begin = 0.0, time.perf_counter()
-        it = start
-        try:
-            with _StopFlag() as stop:
-                while it < recipe.iterations:
-                    t0 = time.perf_counter()
-                    batch = next(loader)
-                    x = batch["image"].to(dev, non_blocking=True)
-                    y = batch["label"].to(dev, non_blocking=True).long()
-                    task = batch["task"].to(dev, non_blocking=True)
-                    organs = batch["organs"].to(dev, non_blocking=True) if uses_organs else None
-                    wait = time.perf_counter() - t0
-                    wait_total += wait
-                    gen = torch.Generator(device=dev)
-                    gen.manual_seed(step_seed(recipe.seed, info.rank, it))
-                    x, y = augment_batch(x, y, aug, gen, pad, pet_channel)
-                    if recipe.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last_3d)
-                    lr = recipe.lr_at(it)
-                    inputs = {"task": task, **({"organs": organs} if organs is not None else {})}
-                    value, parts = _optimise(net, model, optimizer, scaler, loss_fn, recipe, lr, amp_dtype, x, y,
-                                             inputs)
-                    it += 1
-                    result.losses.append(value)
-                    logs = {"loss": value, "lr": lr, **parts, "data_s": wait, "step_s": time.perf_counter() - t0}
-                    if val_ids and info.is_main and it % recipe.validate_every == 0:
-                        meta = build_meta(model, cache, recipe, sampler, it, False)
-                        examples: list = []
-                        logs.update(_validate(model, cache, val_ids, meta, dev,
-                                              examples=examples if writer is not None else None))
-                        result.validation = {k: v for k, v in logs.items() if k.startswith("dice/")}
-                        log_examples(writer, it, examples, pet_channel)
-                    if bar is not None:
-                        bar[0].update(bar[1], completed=it, loss=value,
-                                      rate=(it - start) / max(time.perf_counter() - t_begin, 1e-9))
-                    for cb in callbacks:
-                        cb(it, logs)
-                    stopping = any_flag(stop.set, info)
-                    saving = it % recipe.checkpoint_every == 0 or it == recipe.iterations or stopping
-                    if info.is_main:
-                        _log(run_dir, writer, it, logs, wait_total, time.perf_counter() - t_begin, it - start, saving,
-                             metrics)
-                    if saving:
-                        save(it, it == recipe.iterations)
-                        barrier(info)
-                    if stopping:
-                        result.stopped = True
-                        break
-        finally:
-            run_guard.shutdown_loader(loader)  # no orphaned (SIGTERM-ignoring) workers on any exit
-            if bar is not None:
-                bar[0].stop()
-            if writer is not None:
-                writer.close()
-        elapsed = time.perf_counter() - t_begin
-        result.iteration = it
-        result.model = model
-        result.data_wait_share = wait_total / elapsed if elapsed > 0 else 0.0
-        result.iterations_per_s = (it - start) / elapsed if elapsed > 0 else 0.0
-        return result
+        job = segmentation_job(data, model_name, run_dir, info, recipe=recipe, model_kw=model_kw, resume=resume,
+                               iterations=iterations, patch_size=patch_size, batch_size=batch_size, workers=workers,
+                               checkpoint_every=checkpoint_every, init_from=init_from, trainable=trainable)
+        return engine.run(job, progress=progress, tensorboard=tensorboard, callbacks=callbacks)
     finally:
         shutdown(info)
+
+
+def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, info: DistInfo, *,
+                     recipe: str | Path | Recipe | None = None, model_kw: dict[str, Any] | None = None,
+                     resume: bool = False, iterations: int | None = None, patch_size: Sequence[int] | None = None,
+                     batch_size: int | None = None, workers: int | None = None, checkpoint_every: int | None = None,
+                     init_from: str | Path | None = None, trainable: str | None = None) -> engine.Job:
+    """Setup and resume of a segmentation run (arguments as ``train``): the cache, the recipe (the checkpoint's
+    on resume), the model (rebuilt as recorded on resume, else created and initialised), optimizer, scaler and
+    their restored state, the sampler, and the engine ``Job`` that trains the model with its loss."""
+    from unipet.models import create
+
+    cache = open_data(data, run_dir, info)
+    state_tensors: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}
+    if resume:
+        meta_old = ckpt.read_meta(run_dir)
+        if meta_old.model_name != model_name:
+            raise ConfigError(f"{run_dir} holds a {meta_old.model_name} run; resume it with "
+                              "the same --model or choose another --out")
+        if meta_old.data_fingerprint != ckpt.data_fingerprint(cache):
+            raise ConfigError(f"{run_dir} was trained on other data (data fingerprint differs); resume with the "
+                              "same cache or start a new run")
+        recipe = Recipe.from_dict(meta_old.recipe)
+        fixed = {"patch_size": None if patch_size is None else tuple(int(v) for v in patch_size),
+                 "batch_size": batch_size}
+        for name, value in fixed.items():
+            if value is not None and value != getattr(recipe, name):
+                raise ConfigError(f"{run_dir} was trained with {name} {getattr(recipe, name)}; a resumed run keeps "
+                                  "it (drop the option, or start a new run)")
+        # a run may be extended (--iterations) or given other workers / checkpoint interval
+        recipe = recipe.with_overrides(iterations=iterations, workers=workers, checkpoint_every=checkpoint_every)
+        state_tensors, state = ckpt.load_train_state(run_dir)
+    else:
+        if (run_dir / ckpt.CHECKPOINT).exists() or (run_dir / ckpt.OLD).exists():
+            raise OutputExistsError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or "
+                                    "choose another --out")
+        recipe = load_recipe(recipe, iterations=iterations, batch_size=batch_size, workers=workers,
+                             checkpoint_every=checkpoint_every, trainable=trainable,
+                             patch_size=tuple(patch_size) if patch_size is not None else None)
+    run_guard.check_options(checkpoint_every=recipe.checkpoint_every)  # 0 would fail (x % 0) mid-run
+    dev = info.device
+    if resume:  # the model is rebuilt exactly as recorded
+        kw = meta_old.model_kwargs
+        num_classes = meta_old.num_classes
+    else:
+        kw = dict(model_kw or {})
+        num_classes = int(kw.pop("num_classes", 2))
+    torch.manual_seed(recipe.seed)
+    model = create(model_name, in_channels=len(cache.config.channels), num_classes=num_classes,
+                   tasks=cache.task_set, patch_size=recipe.patch_size, **kw)
+    if resume:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
+        init_record = meta_old.init_from
+    else:
+        init_record = initialise_from(model, init_from) if init_from is not None else None
+    trained_names = model.scope_parameters(recipe.trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trained_names)
+    model.to(dev)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    model.set_deep_supervision(recipe.deep_supervision)
+    model.train()
+    optimizer = recipe.make_optimizer([p for p in model.parameters() if p.requires_grad])
+    amp_dtype = recipe.amp_dtype(dev)
+    scaler = run_state.grad_scaler(amp_dtype, dev)
+    start = 0
+    if resume:
+        start = run_state.restore_training(optimizer, scaler, state_tensors, state)
+        if info.is_main:
+            run_state.set_rng_state(state_tensors, state["rng"])
+        else:
+            torch.manual_seed(step_seed(recipe.seed, info.rank, start))
+    loss_fn = SegmentationLoss(model.output_activation, recipe.dice_smooth, recipe.batch_dice,
+                               recipe.task_loss_weight, ds_weights=model.deep_supervision_weights,
+                               dice_per_task=recipe.dice_per_task, dice_skip_empty=recipe.dice_skip_empty)
+    net = wrap_model(SegmentationObjective(model, loss_fn), info)
+    if recipe.compile:
+        net = torch.compile(net)
+
+    uses_organs = "organs" in (tuple(model.requires) + tuple(model.accepts))
+    sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
+                           seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
+                           multi_spacing=recipe.multi_spacing)
+    val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
+    aug = AugmentConfig.from_dict(recipe.augmentation)
+    pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
+    channels = [c.upper() for c in cache.config.channels]
+    pet_channel = channels.index("PET") if "PET" in channels else None
+
+    def prepare(batch: dict[str, Any], it: int) -> dict[str, Any]:
+        x = batch["image"].to(dev, non_blocking=True)
+        y = batch["label"].to(dev, non_blocking=True).long()
+        task = batch["task"].to(dev, non_blocking=True)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(step_seed(recipe.seed, info.rank, it))
+        x, y = augment_batch(x, y, aug, gen, pad, pet_channel)
+        if recipe.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        inputs = {"x": x, "y": y, "task": task}
+        if uses_organs:
+            inputs["organs"] = batch["organs"].to(dev, non_blocking=True)
+        return inputs
+
+    def save(iteration: int, complete: bool) -> None:
+        meta = build_meta(model, cache, recipe, sampler, iteration, complete)
+        meta.init_from = init_record
+        train_state = {"iteration": iteration, "sampler": {"seed": sampler.seed, "next_batch": iteration},
+                       "scaler": scaler.state_dict() if scaler.is_enabled() else None}
+        run_state.save_training_checkpoint(run_dir, model, meta, optimizer, train_state)
+
+    def validate(iteration: int, writer) -> dict[str, float]:
+        if not val_ids or iteration % recipe.validate_every:
+            return {}
+        examples: list = []
+        scores = _validate(model, cache, val_ids, build_meta(model, cache, recipe, sampler, iteration, False), dev,
+                           examples=examples if writer is not None else None)
+        log_examples(writer, iteration, examples, pet_channel)
+        return scores
+
+    loader = iter(make_loader(sampler, recipe.batch_size, start=start, workers=recipe.workers,
+                              pin_memory=dev.type == "cuda")) if start < recipe.iterations else None
+    job = engine.Job(net=net, model=model, optimizer=optimizer, scaler=scaler, recipe=recipe, amp_dtype=amp_dtype,
+                     loader=loader, prepare=prepare, save=save, start=start, run_dir=run_dir, info=info,
+                     validate=validate, resumed=resume)
+    return job
 
 
 def initialise_from(model: torch.nn.Module, source: str | Path) -> dict[str, Any]:
@@ -389,60 +330,3 @@ def initialise_from(model: torch.nn.Module, source: str | Path) -> dict[str, Any
                           "weights of the same architecture")
     return {"file": path.name, "loaded": len(report.loaded), "adapted": len(report.adapted),
             "mismatched": len(report.mismatched), "missing": len(report.missing)}
-
-
-def _optimise(net: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
-              loss_fn: SegmentationLoss, recipe: Recipe, lr: float, amp_dtype: torch.dtype | None,
-              x: torch.Tensor, y: torch.Tensor, inputs: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
-    """One optimizer step at learning rate ``lr`` on ``x [B, C, D, H, W]``, ``y [B, D, H, W]``: forward under
-    autocast, loss in float32, (scaled) backward, gradient clipping, step. Returns ``(loss, loss parts)``."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        out, task_logits, aux = net(x, **inputs)
-    loss, parts = loss_fn(out, y, inputs["task"], task_logits)
-    for name, term in aux.items():
-        loss = loss + term.float()
-        parts[name] = float(term.detach())
-    if not torch.isfinite(loss):
-        raise ConfigError(f"training diverged (the loss became {float(loss)}); train again with a lower lr (a "
-                          "recipe file with 'base' and 'lr') or with amp 'bf16' / 'none'")
-    scaler.scale(loss).backward()
-    if recipe.grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return float(loss.detach()), parts
-
-
-def _tensorboard(run_dir: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(run_dir / "tb"))
-
-
-def _progress_bar(enabled: bool, total: int, start: int):
-    """rich bar with it/s, loss and ETA on an interactive terminal only (``unipet.train.monitor``)."""
-    return progress_bar(enabled, total, start)
-
-
-def _log(run_dir: Path, writer, it: int, logs: dict[str, Any], wait: float, elapsed: float, steps: int,
-         force: bool, metrics: MetricsCSV | None = None) -> None:
-    """TensorBoard scalars and a ``metrics.csv`` row every step (with ``it_per_s``); a ``log.jsonl`` line every 10
-    steps, after validation and when ``force``."""
-    rate = {"it_per_s": steps / elapsed} if elapsed > 0 else {}
-    log_scalars(writer, it, {**logs, **rate})
-    if metrics is not None:
-        metrics.write({"iteration": it, **logs, **rate})
-    if force or it % 10 == 0 or any(k.startswith("dice/") for k in logs):
-        record = {"iteration": it, **{k: round(v, 6) for k, v in logs.items()},
-                  "it_per_s": round(steps / elapsed, 4) if elapsed > 0 else None,
-                  "data_wait_share": round(wait / elapsed, 4) if elapsed > 0 else None}
-        with open(run_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")

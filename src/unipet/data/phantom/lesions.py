@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from unipet.data.organs import ORGAN_LABELS, label_name, label_values
-from unipet.data.phantom_anatomy import Anatomy, point_on
-from unipet.data.phantom_geometry import SmoothField, ellipsoid_q, random_rotation, smoothstep
+from unipet.data.phantom.anatomy import Anatomy, point_on
+from unipet.data.phantom.geometry import SmoothField, ellipsoid_q, random_rotation, smoothstep
 
 NODE_STATIONS = ("cervical", "axillary", "mediastinal", "hilar", "paraaortic", "iliac", "inguinal")
 

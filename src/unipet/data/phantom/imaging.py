@@ -22,10 +22,10 @@ from scipy import ndimage
 
 from unipet.data.organs import ORGAN_LABELS as L
 from unipet.data.organs import label_values
-from unipet.data.phantom_anatomy import Anatomy
-from unipet.data.phantom_clinical import Subject
-from unipet.data.phantom_geometry import Box, SmoothField, ellipsoid_q, smoothstep
-from unipet.data.phantom_lesions import Lesion
+from unipet.data.phantom.anatomy import Anatomy
+from unipet.data.phantom.clinical import Subject
+from unipet.data.phantom.geometry import Box, SmoothField, ellipsoid_q, smoothstep
+from unipet.data.phantom.lesions import Lesion
 
 # Baseline CT numbers (HU) per label; bones give their trabecular value (cortex is added at bone surfaces).
 _HU: dict[str, float] = {

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unipet.data.organs import ORGAN_LABELS as L
-from unipet.data.phantom_clinical import Subject
-from unipet.data.phantom_geometry import Box, Grid, SmoothField, ellipsoid_box, ellipsoid_q, rotation, tube_segments
+from unipet.data.phantom.clinical import Subject
+from unipet.data.phantom.geometry import Box, Grid, SmoothField, ellipsoid_box, ellipsoid_q, rotation, tube_segments
 
 # Lean male frame (outer surface of the muscle wall, no subcutaneous fat) of the neck and trunk:
 # height below vertex s (mm, 1.75 m patient), half-width a0, half-depth b0, centre y cy0 (mm).

@@ -1,8 +1,8 @@
 """Synthetic whole-body FDG PET/CT studies and cohorts with known truth (lesions, organs, survival).
 
-``generate_study(seed)`` builds one patient — anatomy head to thigh (``phantom_anatomy``), a cancer
-type's lesions (``phantom_lesions``), PET in SUV and CT in HU (``phantom_imaging``) and a simulated outcome
-(``phantom_clinical``) — deterministically from the seed. ``write_phantom_cohort`` writes many of them in
+``generate_study(seed)`` builds one patient — anatomy head to thigh (``anatomy``), a cancer type's lesions
+(``lesions``), PET in SUV and CT in HU (``imaging``) and a simulated outcome (``clinical``) — deterministically
+from the seed. ``write_phantom_cohort`` writes many of them in
 the autoPET layout with a ``clinical.csv``; ``unipet import phantom`` reads it back.
 
 Sizes (``(z, y, x)`` voxels at ``(z, y, x)`` mm): ``small`` 192×96×96 at 5 mm (fast tests and demos),
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from unipet.data.organs import ORGAN_LABELS
-from unipet.data.phantom_anatomy import build_anatomy
-from unipet.data.phantom_clinical import TASKS, sample_subject, simulate_outcome
-from unipet.data.phantom_geometry import Grid
-from unipet.data.phantom_imaging import sample_scan, synthesize
-from unipet.data.phantom_lesions import Lesion, place_lesions, plan_lesions
+from unipet.data.phantom.anatomy import build_anatomy
+from unipet.data.phantom.clinical import TASKS, sample_subject, simulate_outcome
+from unipet.data.phantom.geometry import Grid
+from unipet.data.phantom.imaging import sample_scan, synthesize
+from unipet.data.phantom.lesions import Lesion, place_lesions, plan_lesions
 from unipet.errors import ConfigError, OutputExistsError, UnknownTaskError
 from unipet.study import Study, StudyMeta
 

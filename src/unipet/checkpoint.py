@@ -9,6 +9,11 @@ Layout of ``RUN_DIR/checkpoint/``::
     train_state.json          the rest of the training state (optimizer hyper-parameters, iteration,
                               sampler state, numpy RNG, grad-scaler state)
 
+``meta.json`` is read and written here only, as a typed :class:`CheckpointMeta` with a format version
+(``"format"``; a file without one is version 1, the first format). A version newer than this unipet reads is
+refused with one ``ConfigError`` line. The training state's contents (optimizer, scaler, RNG) are
+``unipet.train.state``'s business: this module stores what it is handed and gives it back.
+
 The folder is written under a temporary name and swapped in by renames: the previous checkpoint is
 renamed to ``.checkpoint.old``, the new one into place, then the old one is deleted. A process killed at
 any moment leaves either ``checkpoint/`` or ``.checkpoint.old/`` complete; ``find_checkpoint`` takes
@@ -29,8 +34,10 @@ import json
 import os
 import shutil
 import tempfile
+from importlib import resources
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import errno
 import numpy as np
@@ -44,6 +51,149 @@ TMP_PREFIX = ".checkpoint.tmp"
 FORMAT_VERSION = 1
 #: metadata key of the weights file's SHA-256 (hex)
 CHECKSUM_KEY = "weights_sha256"
+
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything about a checkpoint except its tensors: what ``meta.json`` holds, typed.
+
+    Attributes:
+        model: the registry config ``{"name", "in_channels", "num_classes", "tasks", "patch_size", "kwargs"}``
+            (empty for a pre-training checkpoint, which holds encoders, not a segmentation model).
+        output_activation: ``"softmax"`` or ``"sigmoid"``.
+        channels: input channel names in model order (e.g. ``["CT", "PET"]``).
+        preprocess: the ``PreprocessConfig`` dict training used (prediction repeats it).
+        spacing: training voxel spacing (z, y, x) in mm.
+        patch_size: training patch (z, y, x) in voxels.
+        tasks: names of the task set's tasks.
+        recipe, sampler, data: the recipe, the sampler's description, the data record (fingerprint, cases, source).
+        iteration, complete: how far training got, and whether it reached its last iteration.
+        init_from: where the weights were initialised from (``unipet.train.init``'s record).
+        pruned: gCIS pruning record (task, route, parameter counts) of an exported one-task model.
+        kind: ``"pretrain"`` / ``"pretrain-anatomy"`` for pre-training checkpoints, None for segmentation models.
+        encoder, pretrain: cross-modal pre-training: the encoders' shapes and the ``PretrainConfig``.
+        anatomy, mastpro_kwargs: anatomical pre-training: its config and the MAST-Pro kwargs that load it.
+        last: the last logged losses of a pre-training run.
+        versions: unipet, torch and MONAI versions that wrote it.
+        weights_sha256: SHA-256 of ``model.safetensors`` (None for checkpoints written before checksums).
+        checkpoint_id: 16 hex digits of the weights' SHA-256; set on loading, never written.
+        extra: every other key of ``meta.json`` (e.g. the shipped checkpoint's ``provenance``), kept as read.
+        version: the metadata format (``"format"`` in the file).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    output_activation: str | None = None
+    channels: list[str] | None = None
+    preprocess: dict[str, Any] | None = None
+    spacing: list[float] | None = None
+    patch_size: list[int] | None = None
+    tasks: list[str] | None = None
+    recipe: dict[str, Any] | None = None
+    sampler: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    iteration: int | None = None
+    complete: bool | None = None
+    init_from: dict[str, Any] | None = None
+    pruned: dict[str, Any] | None = None
+    kind: str | None = None
+    encoder: dict[str, Any] | None = None
+    pretrain: dict[str, Any] | None = None
+    anatomy: dict[str, Any] | None = None
+    mastpro_kwargs: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    versions: dict[str, str] | None = None
+    weights_sha256: str | None = None
+    checkpoint_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+
+    # ------------------------------------------------------------------ file format
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "meta.json") -> "CheckpointMeta":
+        """Parse ``meta.json``'s dict; a format newer than this unipet reads is one ``ConfigError``."""
+        if isinstance(raw, CheckpointMeta):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{source} holds no JSON object; the checkpoint is damaged")
+        raw = dict(raw)
+        version = raw.pop("format", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigError(f"{source} records the metadata format {version!r}, which is no unipet format; the "
+                              "checkpoint is damaged")
+        if version > FORMAT_VERSION:
+            raise ConfigError(f"{source} is metadata format {version}, written by a newer unipet; this unipet reads "
+                              f"format {FORMAT_VERSION} and older — upgrade unipet to load this checkpoint")
+        names = {f.name for f in fields(cls)} - {"extra", "version"}
+        known = {k: raw.pop(k) for k in list(raw) if k in names}
+        if known.get("model") is None:
+            known["model"] = {}
+        return cls(**known, extra=raw, version=version)
+
+    @classmethod
+    def coerce(cls, meta: "CheckpointMeta | Mapping[str, Any]") -> "CheckpointMeta":
+        """``meta`` itself, or a dict parsed by ``from_dict`` (callers that build metadata by hand)."""
+        return meta if isinstance(meta, CheckpointMeta) else cls.from_dict(meta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``meta.json`` (None fields and the load-time ``checkpoint_id`` left out)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("extra", "version", "checkpoint_id") or value is None or (f.name == "model" and not value):
+                continue
+            out[f.name] = value
+        out.update(self.extra)
+        out["format"] = self.version
+        return out
+
+    # ------------------------------------------------------------------ what readers ask
+    @property
+    def model_name(self) -> str | None:
+        """Registry name of the model (None for pre-training checkpoints)."""
+        return self.model.get("name")
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """The model's extra constructor arguments (a copy)."""
+        return dict(self.model.get("kwargs") or {})
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels of the model (2 when unrecorded: background + lesion)."""
+        return int(self.model.get("num_classes", 2))
+
+    @property
+    def task_set(self):
+        """The model's ``TaskSet``."""
+        from unipet.tasks import TaskSet
+
+        return TaskSet.from_dict(self.model["tasks"])
+
+    @property
+    def patch(self) -> tuple[int, int, int]:
+        """Patch (z, y, x) prediction uses: the recorded training patch, else the model's."""
+        return tuple(int(p) for p in (self.patch_size or self.model["patch_size"]))
+
+    @property
+    def preprocess_channels(self) -> list[str]:
+        """Upper-case channel names of the recorded preprocessing (empty when unrecorded)."""
+        return [str(c).upper() for c in (self.preprocess or {}).get("channels", [])]
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """Fingerprint of the training data (``data_fingerprint`` of its cache), None when unrecorded."""
+        return (self.data or {}).get("fingerprint")
+
+    @property
+    def augmentation(self) -> dict[str, Any]:
+        """The training recipe's augmentation settings (empty when unrecorded)."""
+        return (self.recipe or {}).get("augmentation") or {}
+
+    @property
+    def sampling(self) -> dict[str, float] | None:
+        """The training recipe's patch-kind mix (None when unrecorded)."""
+        return (self.recipe or {}).get("sampling")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -61,7 +211,7 @@ def checkpoint_id(path: str | Path) -> str:
     Read from ``meta.json`` (``weights_sha256``) when recorded, else computed from ``model.safetensors``.
     """
     folder = find_checkpoint(path)
-    recorded = read_meta(folder).get(CHECKSUM_KEY)
+    recorded = read_meta(folder).weights_sha256
     return (recorded if isinstance(recorded, str) and recorded else file_sha256(folder / "model.safetensors"))[:16]
 
 
@@ -136,65 +286,17 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-# ------------------------------------------------------------------------------------------ optimizer state
-def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into tensors (``optimizer.<param>.<name>``) and a JSON-able rest."""
-    tensors, rest = {}, {"param_groups": state["param_groups"], "state": {}}
-    for pid, entries in state["state"].items():
-        rest["state"][str(pid)] = {}
-        for name, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{pid}.{name}"] = value.detach().to("cpu").contiguous()
-                rest["state"][str(pid)][name] = {"tensor": True}
-            else:
-                rest["state"][str(pid)][name] = value
-    return tensors, rest
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of ``flatten_optimizer``."""
-    state: dict[int, dict[str, Any]] = {}
-    for pid, entries in rest["state"].items():
-        state[int(pid)] = {name: (tensors[f"optimizer.{pid}.{name}"] if isinstance(v, dict) and v.get("tensor") else v)
-                           for name, v in entries.items()}
-    groups = [dict(g) for g in rest["param_groups"]]
-    for g in groups:  # JSON turned tuples into lists
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-    return {"state": state, "param_groups": groups}
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Global torch (CPU and CUDA) and numpy RNG states as ``(tensors, json)``."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return tensors, {"numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
-
-
-def set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` saved."""
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.split(".")[-1]))]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    kind, keys, pos, has_gauss, gauss = rest["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-
-
 # ------------------------------------------------------------------------------------------ save / load
-def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None, train_state: dict[str, Any] | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: CheckpointMeta | Mapping[str, Any],
+                    training_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None) -> Path:
     """Write ``RUN_DIR/checkpoint/`` atomically (see the module docstring). Returns the checkpoint folder.
 
     Args:
         model: the (possibly wrapped) model; its ``config`` must hold the registry config.
-        meta: JSON-able metadata (``build_meta``); ``versions`` and ``format`` are added.
-        optimizer, train_state: training state for resuming (JSON-able dict: iteration, sampler, ...).
-        extra_tensors: further tensors of the training state (e.g. an augmentation generator's state).
+        meta: the metadata (a dict is parsed by ``CheckpointMeta.from_dict``); ``versions``, the format and the
+            weights' SHA-256 are set here.
+        training_state: ``(tensors, json)`` for resuming, as ``unipet.train.state.pack_training_state`` builds
+            it; written as ``train_state.safetensors`` and ``train_state.json``.
     """
     from safetensors.torch import save_file
 
@@ -210,17 +312,12 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: dict[str,
     try:
         _apply_umask(tmp, directory=True)
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "unipet"})
-        meta = {**{k: v for k, v in meta.items() if k != "checkpoint_id"},  # a loaded source's id is not ours
-                "format": FORMAT_VERSION, "versions": versions(), CHECKSUM_KEY: file_sha256(tmp / "model.safetensors")}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-        if optimizer is not None or train_state is not None:
-            tensors, rest = rng_state()
-            state: dict[str, Any] = {"rng": rest, **(train_state or {})}
-            if optimizer is not None:
-                opt_tensors, opt_rest = flatten_optimizer(optimizer.state_dict())
-                tensors.update(opt_tensors)
-                state["optimizer"] = opt_rest
-            tensors.update({f"extra.{k}": v.detach().to("cpu").contiguous() for k, v in (extra_tensors or {}).items()})
+        meta = replace(CheckpointMeta.coerce(meta), checkpoint_id=None,  # a loaded source's id is not ours
+                       version=FORMAT_VERSION, versions=versions(),
+                       weights_sha256=file_sha256(tmp / "model.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2, default=_json_default))
+        if training_state is not None:
+            tensors, state = training_state
             save_file(tensors, str(tmp / "train_state.safetensors"))
             (tmp / "train_state.json").write_text(json.dumps(state, default=_json_default))
         for f in tmp.iterdir():
@@ -293,6 +390,23 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} in a checkpoint")
 
 
+#: name of the checkpoint shipped with unipet (``resources/checkpoints/``)
+DEFAULT_CHECKPOINT = "dpdnet-small"
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint folder shipped with unipet (``resources/checkpoints/dpdnet-small``).
+
+    Raises:
+        InputFileError: the installed package carries no default checkpoint.
+    """
+    folder = Path(str(resources.files("unipet") / "resources" / "checkpoints" / DEFAULT_CHECKPOINT))
+    if not (folder / "model.safetensors").exists():
+        raise InputFileError(f"no default checkpoint in {folder}; pass --checkpoint RUN_DIR (a `unipet train` run) "
+                             "or reinstall unipet")
+    return folder
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder for a run folder, a checkpoint folder, or a file inside one.
 
@@ -309,21 +423,22 @@ def find_checkpoint(path: str | Path) -> Path:
                          "written by `unipet train` or its checkpoint/ folder")
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def read_meta(path: str | Path) -> CheckpointMeta:
     """``meta.json`` of a checkpoint (see ``find_checkpoint`` for ``path``)."""
     folder = find_checkpoint(path)
     try:
-        return json.loads((folder / "meta.json").read_text())
+        raw = json.loads((folder / "meta.json").read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{folder / 'meta.json'} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    return CheckpointMeta.from_dict(raw, str(folder / "meta.json"))
 
 
-def build_model(meta: dict[str, Any]) -> torch.nn.Module:
+def build_model(meta: CheckpointMeta) -> torch.nn.Module:
     """Rebuild an (untrained) model from checkpoint metadata through the registry."""
     from unipet.models import create
     from unipet.tasks import TaskSet
 
-    cfg = meta.get("model")
+    cfg = meta.model
     if not isinstance(cfg, dict) or "name" not in cfg:
         raise ConfigError("checkpoint metadata has no model config ('model.name'); it was not written by unipet")
     try:
@@ -337,7 +452,7 @@ def build_model(meta: dict[str, Any]) -> torch.nn.Module:
                           "was edited or written by another unipet version") from None
 
 
-def verify_weights(folder: str | Path, meta: dict[str, Any] | None = None) -> str:
+def verify_weights(folder: str | Path, meta: CheckpointMeta | None = None) -> str:
     """Check ``model.safetensors`` against the SHA-256 recorded in ``meta.json``; returns the file's SHA-256.
 
     A checkpoint without a recorded checksum (written before unipet recorded one) passes.
@@ -348,7 +463,7 @@ def verify_weights(folder: str | Path, meta: dict[str, Any] | None = None) -> st
     folder = find_checkpoint(folder)
     meta = read_meta(folder) if meta is None else meta
     actual = file_sha256(folder / "model.safetensors")
-    recorded = meta.get(CHECKSUM_KEY)
+    recorded = meta.weights_sha256
     if recorded and recorded != actual:
         raise InputFileError(f"{folder / 'model.safetensors'} is damaged: its SHA-256 {actual[:16]}... differs from "
                              f"the {str(recorded)[:16]}... recorded in meta.json; restore the checkpoint from a copy")
@@ -373,7 +488,7 @@ def read_weights(path: str | Path, check_finite: bool = True) -> dict[str, torch
     return state
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:
     """``(model, meta)``: the model rebuilt from ``meta.json`` alone, weights loaded, in eval mode on ``device``.
 
     The weights are verified first (``verify_weights``, ``read_weights``); the returned ``meta`` gains
@@ -393,7 +508,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if missing or unexpected:
         raise ConfigError(f"checkpoint {folder} does not fit the model it describes (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}); it was written by another unipet version or edited")
-    meta = {**meta, "checkpoint_id": sha[:16]}
+    meta = replace(meta, checkpoint_id=sha[:16])
     return model.to(device).eval(), meta
 
 
@@ -409,22 +524,3 @@ def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(f"{folder / 'train_state.json'} is damaged ({exc}); the run cannot be resumed from it") from None
     return read_weights(folder / "train_state.safetensors", check_finite=False), state
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Load the optimizer state saved by ``save_checkpoint`` (tensors moved to the parameters' device)."""
-    optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
-
-
-def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
-    """The loss scaler of a run: active only for float16 autocast on CUDA (bfloat16 and float32 need none)."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
-
-
-def restore_training(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> int:
-    """Load the optimizer and loss-scaler state of a training checkpoint; returns the iteration to continue from."""
-    restore_optimizer(optimizer, tensors, state)
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    return int(state["iteration"])
