@@ -298,3 +298,22 @@ def test_sigmoid_heads_train_with_bce_and_dice_per_output():
         feats = torch.ones(1, fusion.fore[0].in_features, 2, 2, 2)
         _, _, f_fore, _ = fusion.weights(feats, torch.full((1, 1, 1, 1, 1), 2.0))
     torch.testing.assert_close(f_fore, feats * torch.sigmoid(torch.tensor(2.0)))
+
+
+def test_attention_scale_is_one_over_sqrt_of_the_query_key_width():
+    from unipet.models.h2aseg import DirectedAttention
+
+    torch.manual_seed(0)
+    att = DirectedAttention(channels=8, qk_channels=2).eval()
+    target, source = torch.randn(1, 8, 2, 3, 2), torch.randn(1, 8, 2, 3, 2)
+    t = att.target_proj(target).flatten(2)[0].T  # [N, 3qk + C]
+    s = att.source_proj(source).flatten(2)[0].T
+    q_self, k_self, q_cross, v_self = t.split([2, 2, 2, 8], dim=1)
+    k_cross, v_cross = s.split([2, 8], dim=1)
+
+    def attend(q, k, v):  # the release's formula: softmax(Q K^T / sqrt(C // channel_scale)) V, written out
+        return torch.softmax(q @ k.T / math.sqrt(2), dim=-1) @ v
+
+    both = torch.cat((attend(q_self, k_self, v_self), attend(q_cross, k_cross, v_cross)), dim=1)
+    expected = att.fuse(both.T.reshape(1, 16, 2, 3, 2))
+    torch.testing.assert_close(att(target, source), expected, rtol=1e-5, atol=1e-5)

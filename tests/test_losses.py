@@ -140,3 +140,17 @@ def test_an_empty_batch_does_not_saturate_a_head_from_ordinary_logits(options):
         opt.step()
     margin = (logits[:, 1] - logits[:, 0]).detach()
     assert -3.0 < float(margin.max()) < -2.0
+
+
+def test_task_ce_leaves_out_samples_without_a_task():
+    from unipet.tasks import NO_TASK
+    from unipet.train.losses import task_classification_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    task = torch.tensor([0, NO_TASK, 2])
+    expected = 0.5 * torch.nn.functional.cross_entropy(logits[[0, 2]], task[[0, 2]])
+    torch.testing.assert_close(task_classification_loss(logits, task, 0.5), expected)
+    none = task_classification_loss(logits, torch.full((3,), NO_TASK), 0.5)
+    assert float(none.detach()) == 0.0
+    none.backward()
+    assert torch.isfinite(logits.grad).all()

@@ -230,3 +230,48 @@ def test_prompt_attention_reads_the_samples_own_text_and_task_less_samples_take_
     torch.testing.assert_close(mixed[1:], alone_free, rtol=1e-4, atol=1e-5)
     mask = model.own_text_mask(torch.tensor([1, -1]), 4)
     assert mask.tolist() == [[False, True, False, False], [True, True, True, True]]
+
+
+@pytest.fixture(scope="module")
+def taskless_cache(tmp_path_factory):
+    """Four tiny studies whose metadata names no tumour type (mixed-tumour data), with organ maps."""
+    root = write_autopet(tmp_path_factory.mktemp("ap-taskless"), n=4, tasks=("",))
+    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        pet, affine = load_volume(folder / "SUV.nii.gz")
+        organs = np.zeros(pet.shape, np.uint8)
+        organs[1:-1, 2:-2, 3:-3] = 2
+        save_volume(organs, affine, folder / "ORGANS.nii.gz")
+    manifest = import_autopet(root)
+    assert all(c.task is None for c in manifest)
+    return build_cache(manifest, tmp_path_factory.mktemp("cache-taskless") / "c")
+
+
+def _train_general_router(cache, out, recipe):
+    kw = [f"--model-kw={k}={json.dumps(v)}" for k, v in {**KW, "general_route_prob": 0.0}.items()]
+    rc = main(["train", str(cache.root), "--model", "mastpro", "--out", str(out), "--recipe", str(recipe),
+               "--iterations", "2", "--patch", *map(str, PATCH), "--batch", "1", "--device", "cpu", "--no-progress",
+               "-j", "0", *kw])
+    assert rc == 0
+    trained, _ = load_checkpoint(out)
+    initial = dict(_model(tasks=trained.task_set, general_route_prob=0.0).named_parameters())
+    routers = [n for n, _ in trained.named_parameters() if n.endswith("general_router")]
+    assert routers
+    params = dict(trained.named_parameters())
+    return [n for n in routers if not torch.equal(params[n], initial[n])]
+
+
+def test_the_mastpro_recipe_trains_the_general_router_on_task_less_cases(taskless_cache, tmp_path):
+    # the paper's recipe: task-less (mixed-tumour) cases reach the model as NO_TASK and train the general router
+    assert _train_general_router(taskless_cache, tmp_path / "general", "mastpro")
+    # the other choice gives them a random task: the general router then never sees a sample
+    (tmp_path / "random.json").write_text(json.dumps({"base": "mastpro", "taskless": "random"}))
+    assert _train_general_router(taskless_cache, tmp_path / "random", tmp_path / "random.json") == []
+
+
+def test_a_general_route_recipe_is_refused_for_a_model_without_one(taskless_cache, tmp_path, capsys):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"base": "nnunet", "taskless": "general"}))
+    rc = main(["train", str(taskless_cache.root), "--model", "nnunet", "--out", str(tmp_path / "run"), "--recipe",
+               str(recipe), "--iterations", "1", "--patch", "16", "16", "16", "--device", "cpu", "--no-progress"])
+    assert rc == 2 and "general route" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint").exists()

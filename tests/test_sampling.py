@@ -150,3 +150,35 @@ def test_hot_patches_centre_physiological_uptake_outside_lesions(tmp_path):
         patch = sampler.batch(i, 1)
         assert patch["kind"] == ["hot"]
         assert patch["image"][0, pet].max() >= sampler.hot_level  # the hot spot is inside the patch
+
+
+def test_task_less_cases_carry_a_random_task_or_no_task(tmp_path):
+    from unipet.tasks import NO_TASK
+
+    root = tmp_path / "ap"
+    rows = ["study_id,patient_id,task"]
+    for i, task in enumerate(("lymphoma", "")):  # the second study's metadata names no tumour type
+        s = tiny_study(i, shape=SHAPE, lesion=True, task=task or None)
+        _write(root, s)
+        rows.append(f"{s.study_id},{s.patient_id},{task}")
+    (root / "clinical.csv").write_text("\n".join(rows) + "\n")
+    manifest = import_autopet(root)
+    for c in manifest:
+        c.split = "train"
+    cache = build_cache(manifest, tmp_path / "c", crop_to_body=False)
+    taskless = next(c for c in cache.case_ids if cache.info(c).get("task") is None)
+    lymphoma = cache.task_set.index("lymphoma")
+    seen = {"random": set(), "general": set()}
+    for mode in seen:
+        sampler = PatchSampler(cache, patch_size=(8, 8, 8), seed=3, taskless=mode)
+        for i in range(40):
+            b = sampler.batch(i, 4)
+            for cid, task in zip(b["case_id"], b["task"]):
+                if cid == taskless:
+                    seen[mode].add(int(task))
+                else:
+                    assert task == lymphoma
+    assert seen["general"] == {NO_TASK}
+    assert len(seen["random"]) > 1 and NO_TASK not in seen["random"]
+    with pytest.raises(ConfigError, match="taskless"):
+        PatchSampler(cache, patch_size=(8, 8, 8), taskless="none")

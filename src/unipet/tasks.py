@@ -21,6 +21,8 @@ from typing import Any, Iterator, Sequence
 
 from unipet.errors import ConfigError, UnknownTaskError
 
+#: task index of a sample whose task is not known (mixed-tumour data): models with a general route take it
+NO_TASK = -1
 PROMPT_TEMPLATE = "This is a {tumour} in the {organ}, appearing as a {shape} mass with {edge} borders on {modality}."
 
 

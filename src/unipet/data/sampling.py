@@ -14,6 +14,10 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
   random patch rarely holds the small hot spots that look most like lesions (unipet's choice; not in nnU-Net).
   The hot spots of a case are found once per process from the cached PET channel (memoised).
 
+Tasks: a sample carries its case's task index; a case without a task (mixed-tumour data, lesion-free controls)
+carries a random task per draw (``taskless="random"``) or ``NO_TASK = -1`` (``taskless="general"``, for a model
+with a general route).
+
 A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
 ``PatchSampler.mix`` holds the effective mix that is recorded with the run.
 
@@ -43,6 +47,7 @@ from unipet.data.cache import Cache, CachedCase
 from unipet.data.normalize import apply_normalisation
 from unipet.data.preprocess import PreprocessConfig
 from unipet.errors import ConfigError
+from unipet.tasks import NO_TASK
 
 KINDS = ("lesion", "random", "negative", "hot")
 #: SUV from which a voxel outside the lesions counts as a physiological hot spot (``hot`` patches)
@@ -51,6 +56,8 @@ HOT_SUV = 2.5
 HOT_MIN_VOXELS = 3
 #: memory-mapped cases kept open per process
 OPEN_CASES = 64
+#: what a task-less case carries (``PatchSampler``'s ``taskless``)
+TASKLESS = ("random", "general")
 DEFAULT_MIX = {"lesion": 0.5, "random": 0.3, "negative": 0.2}
 
 
@@ -184,14 +191,21 @@ class PatchSampler:
         multi_spacing: ``{"spacings": [[z, y, x], ...], "random_p": 0.1}`` to draw patches at several spacings
             (see the module docstring), or None.
         hot_suv: SUV threshold of the ``hot`` kind's physiological hot spots.
+        taskless: what a case without a task (mixed-tumour data, lesion-free controls) carries: ``"random"`` (a
+            random task per draw, unipet's choice for models that need a task: a prompted model must learn to
+            output nothing on a lesion-free study whatever the prompt) or ``"general"`` (``NO_TASK = -1``, for
+            models with a general route: MAST-Pro's general router trains on such data, as its paper states).
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
                  with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None,
-                 hot_suv: float = HOT_SUV) -> None:
+                 hot_suv: float = HOT_SUV, taskless: str = "random") -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
+        if taskless not in TASKLESS:
+            raise ConfigError(f"unknown taskless {taskless!r}; use one of {', '.join(TASKLESS)}")
+        self.taskless = taskless
         self.cache, self.seed, self.rank, self.batch_mode = cache, int(seed), int(rank), batch_mode
         self.patch_size = tuple(int(p) for p in patch_size)
         self.with_organs, self.jitter = with_organs, float(jitter)
@@ -210,8 +224,7 @@ class PatchSampler:
         self.hot_suv = float(hot_suv)
         self._hot: dict[str, list[np.ndarray]] = {}
         task_set = cache.task_set
-        # Cases without a task (e.g. lesion-free controls) get a random task per draw: a prompted model must
-        # learn to output nothing on a lesion-free study whatever the prompt.
+        # Cases without a task get a random task per draw or NO_TASK (``taskless``, see the class docstring).
         self.case_task = {c: (task_set.index(i["task"]) if i.get("task") else None) for c, i in self.infos.items()}
         self.num_tasks = len(task_set)
         self.lesions = [(c, les) for c in self.case_ids for les in self.infos[c].get("lesions", [])]
@@ -279,7 +292,9 @@ class PatchSampler:
         if forced is not None:
             return forced
         t = self.case_task[case_id]
-        return int(rng.integers(self.num_tasks)) if t is None else t
+        if t is not None:
+            return t
+        return NO_TASK if self.taskless == "general" else int(rng.integers(self.num_tasks))
 
     def _random_start(self, shape: Sequence[int], rng: np.random.Generator) -> list[int]:
         # Uniform over positions keeping the patch inside; a volume smaller than the patch is centred (padded).

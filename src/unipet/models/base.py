@@ -45,6 +45,8 @@ class UnipetModel(nn.Module):
     accepts: tuple[str, ...] = ()
     #: "softmax" (mutually exclusive classes, CE + Dice) or "sigmoid" (per-class, partial labels)
     output_activation: str = "softmax"
+    #: True when a sample's task may be ``NO_TASK = -1`` (routed without a task: MAST-Pro's general router)
+    takes_no_task: bool = False
 
     def __init__(self) -> None:
         super().__init__()

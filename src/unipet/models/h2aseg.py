@@ -24,7 +24,9 @@ Architecture (``x [B, 2, D, H, W]``, PET in channel ``pet_channel``, CT in the o
   residual connection at levels 4 and 5, nothing at level 1).
 - **BDSA** (bi-directional spatial attention): for a target modality, a self-attention (Q, K, V from the target)
   and a cross-attention (Q from the target, K, V from the other modality), both single-head scaled dot-product
-  attention with dropout on the attention weights; their outputs are concatenated and fused by a 3x3x3
+  attention ``softmax(Q K^T / sqrt(d_k)) V`` with ``d_k`` the query/key width ``C / qk_reduction`` (source: the
+  released code, which divides the scores by ``sqrt(C // channel_scale)``; the paper's text names scaled
+  dot-product attention without another scale), with dropout on the attention weights; their outputs are concatenated and fused by a 3x3x3
   convolution (then dropout). Two directions (CT <- PET, PET <- CT) with their own weights.
 - **Decoder**: from the bottleneck ``h_5 = [F_ct5, F_pet5]`` up: the coarser decoder feature is upsampled
   trilinearly to the level's size, fused with the level's skip features by **TAMW** (or concatenated), and a

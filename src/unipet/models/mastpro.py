@@ -11,10 +11,11 @@ The paper has no public code; this is unipet's implementation of what it specifi
   routed by its task's router (top-``top_k_task`` of the generic + its own experts); a sample without a task
   ("mixed-tumour data": ``task=None`` for the batch, or the task index ``NO_TASK = -1`` for single samples of a
   batch) by the general router (top-``top_k_general`` of the generic experts). The paper trains the general
-  router on such mixed-tumour data; unipet's sampler gives every training sample a task today (a lesion-free or
-  task-less case gets a random one), so the general router only learns from the share ``general_route_prob`` of
-  task-labelled samples that training sends down the general route (unipet's stand-in; the paper gives no such
-  schedule). Batches whose samples carry ``-1`` train it on task-less data as the paper does. The
+  router on such mixed-tumour data, and so do the ``mastpro`` recipes: their ``taskless="general"`` makes the
+  sampler give every task-less training case (no tumour type in the cache: mixed-tumour data, lesion-free
+  controls) ``NO_TASK``, and the task-category CE ignores those samples. On top of that, training sends a share
+  ``general_route_prob`` of task-labelled samples down the general route too (unipet's choice, so the general
+  router also learns where a cohort has no task-less cases; the paper gives no such schedule; 0 turns it off). The
   load-balancing loss of every layer, averaged and weighted by ``balance_weight``, is returned by
   ``auxiliary_losses()``.
 - **Text prompts**: the knowledge sentence of every tumour type ("This is a [C] in the [O], appearing as a
@@ -187,6 +188,7 @@ class MASTPro(UnipetModel):
     ``[B, K-1, D, H, W]`` of each sample's task (see the module docstring; arguments as ``build``)."""
 
     output_activation = "sigmoid"
+    takes_no_task = True
 
     def __init__(self, in_channels: int, num_classes: int, num_tasks: int, text_embedding: torch.Tensor | None = None,
                  text_dim: int = MINILM_DIM, feature_size: int = 48, depths: Sequence[int] = (2, 2, 2, 2),

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unipet.errors import ConfigError
+from unipet.tasks import NO_TASK
 
-GENERAL = -1  #: route value of samples routed by the general router
+GENERAL = NO_TASK  #: route value of samples routed by the general router
 
 
 def keep_top_k_softmax(logits: torch.Tensor, k: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,8 @@ classes only (sigmoid / partial-label models), and the auxiliary task-classifier
 - Sigmoid models (DoDNet, CLIP-Universal: one channel per foreground class of each sample's own task):
   ``partial_label_dice_bce`` — BCE + per-sample, per-class soft Dice over the
   (sample, class) pairs annotated, which here are the classes of the sample's task (its label annotates them).
-- Models exposing ``last_task_logits [B, N]`` (the prompt-free classifier) add ``weight * CE(logits, task)``.
+- Models exposing ``last_task_logits [B, N]`` (the prompt-free classifier) add ``weight * CE(logits, task)`` over
+  the samples with a task (``NO_TASK`` samples are left out).
 
 All losses are computed in float32 whatever the autocast dtype of the logits.
 """
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 from unipet.errors import ConfigError
 from unipet.models.base import deep_supervision_weights
+from unipet.tasks import NO_TASK
 
 
 def partial_label_dice_bce(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor,
@@ -69,8 +71,14 @@ def partial_label_dice_bce(logits: torch.Tensor, target: torch.Tensor, annotated
 
 
 def task_classification_loss(logits: torch.Tensor, task: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
-    """Weighted cross-entropy of the auxiliary classifier: ``weight * CE(logits [B, N], task [B])``."""
-    return weight * F.cross_entropy(logits, task)
+    """Weighted cross-entropy of the auxiliary classifier: ``weight * CE(logits [B, N], task [B])``.
+
+    Samples without a task (``NO_TASK = -1``: mixed-tumour data on a general route) are left out; a batch of only
+    such samples gives 0 (still differentiable)."""
+    known = task != NO_TASK
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return weight * F.cross_entropy(logits[known], task[known])
 
 
 def downsample_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -26,7 +26,8 @@ Shipped recipes:
   in the axial plane and 0.2 for a shift of up to ±0.1, are those of the CLIP-driven Universal Model's release
   that MAST-Pro builds on). Patch 96^3 (Swin UNETR needs multiples of 32; the CLIP-driven lineage trains on
   96^3). Not stated by the paper, so unipet's choice: weight decay 1e-5, linear warm-up then cosine decay,
-  clipping at 1, no deep supervision. ``mastpro-peft``: the same, training only the experts, routers and heads
+  clipping at 1, no deep supervision. Task-less training cases (mixed-tumour data) go to the general router
+  (``taskless="general"``, as the paper trains it). ``mastpro-peft``: the same, training only the experts, routers and heads
   (``trainable="peft"``, start it from a pre-trained backbone with ``--init``).
 
 - ``gcis``: joint training of gCIS on all tasks as its paper states: AdamW lr 2e-4, cosine annealing with warm
@@ -83,6 +84,8 @@ class Recipe:
         patch_size: ``(D, H, W)`` voxels; batch_size: samples per step (per process under DDP).
         sampling: patch mix ``{"lesion", "random", "negative"}`` (``unipet.data.sampling``).
         batch_mode: ``"mixed"`` (per-sample task) or ``"single-task"`` (one task per batch, UniSeg).
+        taskless: what a training case without a task carries (``unipet.data.sampling``): ``"random"`` (a random
+            task per draw) or ``"general"`` (``NO_TASK``; only for models with a general route, e.g. MAST-Pro).
         augmentation: ``AugmentConfig`` fields.
         deep_supervision: train on every decoder resolution.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
@@ -120,6 +123,7 @@ class Recipe:
     batch_size: int = 2
     sampling: dict[str, float] = field(default_factory=lambda: {"lesion": 0.33, "random": 0.67, "negative": 0.0})
     batch_mode: str = "mixed"
+    taskless: str = "random"
     augmentation: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
     deep_supervision: bool = True
     amp: str = "auto"
@@ -172,9 +176,11 @@ class Recipe:
         AugmentConfig.from_dict(self.augmentation)
         if self.cases is not None and (isinstance(self.cases, str) or not self.cases):
             raise ConfigError("recipe cases must be a non-empty list of case ids (or null for the train split)")
-        from unipet.data.sampling import parse_multi_spacing
+        from unipet.data.sampling import TASKLESS, parse_multi_spacing
 
         parse_multi_spacing(self.multi_spacing)
+        if self.taskless not in TASKLESS:
+            raise ConfigError(f"recipe taskless {self.taskless!r} is not known; use one of {', '.join(TASKLESS)}")
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
         """A copy with the non-None ``overrides`` applied (and validated)."""
@@ -231,10 +237,10 @@ RECIPES: dict[str, Recipe] = {
                           warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False),
     "mastpro": Recipe(name="mastpro", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
                       warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96),
-                      batch_size=4, augmentation=MASTPRO_AUGMENTATION),
+                      batch_size=4, augmentation=MASTPRO_AUGMENTATION, taskless="general"),
     "mastpro-peft": Recipe(name="mastpro-peft", optimizer="adamw", lr=5e-5, weight_decay=1e-5, schedule="cosine",
                            warmup_iterations=12_500, grad_clip=1.0, deep_supervision=False, patch_size=(96, 96, 96),
-                           batch_size=4, augmentation=MASTPRO_AUGMENTATION, trainable="peft"),
+                           batch_size=4, augmentation=MASTPRO_AUGMENTATION, trainable="peft", taskless="general"),
     "gcis": Recipe(name="gcis", optimizer="adamw", lr=2e-4, weight_decay=1e-5, schedule="cosine-restarts",
                    restart_period=50_000, grad_clip=1.0, patch_size=(128, 160, 128),
                    multi_spacing={"spacings": [[0.6] * 3, [1.0] * 3, [1.5] * 3], "random_p": 0.1}),

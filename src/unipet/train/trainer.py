@@ -228,6 +228,9 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     torch.manual_seed(recipe.seed)
     model = create(model_name, in_channels=len(cache.config.channels), num_classes=num_classes,
                    tasks=cache.task_set, patch_size=recipe.patch_size, **kw)
+    if recipe.taskless == "general" and not model.takes_no_task:
+        raise ConfigError(f"recipe {recipe.name!r} sends task-less cases to a general route (taskless='general'), "
+                          f"which {model_name} does not have; use taskless 'random' or a model with one (mastpro)")
     if resume:
         from safetensors.torch import load_file
 
@@ -263,7 +266,7 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     uses_organs = "organs" in (tuple(model.requires) + tuple(model.accepts))
     sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
                            seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
-                           multi_spacing=recipe.multi_spacing)
+                           multi_spacing=recipe.multi_spacing, taskless=recipe.taskless)
     val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
     aug = AugmentConfig.from_dict(recipe.augmentation)
     pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
