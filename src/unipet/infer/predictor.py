@@ -10,7 +10,7 @@ GPU memory, then on the CPU. Mirroring TTA averages the probabilities of full pa
 chosen axes (``2^k`` passes); with a time budget, passes stop once the next one would exceed it.
 
 CPU speed (measured in ``benchmarks/RESULTS.md``, "unipet vs nnU-Net v2 (CPU)"; each a named option, on by default,
-and tested to leave the mask unchanged in ``tests/test_predict_speed.py``):
+and tested to leave the mask unchanged in ``tests/infer/test_predictor_speed.py``):
 
 - ``crop_to_content``: the sliding window covers only the tiles (of the whole volume's tile grid) that reach a voxel
   where some channel lies above its padding value (the body; air after normalisation *is* the padding value);

@@ -18,7 +18,7 @@ Gradient of the router: with every path computed (the seed's public code) the st
 term ``k = c`` (``<dL/dout, path_c(x)>`` times the softmax Jacobian's row ``c``), which still moves every logit:
 raising the chosen path's probability when scaling its output up lowers the loss, and lowering it otherwise.
 The unchosen paths' terms would need their outputs, i.e. the computation this module exists to avoid. That the
-estimator still learns is tested (``tests/test_routing.py``): two unrelated tasks wanting opposite outputs end on
+estimator still learns is tested (``tests/models/test_routing.py``): two unrelated tasks wanting opposite outputs end on
 different sub-pathways, each fitted to its task, from any of several seeds.
 
 Usage statistics: ``route_table`` (arg-max path per task and level) and ``route_probabilities``

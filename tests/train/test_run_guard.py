@@ -21,7 +21,7 @@ from unipet.models import create
 from unipet import checkpoint as ckpt
 from unipet.train import run_guard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the source tree first: the children run the unipet of this checkout, whichever one is installed
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
 TINY = ["--model", "nnunet", "--patch", "16", "16", "16", "--batch", "1", "--model-kw", "base_channels=2",

@@ -199,7 +199,7 @@ def test_dicom_time_parsing_variants():
 def _dro_rows():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "ibsi_suv_dro" / "DRO" / "DRO_list.csv"
+    path = Path(__file__).resolve().parents[3] / "shared" / "ibsi_suv_dro" / "DRO" / "DRO_list.csv"
     if not path.exists():
         return [pytest.param(None, id="ibsi-missing")]
     with open(path, newline="", encoding="utf-8") as fh:
