@@ -29,21 +29,30 @@ def _write(root: Path, study) -> None:
 def cache(tmp_path_factory) -> Cache:
     """Three cases: one with a big (5x6x6) and a small (1 voxel) lesion, one with a medium lesion, one lesion-free."""
     root = tmp_path_factory.mktemp("ap")
-    rows = ["study_id,patient_id,task"]
     specs = {0: [(slice(3, 8), slice(4, 10), slice(5, 11)), (slice(11, 12), slice(17, 18), slice(16, 17))],
              1: [(slice(6, 9), slice(8, 11), slice(8, 11))], 2: []}
+    studies = []
     for i, boxes in specs.items():
         s = tiny_study(i, shape=SHAPE, lesion=False, task=("lymphoma", "melanoma", "lung_cancer")[i])
         for box in boxes:
             s.label[box] = 1
             s.pet[box] = 8.0
+        studies.append(s)
+    return _train_cache(studies, root, tmp_path_factory.mktemp("cache") / "c")
+
+
+def _train_cache(studies, root: Path, out: Path) -> Cache:
+    """The studies written in the autoPET layout under ``root`` (an empty task cell for a study without one),
+    every one in the training split, cached in ``out``."""
+    rows = ["study_id,patient_id,task"]
+    for s in studies:
         _write(root, s)
-        rows.append(f"{s.study_id},{s.patient_id},{s.task}")
+        rows.append(f"{s.study_id},{s.patient_id},{s.task or ''}")
     (root / "clinical.csv").write_text("\n".join(rows) + "\n")
     manifest = import_autopet(root)
     for c in manifest:
         c.split = "train"
-    return build_cache(manifest, tmp_path_factory.mktemp("cache") / "c", crop_to_body=False)
+    return build_cache(manifest, out, crop_to_body=False)
 
 
 def test_read_patch_pads_outside_with_channel_value():
@@ -155,17 +164,9 @@ def test_hot_patches_centre_physiological_uptake_outside_lesions(tmp_path):
 def test_task_less_cases_carry_a_random_task_or_no_task(tmp_path):
     from unipet.tasks import NO_TASK
 
-    root = tmp_path / "ap"
-    rows = ["study_id,patient_id,task"]
-    for i, task in enumerate(("lymphoma", "")):  # the second study's metadata names no tumour type
-        s = tiny_study(i, shape=SHAPE, lesion=True, task=task or None)
-        _write(root, s)
-        rows.append(f"{s.study_id},{s.patient_id},{task}")
-    (root / "clinical.csv").write_text("\n".join(rows) + "\n")
-    manifest = import_autopet(root)
-    for c in manifest:
-        c.split = "train"
-    cache = build_cache(manifest, tmp_path / "c", crop_to_body=False)
+    # the second study's metadata names no tumour type
+    studies = [tiny_study(i, shape=SHAPE, lesion=True, task=task) for i, task in enumerate(("lymphoma", None))]
+    cache = _train_cache(studies, tmp_path / "ap", tmp_path / "c")
     taskless = next(c for c in cache.case_ids if cache.info(c).get("task") is None)
     lymphoma = cache.task_set.index("lymphoma")
     seen = {"random": set(), "general": set()}
