@@ -29,13 +29,14 @@ are documented in ``unipet.models.anatomy`` and ``unipet.pretrain``):
 
       python benchmarks/bench_anatomy.py --device cuda --out anatomy.json
 
-- ``--cpu`` (phantom scale on 2 CPU cores, ~20 minutes): 48 small studies resampled to 8 mm (120x43x60 voxels
-  after cropping to the body), patch 32x64x64, batch 2; a narrow model (widths 8/16/32/64, one block per stage,
-  prompt width 32, 2 heads, hypernetwork hidden 32, one bidirectional Mamba layer with state 8); 300
-  pre-training steps, 150 fine-tuning steps per run and 150 steps for each of teacher and student (STU-Net-S at
-  base width 8, at the studies' own 5 mm grid); learning rate 1e-3 for pre-training and fine-tuning (the
-  recipes plan 1e-4 / 2e-4 over 100x more steps); fractions run in the order 0.1, 1.0, 0.3 (the scarce and the
-  full regime first). Every run is kept in ``--work`` and reused; an interrupted one resumes::
+- ``--cpu`` (phantom scale on 2 CPU cores, ~20 minutes with ``--fractions 0.1 1.0``): 40 small studies
+  resampled to 8 mm (120x43x60 voxels after cropping to the body), patch 32x64x64, batch 2; a narrow model
+  (widths 8/16/32/64, one block per stage, prompt width 32, 2 heads, hypernetwork hidden 32, one bidirectional
+  Mamba layer with state 8); 200 pre-training steps, 120 fine-tuning steps per run and 100 steps for each of
+  teacher and student (STU-Net-S at base width 8, at the studies' own 5 mm grid); learning rate 1e-3 for
+  pre-training and fine-tuning (the recipes plan 1e-4 / 2e-4 over 100x more steps); 16 held-out patches for the
+  pre-training evaluation; fractions run in the order 0.1, 1.0, 0.3 (the scarce and the full regime first).
+  Every run is kept in ``--work`` and reused; an interrupted one resumes::
 
       OMP_NUM_THREADS=2 python benchmarks/bench_anatomy.py --cpu --work /tmp/anatomy-cpu --out anatomy-cpu.json
 
@@ -60,9 +61,9 @@ CPU_MODEL = {"widths": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "prompt_dim": 32
 TINY_MODEL = {"widths": [4, 8, 8, 16], "depths": [1, 1, 1, 1], "prompt_dim": 16, "heads": 2, "hyper_hidden": 16,
               "mamba_layers": 1, "mamba_state": 4}
 #: ``--cpu`` / ``--tiny``: defaults replaced by the preset (options given on the command line still win)
-CPU_PRESET = {"cases": 48, "spacing": (8.0, 8.0, 8.0), "patch": (32, 64, 64), "batch": 2, "workers": 0, "threads": 2,
-              "fractions": (0.1, 1.0, 0.3), "pretrain_iterations": 300, "finetune_iterations": 150,
-              "organ_iterations": 150, "lr": 1e-3, "pretrain_lr": 1e-3, "organ_width": 8, "eval_patches": 16}
+CPU_PRESET = {"cases": 40, "spacing": (8.0, 8.0, 8.0), "patch": (32, 64, 64), "batch": 2, "workers": 0, "threads": 2,
+              "fractions": (0.1, 1.0, 0.3), "pretrain_iterations": 200, "finetune_iterations": 120,
+              "organ_iterations": 100, "lr": 1e-3, "pretrain_lr": 1e-3, "organ_width": 8, "eval_patches": 16}
 TINY_PRESET = {"cases": 6, "spacing": (10.0, 10.0, 10.0), "patch": (32, 32, 32), "batch": 2, "workers": 0,
                "fractions": (0.5, 1.0), "pretrain_iterations": 12, "finetune_iterations": 8, "organ_iterations": 4,
                "overlap": 0.25, "organ_width": 2, "eval_patches": 2, "profile_sizes": False}

@@ -22,7 +22,7 @@ recipe = the shipped ``gcis`` / ``gcis-adapt`` recipes; unipet = chosen here):
 
       python benchmarks/bench_gcis.py --device cuda --out gcis.json
 
-- ``--cpu`` (phantom scale on 2 CPU cores, about 15 minutes; unipet's choices, stated in RESULTS.md): 24 small
+- ``--cpu`` (phantom scale on 2 CPU cores, 15–20 minutes; unipet's choices, stated in RESULTS.md): 24 small
   studies resampled to 8 mm (120x60x60 voxels), patch 32x64x64, batch 2, 500 joint steps, 150 steps per
   few-shot run; a narrow model (Swin feature size 12, heads 1/2/4/8, window 4, decoder widths 8/8/16/32/64,
   router hidden 64; still 6 paths x 5 levels and MiniLM prompts as the paper); learning rate 1e-3 for both
@@ -284,7 +284,8 @@ def main() -> None:
         "studies": args.cases, "spacing": list(args.spacing) if args.spacing else None,
         "model_kw": model_kw, "patch": list(args.patch), "batch": args.batch, "iterations": args.iterations,
         "adapt_iterations": args.adapt_iterations, "lr": args.lr, "adapt_lr": args.adapt_lr,
-        "multi_spacing": not args.single_spacing, "joint_train_studies": len({infos[c].get("patient_id", c) for c in joint_cases}),
+        "multi_spacing": not args.single_spacing,
+        "joint_train_studies": len({infos[c].get("patient_id", c) for c in joint_cases}),
         "joint_train_cases": len(joint_cases), "train_seconds": round(trained_record["seconds"], 1),
         "final_loss": trained_record["final_loss"],
         "loss_first_last_10pct": [round(first_loss, 4), round(last_loss, 4)] if first_loss is not None else None,

@@ -71,7 +71,8 @@ def test_gcis_tiny_benchmark(tmp_path):
             assert all(cache.info(c)["split"] == "train" and cache.info(c)["task"] == data["held_out"]
                        for c in entry[mode]["shot_studies"])
         assert entry["adapted"]["shot_studies"] == entry["scratch"]["shot_studies"]
-        assert entry["adapted"]["route"] == entry["scratch"]["route"] == usage["routes"][f"{data['held_out']} (held out)"]
+        held_route = usage["routes"][f"{data['held_out']} (held out)"]
+        assert entry["adapted"]["route"] == entry["scratch"]["route"] == held_route
         assert entry["scratch"]["frozen_M"] == 0 and entry["adapted"]["frozen_M"] > 0
         assert 0 < entry["adapted"]["trainable_M"] < entry["scratch"]["trainable_M"]
 
