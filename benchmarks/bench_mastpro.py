@@ -342,7 +342,10 @@ def main() -> None:
         t0 = time.perf_counter()
         result = train(subset_cache(cache.root, train_subset), model, folder,
                        recipe=recipe.with_overrides(trainable=trainable, iterations=its, checkpoint_every=max(1, its),
-                                                    warmup_iterations=max(0, its // 20)),
+                                                    warmup_iterations=max(0, its // 20),
+                                                    # task-less cases: MAST-Pro's general router; a random task for
+                                                    # Swin UNETR, which has no general route
+                                                    taskless="general" if model == "mastpro" else "random"),
                        model_kw=kw, device=args.device, progress=False, tensorboard=False,
                        init_from=None if resume else init, resume=resume)
         seconds = round(time.perf_counter() - t0, 1)

@@ -7,34 +7,14 @@ runs train only on training-split studies and evaluate on the others, Dice value
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _bench import is_dice, run_tiny
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def run_tiny(script: str, tmp_path: Path) -> tuple[dict, Path]:
-    """Run ``benchmarks/<script> --tiny`` on one thread; return its JSON and its work folder."""
-    work, out = tmp_path / "work", tmp_path / "out.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--threads", "1",
-                           "--work", str(work), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert json.loads(proc.stdout) == data  # printed and written JSON agree
-    return data, work
-
-
-def is_dice(value) -> bool:
-    return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
 def test_gcis_tiny_benchmark(tmp_path):

@@ -8,35 +8,15 @@ TAMW weights lie in (-1, 1).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from _bench import is_dice, run_tiny
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 TYPES = {"breast_cancer", "lung_cancer", "lymphoma", "melanoma"}
 
 
-def run_tiny(script: str, tmp_path: Path) -> dict:
-    """Run ``benchmarks/<script> --tiny`` on one thread; return its JSON (printed and written must agree)."""
-    work, out = tmp_path / "work", tmp_path / "out.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--threads", "1",
-                           "--work", str(work), "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
-    assert json.loads(proc.stdout) == data
-    return data
-
-
-def is_dice(value) -> bool:
-    return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
 def check_dice_row(row: dict) -> None:
@@ -47,7 +27,7 @@ def check_dice_row(row: dict) -> None:
 
 
 def test_mastpro_tiny_benchmark(tmp_path):
-    data = run_tiny("bench_mastpro.py", tmp_path)
+    data, _ = run_tiny("bench_mastpro.py", tmp_path)
     assert data["preset"] == "tiny" and data["threads"] == 1
     # parameters: PEFT trains a small share at the paper configuration and at the run's
     params = data["parameters"]
@@ -97,7 +77,7 @@ def test_mastpro_tiny_benchmark(tmp_path):
 
 
 def test_h2aseg_tiny_benchmark(tmp_path):
-    data = run_tiny("bench_h2aseg.py", tmp_path)
+    data, _ = run_tiny("bench_h2aseg.py", tmp_path)
     assert data["preset"] == "tiny" and data["threads"] == 1
     variants = ("baseline", "mcsa", "tamw", "full")
     # sizes: MCSA adds parameters and MACs, TAMW a few parameters, at the paper's patch and the run's
