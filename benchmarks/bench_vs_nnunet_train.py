@@ -28,7 +28,11 @@ lesion sensitivity, FPV.
 Both use PyTorch with ``--threads`` intra-op threads (2 on the 2-core CPU) and data in one worker / the main
 process (``nnUNet_n_proc_DA=1``; unipet ``workers 0``, its default on the CPU).
 
-Run (needs nnU-Net v2 and unipet in one venv, see ``bench_vs_nnunet.py``; about 2 x budget + 8 minutes)::
+The calibration measures the machine as it is at that moment: run it under the CPU lock on a quiet machine (a
+busy one makes it plan too few iterations; the result records ``calibration_step_s`` and ``planned_iterations``).
+
+Run (needs nnU-Net v2 and unipet in one venv, see ``bench_vs_nnunet.py``; about 2 x budget + 5 minutes; data,
+plans and caches in ``--work`` are reused, ``--engines unipet`` retrains only unipet)::
 
     /tmp/bench-venv/bin/python benchmarks/bench_vs_nnunet_train.py --work /tmp/vsnn-train --budget-s 600
 
