@@ -198,13 +198,11 @@ def worker_nnunet_train(args) -> dict:
     dataset_json = json.loads(Path(args.dataset_json).read_text())
     with contextlib.redirect_stdout(sys.stderr):
         trainer = nnUNetTrainerBudget(plans, "3d_fullres", "all", dataset_json, device=torch.device("cpu"))
+        # the predictor rebuilds the network through the trainer class named in the checkpoint, which it looks up
+        # in nnU-Net's package: the budget variant changes only the epoch loop, so its checkpoints record
+        # nnUNetTrainer (renamed after __init__, which named the output folder after the variant)
+        nnUNetTrainerBudget.__name__ = "nnUNetTrainer"
         trainer.run_training()
-    final = Path(trainer.output_folder) / "checkpoint_final.pth"
-    # the predictor rebuilds the network through the trainer class named in the checkpoint, which it looks up in
-    # nnU-Net's package: the budget variant changes only the epoch loop, so it is recorded as nnUNetTrainer
-    ckpt = torch.load(final, map_location="cpu", weights_only=False)
-    ckpt["trainer_name"] = "nnUNetTrainer"
-    torch.save(ckpt, final)
     folder = Path(trainer.output_folder).parent  # nnU-Net wrote plans.json and dataset.json there
     epochs = trainer.current_epoch
     return {"engine": "nnunet", "model_folder": str(folder), "epochs": epochs, "val_iterations": epochs,
