@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from _bench import is_dice, run_tiny
 
-pytestmark = pytest.mark.slow
 
 
 
