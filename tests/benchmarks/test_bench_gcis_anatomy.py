@@ -12,9 +12,6 @@ import math
 from _bench import is_dice, run_tiny
 
 
-
-
-
 def test_gcis_tiny_benchmark(tmp_path):
     from unipet.data.cache import Cache
 
