@@ -89,6 +89,21 @@ def test_lesions_are_sampled_equally_often_whatever_their_size(cache):
         assert 1500 / 3 * 0.85 < n < 1500 / 3 * 1.15, (key, sizes[key], n)
 
 
+def test_task_balance_gives_every_task_with_lesions_the_same_share(cache):
+    """lymphoma has two lesions and melanoma one: over lesions 2:1, over tasks first 1:1 (lung has none)."""
+    shares = {}
+    for balance in ("lesion", "task"):
+        sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 1.0}, seed=5, lesion_balance=balance)
+        assert sampler.describe()["lesion_balance"] == balance
+        tasks = Counter(int(sampler.batch(i, 1)["task"][0]) for i in range(1200))
+        shares[balance] = {cache.task_set.names[t]: n / 1200 for t, n in tasks.items()}
+    assert set(shares["task"]) == set(shares["lesion"]) == {"lymphoma", "melanoma"}
+    assert shares["lesion"]["lymphoma"] == pytest.approx(2 / 3, abs=0.05)
+    assert shares["task"]["lymphoma"] == pytest.approx(1 / 2, abs=0.05)
+    with pytest.raises(ConfigError, match="lesion_balance"):
+        PatchSampler(cache, patch_size=(8, 8, 8), lesion_balance="case")
+
+
 def test_kind_shares_and_negatives(cache):
     sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.3, "negative": 0.2}, seed=1)
     kinds = Counter()

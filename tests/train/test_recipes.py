@@ -28,6 +28,13 @@ def test_dpdnet_recipes():
     assert load_recipe("dpdnet-adamw").optimizer == "adamw"
 
 
+def test_lesion_balance_is_a_validated_recipe_field_off_by_default():
+    assert load_recipe("nnunet").lesion_balance == "lesion"
+    assert load_recipe("nnunet").with_overrides(lesion_balance="task").lesion_balance == "task"
+    with pytest.raises(ConfigError, match="lesion_balance"):
+        load_recipe("nnunet").with_overrides(lesion_balance="case")
+
+
 def test_mastpro_recipes_have_the_papers_optimiser_batch_and_augmentations():
     for name in ("mastpro", "mastpro-peft"):
         r = load_recipe(name)

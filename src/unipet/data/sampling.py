@@ -4,7 +4,11 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
 
 - ``lesion``: pick one lesion **uniformly over all lesions** of the training cases (so a 0.1 mL node is seen
   as often as a 500 mL bulk), then a random foreground voxel inside its bounding box; the patch contains that
-  voxel at a random position within the central half of the patch.
+  voxel at a random position within the central half of the patch. With ``lesion_balance="task"`` the lesion's
+  task is drawn first, uniformly over the tasks whose training cases hold lesions (task-less cases form one more
+  group), then a lesion of that task uniformly: every prompt-aware head sees the same share of lesion patches
+  however many lesions its cancer type has (unipet's choice, against the head collapse of the quality issue:
+  ``benchmarks/RESULTS.md``, "Why two heads collapsed").
 - ``random``: a uniformly random patch of a uniformly random training case.
 - ``negative``: a random patch of a random lesion-free case (a case whose lesion index is empty).
 - ``hot``: a *hard negative*: a random training case, then one of its physiological hot spots uniformly — a
@@ -58,6 +62,8 @@ HOT_MIN_VOXELS = 3
 OPEN_CASES = 64
 #: what a task-less case carries (``PatchSampler``'s ``taskless``)
 TASKLESS = ("random", "general")
+#: how ``lesion`` patches pick their lesion: uniformly over all lesions, or over tasks first
+LESION_BALANCE = ("lesion", "task")
 DEFAULT_MIX = {"lesion": 0.5, "random": 0.3, "negative": 0.2}
 
 
@@ -195,17 +201,22 @@ class PatchSampler:
             random task per draw, unipet's choice for models that need a task: a prompted model must learn to
             output nothing on a lesion-free study whatever the prompt) or ``"general"`` (``NO_TASK = -1``, for
             models with a general route: MAST-Pro's general router trains on such data, as its paper states).
+        lesion_balance: ``"lesion"`` (a lesion patch's lesion uniformly over all lesions) or ``"task"`` (uniformly
+            over the tasks that have lesions first, then over that task's lesions; see the module docstring).
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
                  with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None,
-                 hot_suv: float = HOT_SUV, taskless: str = "random") -> None:
+                 hot_suv: float = HOT_SUV, taskless: str = "random",
+                 lesion_balance: str = "lesion") -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
         if taskless not in TASKLESS:
             raise ConfigError(f"unknown taskless {taskless!r}; use one of {', '.join(TASKLESS)}")
-        self.taskless = taskless
+        if lesion_balance not in LESION_BALANCE:
+            raise ConfigError(f"unknown lesion_balance {lesion_balance!r}; use one of {', '.join(LESION_BALANCE)}")
+        self.taskless, self.lesion_balance = taskless, lesion_balance
         self.cache, self.seed, self.rank, self.batch_mode = cache, int(seed), int(rank), batch_mode
         self.patch_size = tuple(int(p) for p in patch_size)
         self.with_organs, self.jitter = with_organs, float(jitter)
@@ -228,6 +239,8 @@ class PatchSampler:
         self.case_task = {c: (task_set.index(i["task"]) if i.get("task") else None) for c, i in self.infos.items()}
         self.num_tasks = len(task_set)
         self.lesions = [(c, les) for c in self.case_ids for les in self.infos[c].get("lesions", [])]
+        # the tasks whose cases hold lesions (None: task-less cases), in a fixed order (for lesion_balance="task")
+        self.lesion_tasks = sorted({self.case_task[c] for c, _ in self.lesions}, key=lambda t: (t is None, t or 0))
         self.negatives = [c for c in self.case_ids if not self.infos[c].get("lesions")]
         if "PET" not in cache.config.channels:
             self.hot_level = None  # no PET channel: no hot spots to draw
@@ -271,7 +284,7 @@ class PatchSampler:
         return {"mix": self.mix, "batch_mode": self.batch_mode, "patch_size": list(self.patch_size),
                 "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
                 "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing,
-                "hot_suv": self.hot_suv}
+                "hot_suv": self.hot_suv, "lesion_balance": self.lesion_balance}
 
     # ------------------------------------------------------------------ drawing
     def rng(self, batch_index: int) -> np.random.Generator:
@@ -359,6 +372,8 @@ class PatchSampler:
 
             if kind == "lesion":
                 pool: list = [x for x in self.lesions if task is None or self.case_task[x[0]] == task]
+            elif kind == "lesion-of":  # the lesions of one task (None: of the task-less cases)
+                pool = [x for x in self.lesions if self.case_task[x[0]] == task]
             else:
                 pool = [c for c in (self.negatives if kind == "negative" else self.case_ids) if ok(c)]
                 # a task without lesion-free cases falls back to any case of the task
@@ -370,7 +385,11 @@ class PatchSampler:
         """Draw one patch (of ``kind``, or a kind drawn from the mix); ``task`` restricts it to one task."""
         kind = kind or str(rng.choice(KINDS, p=[self.mix.get(k, 0.0) for k in KINDS]))
         lesion_key = None
-        pool = self._pool(kind, task)
+        if kind == "lesion" and task is None and self.lesion_balance == "task" and self.lesion_tasks:
+            group = self.lesion_tasks[int(rng.integers(len(self.lesion_tasks)))]
+            pool = self._pool("lesion-of", group)
+        else:
+            pool = self._pool(kind, task)
         if kind == "lesion":
             if not pool:  # this task has no lesion in the training cases
                 return self.draw(rng, "random", task)

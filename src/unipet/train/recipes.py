@@ -86,6 +86,9 @@ class Recipe:
         batch_mode: ``"mixed"`` (per-sample task) or ``"single-task"`` (one task per batch, UniSeg).
         taskless: what a training case without a task carries (``unipet.data.sampling``): ``"random"`` (a random
             task per draw) or ``"general"`` (``NO_TASK``; only for models with a general route, e.g. MAST-Pro).
+        lesion_balance: how a lesion patch picks its lesion (``unipet.data.sampling``): ``"lesion"`` (uniformly
+            over all lesions; nnU-Net-style recipes) or ``"task"`` (over tasks first: every prompt-aware head gets
+            the same share of lesion patches; unipet's choice for the default's recipe).
         augmentation: ``AugmentConfig`` fields.
         deep_supervision: train on every decoder resolution.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
@@ -124,6 +127,7 @@ class Recipe:
     sampling: dict[str, float] = field(default_factory=lambda: {"lesion": 0.33, "random": 0.67, "negative": 0.0})
     batch_mode: str = "mixed"
     taskless: str = "random"
+    lesion_balance: str = "lesion"
     augmentation: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
     deep_supervision: bool = True
     amp: str = "auto"
@@ -176,11 +180,14 @@ class Recipe:
         AugmentConfig.from_dict(self.augmentation)
         if self.cases is not None and (isinstance(self.cases, str) or not self.cases):
             raise ConfigError("recipe cases must be a non-empty list of case ids (or null for the train split)")
-        from unipet.data.sampling import TASKLESS, parse_multi_spacing
+        from unipet.data.sampling import LESION_BALANCE, TASKLESS, parse_multi_spacing
 
         parse_multi_spacing(self.multi_spacing)
         if self.taskless not in TASKLESS:
             raise ConfigError(f"recipe taskless {self.taskless!r} is not known; use one of {', '.join(TASKLESS)}")
+        if self.lesion_balance not in LESION_BALANCE:
+            raise ConfigError(f"recipe lesion_balance {self.lesion_balance!r} is not known; use one of "
+                              f"{', '.join(LESION_BALANCE)}")
 
     def with_overrides(self, **overrides: Any) -> "Recipe":
         """A copy with the non-None ``overrides`` applied (and validated)."""
