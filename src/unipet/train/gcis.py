@@ -3,10 +3,11 @@
 - Stage 1 is ordinary training: ``train(cache, "gcis", RUN, recipe="gcis")``.
 - Stage 2 (``second_stage``): for every sub-pathway ``(routed module L, path K)`` that at least one task is routed
   to (arg-max routes of the stage-1 model; ``GCIS.module_labels`` names the modules: the release layout's
-  bottleneck, five decoder levels and output convolution), fine-tune that sub-pathway alone (scope ``path:L:K``, everything else
-  frozen, routes fixed) on the training cases of the tasks routed to it (recipe field ``cases``). The runs are
-  chained (each starts from the previous one's weights); the last run holds the final model. The cheaper joint
-  variant — all sub-pathways at once with the routes fixed — is the recipe ``gcis-paths``.
+  bottleneck, five decoder levels and output convolution), fine-tune that sub-pathway alone (scope
+  ``path:L:K``, everything else frozen, routes fixed) on the training cases of the tasks routed to it (recipe
+  field ``cases``). The runs are chained (each starts from the previous one's weights); the last run holds the
+  final model. The cheaper joint variant — all sub-pathways at once with the routes fixed — is the recipe
+  ``gcis-paths``.
 - Few-shot adaptation (``adapt``): route a new prompt with the trained routers, prune the model to that route
   (``unipet.models.prune``), freeze the encoder and train the rest (the kept sub-pathways and the heads; recipe
   ``gcis-adapt``) on N studies of the new task.
