@@ -259,7 +259,7 @@ class GCIS(UnipetModel):
     @property
     def module_labels(self) -> list[str]:
         """What each routed module is, in ``pathways`` (and route-table column) order."""
-        levels = [f"decoder 1/{2 ** level}" if level else "decoder 1/1" for level in range(LEVELS - 1, -1, -1)]
+        levels = [f"decoder 1/{2 ** level}" for level in range(LEVELS - 1, -1, -1)]
         return ["bottleneck 1/32", *levels, "output 1/1"] if self.layout == "release" else levels
 
     def routes(self, text=None) -> torch.Tensor:
