@@ -5,7 +5,8 @@ Prints (and with ``--out``, writes) JSON.
    (liver, kidney, aorta, ureter; ``unipet.data.organ_tasks``), CT window normalisation (width 1800, level 0),
    with one structure held out (``--held-out``: iliac arteries by default, the spleen in the ``--cpu`` preset).
    Only training-split studies of the eight trained tasks are sampled.
-2. Router usage: the arg-max path of every task (and of the held-out prompt) at every decoder level, the router
+2. Router usage: the arg-max path of every task (and of the held-out prompt) at every routed module (the release
+   layout's 7: bottleneck, five decoder levels, output convolution; ``levels`` names them), the router
    probabilities, and how many levels pairs of tasks share within and between the groups lesion / organ / vessel.
 3. Pruned vs full: every trained task exported to its single-path model; masks of both on held-out studies
    (voxels that differ), Dice of both, parameters, and latency per study (sliding window, same device).
@@ -17,17 +18,18 @@ Presets (each setting's source: paper = Ouyang et al. 2024 as quoted in issue 7 
 recipe = the shipped ``gcis`` / ``gcis-adapt`` recipes; unipet = chosen here):
 
 - GPU (default; about 25 minutes on one H100): 40 small phantom studies at their 5 mm grid, patch 96³, batch 2,
-  6000 joint steps, 600 few-shot steps, the paper-size model (Swin-48, 6 paths x 5 levels, MiniLM prompts),
-  the recipes' learning rates (2e-4 joint, 1e-4 adaptation) and multi-spacing sampling::
+  6000 joint steps, 600 few-shot steps, the paper-size model (Swin-48, 6 paths x 7 routed modules, MiniLM
+  prompts), the recipes' learning rates (2e-4 joint, 1e-4 adaptation) and multi-spacing sampling::
 
       python benchmarks/bench_gcis.py --device cuda --out gcis.json
 
 - ``--cpu`` (phantom scale on 2 CPU cores, 15–20 minutes; unipet's choices, stated in RESULTS.md): 24 small
   studies resampled to 8 mm (120x60x60 voxels), patch 32x64x64, batch 2, 500 joint steps, 150 steps per
   few-shot run; a narrow model (Swin feature size 12, heads 1/2/4/8, window 4, decoder widths 8/8/16/32/64,
-  router hidden 64; still 6 paths x 5 levels and MiniLM prompts as the paper); learning rate 1e-3 for both
-  stages (100x fewer steps than the recipes plan), one cosine cycle over the joint run; multi-spacing off (the
-  cache holds one 8 mm grid and the recipe's 0.6/1.0/1.5 mm spacings are for clinical CT); held-out task the
+  bottleneck width 32 — a third of the paper-size widths —, router hidden 64; still 6 paths x 7 routed modules
+  and MiniLM prompts as the paper); learning rate 1e-3 for both stages (100x fewer steps than the recipes plan),
+  one cosine cycle over the joint run; multi-spacing off (the cache holds one 8 mm grid and the recipe's
+  0.6/1.0/1.5 mm spacings are for clinical CT); held-out task the
   spleen (at 8 mm the iliac arteries are 1–2 voxels wide). Runs are kept in ``--work`` and reused, an
   interrupted joint run resumes::
 
@@ -55,13 +57,13 @@ CPU_PRESET = {"cases": 24, "spacing": (8.0, 8.0, 8.0), "patch": (32, 64, 64), "b
               "adapt_iterations": 150, "workers": 0, "threads": 2, "held_out": "spleen", "lr": 1e-3,
               "adapt_lr": 1e-3, "single_spacing": True, "compare_studies": 2}
 CPU_MODEL = {"feature_size": 12, "num_heads": [1, 2, 4, 8], "window_size": 4, "decoder_widths": [8, 8, 16, 32, 64],
-             "router_hidden": 64, "text_encoder": "minilm"}
+             "bottleneck_width": 32, "router_hidden": 64, "text_encoder": "minilm"}
 #: ``--tiny``: a CI smoke check (4 of the 5 studies are too few to learn anything; it shows the pipeline runs)
-TINY_PRESET = {"cases": 5, "spacing": (10.0, 10.0, 10.0), "patch": (32, 32, 32), "batch": 1, "iterations": 3,
+TINY_PRESET = {"cases": 5, "spacing": (10.0, 10.0, 10.0), "patch": (64, 32, 32), "batch": 1, "iterations": 3,
                "adapt_iterations": 1, "shots": (1, 2), "workers": 0, "single_spacing": True, "compare_studies": 1,
                "compare_tasks": 2}
 TINY_MODEL = {"feature_size": 6, "num_heads": [1, 2, 2, 4], "window_size": 4, "decoder_widths": [4, 4, 8, 8, 16],
-              "text_encoder": "hash", "router_hidden": 16}
+              "bottleneck_width": 8, "text_encoder": "hash", "router_hidden": 16}
 
 
 def phantom_structures_cache(work: Path, n: int, size: str, spacing, workers: int, structures, seed: int = 0):
@@ -211,7 +213,7 @@ def main() -> None:
     labels = TRAINED + [f"{held_out} (held out)"]
     kinds = [full.task_set[t].kind for t in TRAINED]
     usage = {
-        "levels": ["1/16", "1/8", "1/4", "1/2", "1/1"],
+        "levels": full.module_labels,
         "routes": {label: table[i].tolist() for i, label in enumerate(labels)},
         "probabilities": {label: [[round(v, 3) for v in lvl] for lvl in probs[i].tolist()]
                           for i, label in enumerate(labels)},

@@ -155,8 +155,13 @@ class CheckpointMeta:
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """The model's extra constructor arguments (a copy)."""
-        return dict(self.model.get("kwargs") or {})
+        """The model's extra constructor arguments (a copy), with the legacy value of every option the recorded
+        config predates (``unipet.models.registry.upgrade_kwargs``: a gCIS config without ``layout`` is
+        ``layout="levels5"``)."""
+        from unipet.models.registry import upgrade_kwargs
+
+        kwargs = dict(self.model.get("kwargs") or {})
+        return upgrade_kwargs(self.model_name, kwargs) if self.model_name else kwargs
 
     @property
     def num_classes(self) -> int:
@@ -434,7 +439,8 @@ def read_meta(path: str | Path) -> CheckpointMeta:
 
 
 def build_model(meta: CheckpointMeta) -> torch.nn.Module:
-    """Rebuild an (untrained) model from checkpoint metadata through the registry."""
+    """Rebuild an (untrained) model from checkpoint metadata through the registry (with ``meta.model_kwargs``:
+    options the recorded config predates take the value they had when it was written)."""
     from unipet.models import create
     from unipet.tasks import TaskSet
 
@@ -443,7 +449,7 @@ def build_model(meta: CheckpointMeta) -> torch.nn.Module:
         raise ConfigError("checkpoint metadata has no model config ('model.name'); it was not written by unipet")
     try:
         return create(cfg["name"], in_channels=int(cfg["in_channels"]), num_classes=int(cfg["num_classes"]),
-                      tasks=TaskSet.from_dict(cfg["tasks"]), patch_size=cfg["patch_size"], **(cfg.get("kwargs") or {}))
+                      tasks=TaskSet.from_dict(cfg["tasks"]), patch_size=cfg["patch_size"], **meta.model_kwargs)
     except UnipetError as exc:
         raise ConfigError(f"the checkpoint's metadata describes no buildable model ({exc}); meta.json was edited "
                           "or written by another unipet version") from None

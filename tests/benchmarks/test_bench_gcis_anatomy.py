@@ -18,12 +18,12 @@ def test_gcis_tiny_benchmark(tmp_path):
     data, work = run_tiny("bench_gcis.py", tmp_path)
     assert data["preset"] == "tiny" and data["held_out"] not in data["trained_tasks"]
     assert len(data["trained_tasks"]) >= 6
-    # router usage: one path per level for every trained task and the held-out prompt
+    # router usage: one path per routed module (bottleneck, 5 levels, output) for every task and the held-out prompt
     usage = data["router_usage"]
     paths = data["model_kw"].get("num_paths", 6)
     assert set(usage["routes"]) == set(data["trained_tasks"]) | {f"{data['held_out']} (held out)"}
     for route in usage["routes"].values():
-        assert len(route) == len(usage["levels"]) == 5 and all(0 <= k < paths for k in route)
+        assert len(route) == len(usage["levels"]) == 7 and all(0 <= k < paths for k in route)  # release layout
     for levels in usage["probabilities"].values():
         assert all(abs(sum(p) - 1.0) < 0.01 for p in levels)
     assert 0.0 <= usage["sharing"]["within_group"] <= 1.0 and 0.0 <= usage["sharing"]["between_groups"] <= 1.0

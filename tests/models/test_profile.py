@@ -135,3 +135,18 @@ def test_table1_rows_are_matched_within_3pct_or_carry_their_reason(capsys):
     swin = profile_model("swinunetr-v2", patch=(128, 160, 128), count_macs=False)  # Swin needs multiples of 32
     assert swin["table1"]["params_diff_pct"] > 50 and "no published" in swin["table1"]["note"]
     assert profile_model("dpdnet", in_channels=1, count_macs=False)["table1"]["params_diff_pct"] is None
+
+
+def test_gcis_row_shows_its_papers_full_and_pruned_counts():
+    """gCIS is not in DpDNet's Table 1; its row carries its own paper's counts (``paper``): the release layout's
+    one-task model is fitted to the article's 26.75 M, the full model falls out at 67.70 M (60.50 M published)."""
+    from unipet.cli.models import _paper_note
+
+    row = profile_model("gcis", patch=(128, 160, 128), in_channels=1, count_macs=False)
+    paper = row["paper"]
+    assert row["table1"] is None and paper["full"] == row["params"] == 67_698_696
+    assert paper["pruned"] == 26_754_912 and (paper["paper_full"], paper["paper_pruned"]) == (60.50e6, 26.75e6)
+    assert paper["pruned_diff_pct"] == 0.02 and paper["full_diff_pct"] == 11.9
+    assert _paper_note(paper).startswith("full 67.70 M [60.50] (+11.9 %), one task pruned 26.75 M [26.75] (+0.0 %)")
+    assert profile_model("gcis", patch=(128, 160, 128), count_macs=False, layout="levels5")["paper"] is None
+    assert profile_model("nnunet", count_macs=False)["paper"] is None

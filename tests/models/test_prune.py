@@ -22,6 +22,8 @@ from unipet.models.prune import (
 from unipet.checkpoint import load_checkpoint
 
 TASKS = ["lymphoma", "lung_cancer", "aorta", "liver"]
+#: the release layout trains on patches with more than one voxel at 1/32
+PATCH = (64, 32, 32)
 
 
 def _distinct_routes(model):
@@ -40,41 +42,48 @@ def run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("prune")
     cache = build_structures_cache(tmp)
-    train(cache, "gcis", tmp / "run", recipe="gcis", iterations=2, patch_size=(32, 32, 32), batch_size=1,
+    train(cache, "gcis", tmp / "run", recipe="gcis", iterations=2, patch_size=PATCH, batch_size=1,
           workers=0, model_kw=dict(TINY_GCIS), device="cpu", progress=False, tensorboard=False)
     return cache, tmp
 
 
 def test_pruned_model_equals_the_full_model_for_its_task_with_fewer_parameters():
     torch.manual_seed(0)
-    full = create("gcis", in_channels=2, tasks=TASKS, patch_size=(32, 32, 32), **TINY_GCIS).eval()
+    full = create("gcis", in_channels=2, tasks=TASKS, patch_size=PATCH, **TINY_GCIS).eval()
     _distinct_routes(full)
     table = full.routes()
+    assert full.layout == "release" and table.shape == (4, 7)  # bottleneck, five decoder levels, output
     assert len({tuple(r) for r in table.tolist()}) > 1  # the tasks do not all share one route
-    x = torch.randn(1, 2, 32, 32, 32)
+    x = torch.randn(1, 2, *PATCH)
     for task in ("aorta", "lymphoma"):
         pruned = prune(full, task)
         assert pruned.route == table[full.task_set.index(task)].tolist() == task_route(full, task)
         assert max_output_difference(full, pruned, x) == 0.0
         n_full, n_pruned = (sum(p.numel() for p in m.parameters()) for m in (full, pruned))
-        assert n_pruned < n_full
+        assert n_pruned == full.pruned_parameters() < n_full
+        assert pruned.layout == "release" and len(pruned.pathways) == 7
+        assert all(m.num_paths == 1 and m.router is None for m in pruned.pathways)
         assert not any(".router." in n or "text_embedding" in n for n in pruned.state_dict())
         with pytest.raises(ConfigError):  # it segments its own task only
             pruned(x, task=(full.task_set.index(task) + 1) % 4)
     # another task's route gives other outputs: the equivalence test can fail
     other = prune(full, "aorta", route=[(k + 1) % 3 for k in task_route(full, "aorta")])
     assert max_output_difference(full, other, x) > 0
-    state = pruned_state_dict(full, [0, 1, 2, 0, 1])
-    assert "pathways.2.paths.0.block.conv1.weight" in state and "pathways.2.paths.1.block.conv1.weight" not in state
-    assert torch.equal(state["pathways.2.paths.0.block.conv1.weight"],
-                       full.state_dict()["pathways.2.paths.2.block.conv1.weight"])
+    state = pruned_state_dict(full, [1, 0, 1, 2, 0, 1, 2])
+    assert "pathways.3.paths.0.block.conv1.weight" in state and "pathways.3.paths.1.block.conv1.weight" not in state
+    assert torch.equal(state["pathways.3.paths.0.block.conv1.weight"],
+                       full.state_dict()["pathways.3.paths.2.block.conv1.weight"])
+    # the release layout's bottleneck (module 0) and output convolution (module 6) are pruned like the levels
+    assert torch.equal(state["pathways.0.paths.0.conv1.weight"], full.state_dict()["pathways.0.paths.1.conv1.weight"])
+    assert torch.equal(state["pathways.6.paths.0.weight"], full.state_dict()["pathways.6.paths.2.weight"])
+    assert not any(k.startswith(("pathways.0.paths.1", "pathways.6.paths.1")) for k in state)
     with pytest.raises(ConfigError):
         prune(prune(full, "aorta"), "aorta")
 
 
 def test_route_for_text_embeds_a_new_prompt_with_the_models_encoder():
     torch.manual_seed(0)
-    full = create("gcis", in_channels=2, tasks=TASKS, patch_size=(32, 32, 32), **TINY_GCIS).eval()
+    full = create("gcis", in_channels=2, tasks=TASKS, patch_size=PATCH, **TINY_GCIS).eval()
     _distinct_routes(full)
     assert route_for_text(full, "aorta") == task_route(full, "aorta")  # same text -> same route
 
@@ -105,7 +114,7 @@ def test_adapt_routes_the_prompt_prunes_and_freezes_the_encoder(run, tmp_path):
 
     cache, tmp = run
     rc = main(["adapt", "--model", str(tmp / "run"), "--data", str(cache.root), "--task", "liver", "--prompt",
-               "liver", "--shots", "2", "--out", str(tmp_path / "a"), "--iterations", "2", "--patch", "32", "32",
+               "liver", "--shots", "2", "--out", str(tmp_path / "a"), "--iterations", "2", "--patch", "64", "32",
                "32", "--batch", "1", "--workers", "0", "--device", "cpu"])
     assert rc == 0
     adapted, meta = load_checkpoint(tmp_path / "a")
@@ -139,12 +148,12 @@ def test_second_stage_plan_and_a_per_path_scope_trains_only_that_path(run):
         p.requires_grad_(name in scope)
     before = {n: p.detach().clone() for n, p in full.named_parameters()}
     _distinct_routes(full)
-    with torch.no_grad():  # route every task to path 1 at the last level
+    with torch.no_grad():  # route every task to path 1 at routed module 4 (decoder 1/4)
         full.pathways[4].router.fc2.bias.copy_(torch.tensor([0.0, 1e4, 0.0]))
     for name, p in full.pathways.named_parameters():
         before["pathways." + name] = p.detach().clone()
     opt = torch.optim.SGD([p for p in full.parameters() if p.requires_grad], lr=0.1)
-    full(torch.randn(2, 2, 32, 32, 32), task=torch.tensor([0, 2])).square().mean().backward()
+    full(torch.randn(2, 2, *PATCH), task=torch.tensor([0, 2])).square().mean().backward()
     opt.step()
     assert full.pathways[4].last_route.tolist() == [1, 1]  # frozen routers route by arg-max
     changed = {n for n, p in full.named_parameters() if not torch.equal(p, before[n])}
@@ -162,7 +171,7 @@ def test_second_stage_trains_each_used_sub_pathway_in_turn_from_the_previous_run
     full, _ = load_checkpoint(tmp / "run")
     plan = [(level, path) for level, path, _ in second_stage_plan(full.routes().tolist(), full.task_set.names)]
     records = second_stage(tmp / "run", cache, tmp_path / "stage2", iterations=1, device="cpu",
-                           patch_size=(32, 32, 32), batch_size=1, workers=0)
+                           patch_size=PATCH, batch_size=1, workers=0)
     done = [(r["level"], r["path"]) for r in records]
     assert done and [step for step in plan if step in done] == done  # in plan order (paths without cases skipped)
     previous = load_file(str(tmp / "run" / "checkpoint" / "model.safetensors"))

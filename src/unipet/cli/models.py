@@ -25,7 +25,8 @@ def models_command(
     A model that cannot take the patch (e.g. Swin UNETR needs multiples of 32) is listed with the reason. The
     models of DpDNet's Table 1 show the published counts beside theirs, with the relative difference (and, for a
     row that is not matched within 3 %, the documented reason); parameters are compared at 2 input channels, 2
-    classes and 4 tasks, MACs at 112 x 160 x 128.
+    classes and 4 tasks, MACs at 112 x 160 x 128. A model whose own paper publishes other counts (gCIS: full and
+    one-task pruned sizes) shows them in a note (``paper`` in the JSON).
 
     Examples:
 
@@ -40,7 +41,7 @@ def models_command(
     rows = profile_models(patch=patch, in_channels=in_channels, num_classes=classes, tasks=tasks,
                           count_macs=not no_macs)
     if as_json:
-        keys = ("name", "params", "macs", "prompts", "description", "reason", "table1")
+        keys = ("name", "params", "macs", "prompts", "description", "reason", "table1", "paper")
         print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=2))
         return
     from rich.table import Table
@@ -62,6 +63,8 @@ def models_command(
             notes.append(f"{row['name']}: {row['reason']}")
         if row.get("table1") and row["table1"]["note"]:
             notes.append(f"{row['name']} vs Table 1: {row['table1']['note']}")
+        if row.get("paper"):
+            notes.append(f"{row['name']} vs its paper: {_paper_note(row['paper'])}")
     console.print(table)
     for note in notes:
         console.print(note, style="dim", markup=False)
@@ -79,3 +82,14 @@ def _table1_cell(t1: dict | None) -> str:
         if t1["macs_diff_pct"] is not None:
             cell += f" ({t1['macs_diff_pct']:+.1f} %)"
     return cell
+
+
+def _paper_note(paper: dict) -> str:
+    """``"full 67.70 M [60.50] (+11.9 %), one task pruned 26.75 M [26.75] (+0.0 %)"``: a model's counts beside its
+    own paper's (``paper_counts()``)."""
+    parts = []
+    for key, label in (("full", "full"), ("pruned", "one task pruned")):
+        if paper.get(key) is not None:
+            parts.append(f"{label} {paper[key] / 1e6:.2f} M [{paper['paper_' + key] / 1e6:.2f}] "
+                         f"({paper[key + '_diff_pct']:+.1f} %)")
+    return ", ".join(parts) + f" — {paper['source']}"

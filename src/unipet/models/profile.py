@@ -79,11 +79,13 @@ def profile_model(name_or_model: str | nn.Module, patch: Sequence[int] = DEFAULT
         **model_kwargs: architecture options for a registered model (e.g. ``feature_size=36``).
 
     Returns:
-        ``{"name", "description", "prompts", "params", "macs", "patch", "reason", "table1"}``: ``params`` and
-        ``macs`` are ints (``macs`` None when not counted), ``prompts`` the prompt inputs the model takes,
-        ``reason`` why MACs could not be counted (None when they were, or were not asked for), ``table1`` the
-        model's row of DpDNet's Table 1 beside these counts (``table1_comparison``; None for other models or
-        when ``model_kwargs`` change the architecture).
+        ``{"name", "description", "prompts", "params", "macs", "patch", "reason", "table1", "paper"}``:
+        ``params`` and ``macs`` are ints (``macs`` None when not counted), ``prompts`` the prompt inputs the model
+        takes, ``reason`` why MACs could not be counted (None when they were, or were not asked for), ``table1``
+        the model's row of DpDNet's Table 1 beside these counts (``table1_comparison``; None for other models or
+        when ``model_kwargs`` change the architecture), ``paper`` the model's own paper's counts beside its
+        (the model's ``paper_counts()``, e.g. gCIS's full and one-task pruned sizes; None for a model without
+        one or when ``model_kwargs`` change the architecture).
 
     Raises:
         UnipetError: the model cannot be built with these settings (unknown name, patch it cannot take, ...).
@@ -102,10 +104,12 @@ def profile_model(name_or_model: str | nn.Module, patch: Sequence[int] = DEFAULT
         prompts = sorted(set(getattr(model, "requires", ())) | set(getattr(model, "accepts", ())))
     macs, reason = _count_macs(model, patch, in_channels, tasks) if count_macs else (None, None)
     params = count_parameters(model)
+    paper_counts = getattr(model, "paper_counts", None)
     return {"name": name, "description": description, "prompts": prompts, "params": params,
             "macs": macs, "patch": list(patch), "reason": reason,
             "table1": table1_comparison(name, params, macs, patch, in_channels, num_classes, tasks)
-            if not model_kwargs else None}
+            if not model_kwargs else None,
+            "paper": paper_counts() if callable(paper_counts) and not model_kwargs else None}
 
 
 def profile_models(names: Sequence[str] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
@@ -124,7 +128,7 @@ def profile_models(names: Sequence[str] | None = None, **kwargs: Any) -> list[di
             entry = info(name)
             patch = list(as_tuple3(kwargs.get("patch", DEFAULT_PATCH)))
             row = {"name": name, "description": entry.description, "prompts": list(entry.prompts),
-                   "params": None, "macs": None, "patch": patch, "reason": str(exc), "table1": None}
+                   "params": None, "macs": None, "patch": patch, "reason": str(exc), "table1": None, "paper": None}
             if name in TABLE1:
                 row["table1"] = table1_comparison(name, None, None, patch, 2, 2, 4)
             rows.append(row)

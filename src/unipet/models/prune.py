@@ -1,12 +1,13 @@
-"""Pruning a gCIS model to one task: keep only the sub-pathway each decoder level routes that task to.
+"""Pruning a gCIS model to one task: keep only the sub-pathway each routed module routes that task to.
 
 The route of a task depends on its text prompt only (``unipet.models.routing``), so at inference a task always
-takes the same path at every level. ``prune(model, task)`` builds the single-path model of that task (registered
-as ``gcis`` with ``route`` and ``task``): same encoder, shared heads and the kept sub-pathways, no routers, no other
-paths, no text embeddings. Its outputs for that task equal the full model's (same weights, same operations);
-``max_output_difference`` checks it. ``unipet.analysis.gcis.export`` writes it as a self-describing unipet
-checkpoint that ``unipet predict`` runs like any other; ``route_for_text`` routes a *new* prompt (few-shot
-adaptation).
+takes the same path at every routed module (7 in the release layout: bottleneck, five decoder levels, output
+convolution; 5 decoder levels in ``levels5``). ``prune(model, task)`` builds the single-path model of that task
+(registered as ``gcis`` with ``route`` and ``task``, the full model's ``layout`` kept): same encoder, shared heads
+and the kept sub-pathways, no routers, no other paths, no text embeddings. Its outputs for that task equal the
+full model's (same weights, same operations); ``max_output_difference`` checks it. ``unipet.analysis.gcis.export``
+writes it as a self-describing unipet checkpoint that ``unipet predict`` runs like any other; ``route_for_text``
+routes a *new* prompt (few-shot adaptation).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def check_full(model: torch.nn.Module) -> GCIS:
 
 
 def task_route(model: GCIS, task: str | int) -> list[int]:
-    """The arg-max path of ``task`` (name, alias or index) at each decoder level, deepest first."""
+    """The arg-max path of ``task`` (name, alias or index) at each routed module (``model.module_labels``)."""
     model = check_full(model)
     index = model.task_set.index(task) if isinstance(task, str) else int(task)
     if not 0 <= index < model.num_tasks:
@@ -37,7 +38,8 @@ def task_route(model: GCIS, task: str | int) -> list[int]:
 
 
 def route_for_text(model: GCIS, text: str) -> list[int]:
-    """The arg-max path of a new prompt ``text`` at each level, embedded with the model's own text encoder."""
+    """The arg-max path of a new prompt ``text`` at each routed module, embedded with the model's own text
+    encoder."""
     from unipet.models.text import encode_texts
 
     model = check_full(model)
@@ -76,7 +78,7 @@ def prune(model: GCIS, task: str, route: list[int] | None = None, task_set: Any 
     Args:
         model: a full gcis model built by ``unipet.models.create`` (its ``config`` is reused).
         task: the task name the pruned model is for (recorded; other tasks are refused by it).
-        route: the kept path per level (default: ``task``'s own route in ``model``; give it for a new prompt,
+        route: the kept path per routed module (default: ``task``'s own route in ``model``; give it for a new prompt,
             see ``route_for_text``).
         task_set: the pruned model's task set (default: the full model's); must contain ``task``.
     """

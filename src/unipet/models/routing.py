@@ -1,5 +1,6 @@
 """Text-prompted automatic pathway routing (gCIS): a router on the prompt's text embedding picks one of M
-sub-pathways of identical structure at a decoder level, and only the picked one runs.
+sub-pathways of identical structure at a routed position (gCIS: the bottleneck, a decoder level, the output
+convolution), and only the picked one runs.
 
 - ``Router``: fully connected layers ``Linear(E, hidden) -> ReLU -> Linear(hidden, M)`` on a text embedding
   ``[B, E]``, giving path logits ``[B, M]``. The route depends on the prompt only, never on the image, so a task's
@@ -151,7 +152,7 @@ class PathwayModule(nn.Module):
 
 
 def pathway_modules(model: nn.Module) -> list[PathwayModule]:
-    """The pathway modules of a model in registration order (its decoder levels, deepest first)."""
+    """The pathway modules of a model in registration order (gCIS: its ``pathways``, i.e. forward order)."""
     return [m for m in model.modules() if isinstance(m, PathwayModule)]
 
 

@@ -1,13 +1,15 @@
 """gCIS's training stages beyond joint training: per-sub-pathway fine-tuning and few-shot adaptation.
 
 - Stage 1 is ordinary training: ``train(cache, "gcis", RUN, recipe="gcis")``.
-- Stage 2 (``second_stage``): for every sub-pathway ``(level L, path K)`` that at least one task is routed to
-  (arg-max routes of the stage-1 model), fine-tune that sub-pathway alone (scope ``path:L:K``, everything else
-  frozen, routes fixed) on the training cases of the tasks routed to it (recipe field ``cases``). The runs are
-  chained (each starts from the previous one's weights); the last run holds the final model. The cheaper joint
-  variant — all sub-pathways at once with the routes fixed — is the recipe ``gcis-paths``.
+- Stage 2 (``second_stage``): for every sub-pathway ``(routed module L, path K)`` that at least one task is routed
+  to (arg-max routes of the stage-1 model; ``GCIS.module_labels`` names the modules: the release layout's
+  bottleneck, five decoder levels and output convolution), fine-tune that sub-pathway alone (scope
+  ``path:L:K``, everything else frozen, routes fixed) on the training cases of the tasks routed to it (recipe
+  field ``cases``). The runs are chained (each starts from the previous one's weights); the last run holds the
+  final model. The cheaper joint variant — all sub-pathways at once with the routes fixed — is the recipe
+  ``gcis-paths``.
 - Few-shot adaptation (``adapt``): route a new prompt with the trained routers, prune the model to that route
-  (``unipet.models.prune``), freeze the encoder and train the rest (the kept decoder paths and the heads; recipe
+  (``unipet.models.prune``), freeze the encoder and train the rest (the kept sub-pathways and the heads; recipe
   ``gcis-adapt``) on N studies of the new task.
 """
 from __future__ import annotations
@@ -29,10 +31,11 @@ def _train_cases(cache, tasks: Sequence[str]) -> list[str]:
 
 
 def second_stage_plan(routes: Sequence[Sequence[int]], task_names: Sequence[str]) -> list[tuple[int, int, list[str]]]:
-    """``[(level, path, tasks routed there), ...]`` for every used sub-pathway, level-major (deepest first).
+    """``[(level, path, tasks routed there), ...]`` for every used sub-pathway, module-major in ``pathways`` order
+    (``level`` is the routed module's index, as in the scope ``path:level:path``).
 
     Args:
-        routes: ``[T][L]`` arg-max path of each task at each level (``GCIS.routes()``).
+        routes: ``[T][L]`` arg-max path of each task at each routed module (``GCIS.routes()``).
         task_names: the T task names.
     """
     table = np.asarray(routes, dtype=np.int64)
