@@ -96,6 +96,40 @@ class UnipetModel(nn.Module):
                           f"{', '.join(self.trainable_scopes())}")
 
 
+    def output_layers(self) -> list[nn.Conv3d]:
+        """The classifiers (convolutions that output the class logits): nnU-Net-style ``seg_outputs`` here;
+        models with other heads add theirs (DpDNet's prompt-aware heads). Dynamic heads whose weights are
+        generated (DoDNet) have none."""
+        return [m for m in getattr(self, "seg_outputs", []) if isinstance(m, nn.Conv3d) and m.bias is not None]
+
+
+def init_output_prior(model: UnipetModel, prior: float) -> int:
+    """Set every classifier's bias so that each foreground class starts at probability ``prior`` on every voxel
+    (weights kept): the *prior initialisation* of Lin et al., "Focal Loss for Dense Object Detection" (ICCV 2017).
+
+    Softmax over K classes: background bias 0, foreground ``log(prior / (1 - (K - 1) * prior))``; sigmoid:
+    ``log(prior / (1 - prior))``. Returns the number of layers set. unipet's choice (recipe ``prior_init``): with
+    the default initialisation a head starts at p = 0.5 on ~99.8 % background voxels, and a head whose cancer type
+    has few, small lesions is driven to "background everywhere" before it has seen enough of them
+    (``benchmarks/RESULTS.md``, "Why two heads collapsed").
+    """
+    import math
+
+    if not 0.0 < prior < 1.0:
+        raise ConfigError(f"prior_init must be a probability in (0, 1), got {prior}")
+    layers = model.output_layers()
+    with torch.no_grad():
+        for conv in layers:
+            k = conv.out_channels
+            if model.output_activation == "sigmoid":
+                conv.bias.fill_(math.log(prior / (1 - prior)))
+                continue
+            if (k - 1) * prior >= 1:
+                raise ConfigError(f"prior_init {prior} is too large for {k - 1} foreground classes; give < {1 / (k - 1):.3g}")
+            conv.bias.fill_(math.log(prior / (1 - (k - 1) * prior)))
+            conv.bias[0] = 0.0
+    return len(layers)
+
 def task_tensor(task, batch: int, device: torch.device) -> torch.Tensor | None:
     """Normalise a task argument (int, sequence, tensor or None) to ``LongTensor[B]`` on ``device``."""
     if task is None:

@@ -139,6 +139,12 @@ class DpDNet(PromptedSTUNet):
             return final
         return [final] + [head(f) for head, f in zip(reversed(self.seg_outputs), reversed(feats))]
 
+    def output_layers(self) -> list[nn.Conv3d]:
+        """The shared deep-supervision classifiers and each prompt-aware head's classifier."""
+        heads = [h.classifier if isinstance(h, PromptAwareHead) else h[-1] for h in getattr(self, "pa_heads", [])]
+        return super().output_layers() + heads
+
+
 
 @register("dpdnet", prompts=("task",), family="dpdnet",
           description="DpDNet: specific + common prompts and per-cancer prompt-aware heads on STU-Net")

@@ -89,6 +89,9 @@ class Recipe:
         lesion_balance: how a lesion patch picks its lesion (``unipet.data.sampling``): ``"lesion"`` (uniformly
             over all lesions; nnU-Net-style recipes) or ``"task"`` (over tasks first: every prompt-aware head gets
             the same share of lesion patches; unipet's choice for the default's recipe).
+        prior_init: start every classifier at this foreground probability (``unipet.models.base.init_output_prior``,
+            Lin et al. 2017; 0 = off, the papers' initialisation). Applied to a new model only, not on resume or
+            ``init_from``.
         augmentation: ``AugmentConfig`` fields.
         deep_supervision: train on every decoder resolution.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
@@ -128,6 +131,7 @@ class Recipe:
     batch_mode: str = "mixed"
     taskless: str = "random"
     lesion_balance: str = "lesion"
+    prior_init: float = 0.0
     augmentation: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
     deep_supervision: bool = True
     amp: str = "auto"
@@ -185,6 +189,8 @@ class Recipe:
         parse_multi_spacing(self.multi_spacing)
         if self.taskless not in TASKLESS:
             raise ConfigError(f"recipe taskless {self.taskless!r} is not known; use one of {', '.join(TASKLESS)}")
+        if not 0.0 <= self.prior_init < 1.0:
+            raise ConfigError(f"recipe prior_init {self.prior_init} is not a probability; give 0 (off) or a value in (0, 1)")
         if self.lesion_balance not in LESION_BALANCE:
             raise ConfigError(f"recipe lesion_balance {self.lesion_balance!r} is not known; use one of "
                               f"{', '.join(LESION_BALANCE)}")

@@ -188,6 +188,7 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     on resume), the model (rebuilt as recorded on resume, else created and initialised), optimizer, scaler and
     their restored state, the sampler, and the engine ``Job`` that trains the model with its loss."""
     from unipet.models import create
+    from unipet.models.base import init_output_prior
 
     cache = open_data(data, run_dir, info)
     state_tensors: dict[str, torch.Tensor] = {}
@@ -238,6 +239,9 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
         init_record = meta_old.init_from
     else:
         init_record = initialise_from(model, init_from) if init_from is not None else None
+        if recipe.prior_init and init_from is None and not init_output_prior(model, recipe.prior_init):
+            raise ConfigError(f"{model_name} has no 1x1x1 classifier whose bias prior_init could set; "
+                              "use prior_init 0 for it")
     trained_names = model.scope_parameters(recipe.trainable)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trained_names)
