@@ -364,7 +364,8 @@ class PatchSampler:
         return self._start_around(spot[int(rng.integers(len(spot)))], rng)
 
     def _pool(self, kind: str, task: int | None) -> list:
-        """Lesions (``kind="lesion"``) or case ids to draw from, restricted to ``task`` (memoised)."""
+        """Lesions (``kind="lesion"``: of ``task``, or all when None; ``"lesion-of"``: exactly of ``task``, None =
+        the task-less cases) or case ids to draw from, restricted to ``task`` (memoised)."""
         key = (kind, task)
         if key not in self._pools:
             def ok(case_id: str) -> bool:

@@ -88,7 +88,7 @@ class Recipe:
             task per draw) or ``"general"`` (``NO_TASK``; only for models with a general route, e.g. MAST-Pro).
         lesion_balance: how a lesion patch picks its lesion (``unipet.data.sampling``): ``"lesion"`` (uniformly
             over all lesions; nnU-Net-style recipes) or ``"task"`` (over tasks first: every prompt-aware head gets
-            the same share of lesion patches; unipet's choice for the default's recipe).
+            the same share of lesion patches; unipet's choice, used by ``benchmarks/recipes/default_v3.json``).
         prior_init: start every classifier at this foreground probability (``unipet.models.base.init_output_prior``,
             Lin et al. 2017; 0 = off, the papers' initialisation). Applied to a new model only, not on resume or
             ``init_from``.
