@@ -76,3 +76,19 @@ def test_cache_build_resume_and_lesion_index(tmp_path):
         build_cache(m, tmp_path / "cache", ct_norm="ct-window")
     assert Cache(tmp_path / "cache").split("train") + Cache(tmp_path / "cache").split("val") + \
         Cache(tmp_path / "cache").split("test") != []
+
+
+def test_cache_preprocessed_like_a_checkpoint_keeps_its_settings(tmp_path):
+    """``preprocess=`` (``unipet preprocess --like RUN``): new data cached exactly as a checkpoint was trained."""
+    m = import_autopet(write_autopet(tmp_path / "ap", n=2))
+    given = PreprocessConfig(channels=("PET", "CT"), target_spacing=(4.0, 3.0, 3.0), crop_to_body=False,
+                             normalisation={"CT": {"scheme": "ct-zscore", "lo": -500.0, "hi": 500.0, "mean": 10.0,
+                                                   "std": 100.0},
+                                            "PET": {"scheme": "suv-zscore", "clip": 12.0, "mean": 1.5, "std": 2.0}})
+    cache = build_cache(m, tmp_path / "cache", preprocess=given)
+    assert cache.config == given  # nothing planned from this data's fingerprint
+    case = cache.load(m.cases[0].case_id, mmap=False)
+    study_ct = import_autopet(tmp_path / "ap").cases[0]
+    assert case.image.shape[0] == 2 and case.info["task"] == study_ct.task
+    planned = build_cache(m, tmp_path / "planned")
+    assert planned.config.normalisation != given.normalisation

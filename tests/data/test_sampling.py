@@ -104,6 +104,20 @@ def test_task_balance_gives_every_task_with_lesions_the_same_share(cache):
         PatchSampler(cache, patch_size=(8, 8, 8), lesion_balance="case")
 
 
+def test_task_weights_set_each_tasks_share_of_lesion_patches(cache):
+    """melanoma weighted 3: 3 of every 4 lesion patches are melanoma's (1:1 without weights)."""
+    sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 1.0}, seed=5, lesion_balance="task",
+                           task_weights={"melanoma": 3})
+    assert sampler.describe()["task_weights"] == {"melanoma": 3}
+    tasks = Counter(cache.task_set.names[int(sampler.batch(i, 1)["task"][0])] for i in range(1200))
+    assert tasks["melanoma"] / 1200 == pytest.approx(3 / 4, abs=0.05)
+    for kw, match in (({"lesion_balance": "lesion", "task_weights": {"melanoma": 3}}, "lesion_balance 'task'"),
+                      ({"lesion_balance": "task", "task_weights": {"prostate": 3}}, "not a task of the cache"),
+                      ({"lesion_balance": "task", "task_weights": {"melanoma": 0}}, "positive number")):
+        with pytest.raises(ConfigError, match=match):
+            PatchSampler(cache, patch_size=(8, 8, 8), **kw)
+
+
 def test_kind_shares_and_negatives(cache):
     sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.3, "negative": 0.2}, seed=1)
     kinds = Counter()

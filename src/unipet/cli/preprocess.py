@@ -22,6 +22,9 @@ def preprocess_command(
     pet_norm: str = typer.Option("suv-zscore", "--pet-norm", help="suv-zscore, suv-log or suv-clip."),
     no_crop: bool = typer.Option(False, "--no-crop", help="Keep the full field of view instead of cropping to the body."),
     workers: int = typer.Option(1, "--workers", "-j", help="Parallel processes."),
+    like: Path = typer.Option(None, "--like", help="Preprocess exactly as this checkpoint / run folder was trained "
+                              "(its channels, normalisation, spacing, crop), e.g. to fine-tune it on new data; "
+                              "--spacing, --native, --channels, --ct-norm, --pet-norm and --no-crop are then ignored."),
 ) -> None:
     """Reorient, crop, resample and normalise every case into a cache with a lesion-instance index.
 
@@ -32,6 +35,8 @@ def preprocess_command(
         unipet preprocess cohort.json --out cache/
 
         unipet preprocess autopet.json --out cache/ --spacing 3 2 2 -j 8
+
+        unipet preprocess real.json --out cache/ --like runs/default   # to fine-tune runs/default on it
     """
     from rich.progress import Progress
 
@@ -46,6 +51,13 @@ def preprocess_command(
     names = [c.strip().upper() for c in channels.split(",") if c.strip()]
     if not names or any(c not in ("CT", "PET") for c in names) or len(set(names)) != len(names):
         raise ConfigError(f"--channels must list CT and/or PET once each (e.g. CT,PET), got {channels!r}")
+    reference = None
+    if like is not None:
+        from unipet.checkpoint import find_checkpoint, read_meta
+
+        from unipet.data.preprocess import PreprocessConfig
+
+        reference = PreprocessConfig.from_dict(read_meta(find_checkpoint(like)).preprocess)
     manifest = Manifest.load(manifest_path)
     # every case not cached yet is read once first, so that all bad cases are reported together
     todo = [c for c in manifest if not (out / c.case_id / "case.json").exists()]
@@ -59,6 +71,7 @@ def preprocess_command(
         cache = build_cache(manifest, out, channels=[c.strip() for c in channels.split(",")], ct_norm=ct_norm,
                             pet_norm=pet_norm,
                             target_spacing=None if native else (spacing or "plan"), crop_to_body=not no_crop, workers=workers,
+                            preprocess=reference,
                             progress=lambda done, total: bar.update(job, completed=done, total=total))
     grid = cache.config.target_spacing
     console.print(f"cache {out}: {len(cache)} cases, channels {list(cache.config.channels)}, spacing "

@@ -223,6 +223,7 @@ def build_cache(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     label_source: str = "label",
+    preprocess: PreprocessConfig | None = None,
 ) -> Cache:
     """Preprocess every case of a manifest into a cache folder (resumable; see the module docstring).
 
@@ -240,6 +241,9 @@ def build_cache(
         progress: ``callback(done, total)``.
         label_source: ``"label"`` (the lesion mask) or ``"organs"``: cache each case's organ map as its label
             (multi-class, no lesion index, no organ input) to train organ segmenters.
+        preprocess: use exactly this preprocessing (channels, normalisation, spacing, crop), e.g. a checkpoint's
+            (``unipet preprocess --like RUN``), so that fine-tuning it on new data sees what it was trained on;
+            ``channels``, the norm schemes, ``target_spacing`` and ``crop_to_body`` are then ignored.
 
     Returns:
         The Cache.
@@ -257,16 +261,20 @@ def build_cache(
         train = [c for c in cases if c.split in (None, "train")] or cases
         fingerprint = compute_fingerprint(manifest, train, workers)
         atomic_write_json(fp_path, fingerprint, overwrite=True)
-    if isinstance(target_spacing, str):
-        if target_spacing != "plan":
-            raise ConfigError(f"target spacing {target_spacing!r} is not known; give three numbers (z y x mm), "
-                              "'plan' or None")
-        target_spacing = plan_from_fingerprint(fingerprint)
-    schemes = {"CT": ct_norm, "PET": pet_norm}
-    config = PreprocessConfig(channels=tuple(c.upper() for c in channels),
-                              normalisation={ch: make_spec(schemes[ch], fingerprint) for ch in (c.upper() for c in channels)},
-                              target_spacing=tuple(float(s) for s in target_spacing) if target_spacing else None,
-                              crop_to_body=crop_to_body)
+    if preprocess is not None:
+        config = preprocess
+    else:
+        if isinstance(target_spacing, str):
+            if target_spacing != "plan":
+                raise ConfigError(f"target spacing {target_spacing!r} is not known; give three numbers (z y x mm), "
+                                  "'plan' or None")
+            target_spacing = plan_from_fingerprint(fingerprint)
+        schemes = {"CT": ct_norm, "PET": pet_norm}
+        config = PreprocessConfig(channels=tuple(c.upper() for c in channels),
+                                  normalisation={ch: make_spec(schemes[ch], fingerprint)
+                                                 for ch in (c.upper() for c in channels)},
+                                  target_spacing=tuple(float(s) for s in target_spacing) if target_spacing else None,
+                                  crop_to_body=crop_to_body)
     meta = {"version": CACHE_VERSION, "preprocess": config.to_dict(), "fingerprint": fingerprint,
             "task_set": manifest.task_set.to_dict(), "cases": [c.case_id for c in cases], "source": manifest.source}
     meta_path = out / "cache.json"

@@ -201,6 +201,9 @@ class PatchSampler:
             random task per draw, unipet's choice for models that need a task: a prompted model must learn to
             output nothing on a lesion-free study whatever the prompt) or ``"general"`` (``NO_TASK = -1``, for
             models with a general route: MAST-Pro's general router trains on such data, as its paper states).
+        task_weights: with ``lesion_balance="task"``, ``{task name: weight}`` (1 for tasks not named): a task's share
+            of lesion patches is its weight over the sum (e.g. a new type fine-tuned beside the pre-trained ones;
+            unipet's choice).
         lesion_balance: ``"lesion"`` (a lesion patch's lesion uniformly over all lesions) or ``"task"`` (uniformly
             over the tasks that have lesions first, then over that task's lesions; see the module docstring).
     """
@@ -209,7 +212,7 @@ class PatchSampler:
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
                  with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None,
                  hot_suv: float = HOT_SUV, taskless: str = "random",
-                 lesion_balance: str = "lesion") -> None:
+                 lesion_balance: str = "lesion", task_weights: dict[str, float] | None = None) -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
         if taskless not in TASKLESS:
@@ -241,6 +244,8 @@ class PatchSampler:
         self.lesions = [(c, les) for c in self.case_ids for les in self.infos[c].get("lesions", [])]
         # the tasks whose cases hold lesions (None: task-less cases), in a fixed order (for lesion_balance="task")
         self.lesion_tasks = sorted({self.case_task[c] for c, _ in self.lesions}, key=lambda t: (t is None, t or 0))
+        self.task_weights = dict(task_weights or {})
+        self.lesion_task_p = self._task_probabilities(task_set) if self.task_weights else None
         self.negatives = [c for c in self.case_ids if not self.infos[c].get("lesions")]
         if "PET" not in cache.config.channels:
             self.hot_level = None  # no PET channel: no hot spots to draw
@@ -250,6 +255,21 @@ class PatchSampler:
         self.mix = self._effective_mix(mix or DEFAULT_MIX)
         self._open: OrderedDict[str, CachedCase] = OrderedDict()
         self._pools: dict[tuple[str, int | None], list] = {}
+
+    def _task_probabilities(self, task_set) -> np.ndarray:
+        """Per lesion task, the share of lesion patches under ``task_weights`` (weight 1 for unnamed tasks)."""
+        if self.lesion_balance != "task":
+            raise ConfigError("task_weights weight the tasks of lesion_balance 'task'; set lesion_balance to 'task'")
+        weights = {}
+        for name, w in self.task_weights.items():
+            if name not in task_set:
+                raise ConfigError(f"task_weights names {name!r}, which is not a task of the cache "
+                                  f"({', '.join(task_set.names)})")
+            if not (isinstance(w, (int, float)) and w > 0):
+                raise ConfigError(f"task_weights[{name!r}] must be a positive number, got {w!r}")
+            weights[task_set.index(name)] = float(w)
+        p = np.array([weights.get(t, 1.0) for t in self.lesion_tasks], dtype=np.float64)
+        return p / p.sum()
 
     def __getstate__(self) -> dict[str, Any]:
         # worker processes started by 'spawn' get the sampler pickled: send no open memmaps (they would be
@@ -284,7 +304,8 @@ class PatchSampler:
         return {"mix": self.mix, "batch_mode": self.batch_mode, "patch_size": list(self.patch_size),
                 "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
                 "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing,
-                "hot_suv": self.hot_suv, "lesion_balance": self.lesion_balance}
+                "hot_suv": self.hot_suv, "lesion_balance": self.lesion_balance,
+                **({"task_weights": self.task_weights} if self.task_weights else {})}
 
     # ------------------------------------------------------------------ drawing
     def rng(self, batch_index: int) -> np.random.Generator:
@@ -387,7 +408,10 @@ class PatchSampler:
         kind = kind or str(rng.choice(KINDS, p=[self.mix.get(k, 0.0) for k in KINDS]))
         lesion_key = None
         if kind == "lesion" and task is None and self.lesion_balance == "task" and self.lesion_tasks:
-            group = self.lesion_tasks[int(rng.integers(len(self.lesion_tasks)))]
+            if self.lesion_task_p is None:
+                group = self.lesion_tasks[int(rng.integers(len(self.lesion_tasks)))]
+            else:
+                group = self.lesion_tasks[int(rng.choice(len(self.lesion_tasks), p=self.lesion_task_p))]
             pool = self._pool("lesion-of", group)
         else:
             pool = self._pool(kind, task)

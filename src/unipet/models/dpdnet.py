@@ -36,6 +36,7 @@ built; with PA heads off the shared STU-Net last stage and head are used).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -68,6 +69,53 @@ class CommonPrompt(nn.Module):
         other = prompts.gather(1, index[:, :, None, None, None].expand(-1, -1, *prompts.shape[2:]))
         weights = run_grouped(task, other, self.gates).softmax(dim=1)
         return (weights * other).sum(dim=1, keepdim=True)
+
+    @staticmethod
+    def grown_gates(gates: dict[int, tuple[torch.Tensor, torch.Tensor]], donors: list[int | None]
+                    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The gates of N old tasks (``{t: (weight [N-1, N-1, 1, 1, 1], bias [N-1])}``) grown to N + k tasks.
+
+        A new task starts as an exact copy of its donor (``donors[j]`` for new task N + j; its specific prompt
+        is the donor's, see ``unipet.models.task_growth``), so the softmax gate can be grown exactly: in an old
+        task's gate the donor's share is split in half between the donor and its copy (the same logits less
+        log 2; their prompts are equal, so the fused prompt is unchanged); the new task's own gate repeats the
+        donor's gate over the old tasks; an entry that must not count (the donor inside its own copy's gate, a
+        task without a donor) gets zero weights and a logit of -30 (weight < 1e-13). Input columns of new
+        prompts are zero. Old tasks' outputs therefore stay the same, and a new task answers as its donor until
+        training moves it apart (unipet's choice).
+        """
+        n_old, n_new = len(gates), len(gates) + len(donors)
+        off = -30.0
+
+        def others(t: int, n: int) -> list[int]:
+            return [j for j in range(n) if j != t]
+
+        def build(t: int, source: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """Gate of task ``t`` (of n_new) from the old gate of task ``source`` (the task ``t`` copies)."""
+            w_old, b_old = gates[0 if source is None else source]
+            entries = others(t, n_new)
+            w = w_old.new_zeros((n_new - 1, n_new - 1, *w_old.shape[2:]))
+            b = b_old.new_full((n_new - 1,), off)
+            if source is None:
+                return w, b
+            old_pos = {j: i for i, j in enumerate(others(source, n_old))}
+            # the old task whose prompt each entry carries (a new task: its donor's); counted where shared
+            slot = [j if j < n_old else donors[j - n_old] for j in entries]
+            active = [sj is not None and sj in old_pos for sj in slot]
+            shares = {sj: sum(1 for sk, a in zip(slot, active) if a and sk == sj) for sj in set(slot)}
+            for r, (sj, a) in enumerate(zip(slot, active)):
+                if not a:
+                    continue
+                for c, (k, sk, ak) in enumerate(zip(entries, slot, active)):
+                    if ak and k < n_old:  # only an old task's own prompt is read; a copy's column stays zero
+                        w[r, c] = w_old[old_pos[sj], old_pos[sk]]
+                b[r] = b_old[old_pos[sj]] - math.log(shares[sj])
+            return w, b
+
+        out = {t: build(t, t) for t in range(n_old)}
+        for j, donor in enumerate(donors):
+            out[n_old + j] = build(n_old + j, donor)
+        return out
 
 
 class PromptAwareHead(nn.Module):
@@ -138,6 +186,19 @@ class DpDNet(PromptedSTUNet):
         if not self.wants_all_outputs():
             return final
         return [final] + [head(f) for head, f in zip(reversed(self.seg_outputs), reversed(feats))]
+
+    def grow_task_state(self, old_state: dict[str, torch.Tensor], n_old: int, donors: list[int | None]
+                        ) -> dict[str, torch.Tensor]:
+        """The common-prompt gates of an ``n_old``-task state grown exactly (``CommonPrompt.grown_gates``);
+        the hook ``unipet.models.task_growth.grow_tasks`` calls for the tensors its generic rules cannot grow."""
+        if self.common_prompt is None:
+            return {}
+        gates = {t: (old_state[f"common_prompt.gates.{t}.weight"], old_state[f"common_prompt.gates.{t}.bias"])
+                 for t in range(n_old)}
+        out = {}
+        for t, (w, b) in CommonPrompt.grown_gates(gates, donors).items():
+            out[f"common_prompt.gates.{t}.weight"], out[f"common_prompt.gates.{t}.bias"] = w, b
+        return out
 
     def output_layers(self) -> list[nn.Conv3d]:
         """The shared deep-supervision classifiers and each prompt-aware head's classifier."""

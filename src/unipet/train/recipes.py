@@ -92,6 +92,11 @@ class Recipe:
         prior_init: start every classifier at this foreground probability (``unipet.models.base.init_output_prior``,
             Lin et al. 2017; 0 = off, the papers' initialisation). Applied to a new model only, not on resume or
             ``init_from``.
+        task_weights: with ``lesion_balance="task"``, ``{task: weight}`` of the tasks' shares of lesion patches
+            (``unipet.data.sampling.PatchSampler``; unipet's choice), e.g. to emphasise a newly added type.
+        task_donors: ``{new task: checkpoint task}`` for ``init_from`` a checkpoint with fewer tasks: the cache's
+            task set appends new types to the checkpoint's, and each new type starts from its donor's prompt and
+            head (``unipet.models.task_growth``; unipet's choice); a new type without a donor starts from the mean.
         augmentation: ``AugmentConfig`` fields.
         deep_supervision: train on every decoder resolution.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"none"``.
@@ -132,6 +137,8 @@ class Recipe:
     taskless: str = "random"
     lesion_balance: str = "lesion"
     prior_init: float = 0.0
+    task_donors: dict[str, str] | None = None
+    task_weights: dict[str, float] | None = None
     augmentation: dict[str, Any] = field(default_factory=lambda: AugmentConfig().to_dict())
     deep_supervision: bool = True
     amp: str = "auto"
@@ -191,6 +198,10 @@ class Recipe:
             raise ConfigError(f"recipe taskless {self.taskless!r} is not known; use one of {', '.join(TASKLESS)}")
         if not 0.0 <= self.prior_init < 1.0:
             raise ConfigError(f"recipe prior_init {self.prior_init} is not a probability; give 0 (off) or a value in (0, 1)")
+        if self.task_donors is not None and (not isinstance(self.task_donors, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.task_donors.items())):
+            raise ConfigError("recipe task_donors must map new task names to checkpoint task names, e.g. "
+                              '{"soft_tissue_sarcoma": "lymphoma"}')
         if self.lesion_balance not in LESION_BALANCE:
             raise ConfigError(f"recipe lesion_balance {self.lesion_balance!r} is not known; use one of "
                               f"{', '.join(LESION_BALANCE)}")

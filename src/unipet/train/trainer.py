@@ -238,7 +238,8 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
         model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
         init_record = meta_old.init_from
     else:
-        init_record = initialise_from(model, init_from) if init_from is not None else None
+        init_record = (initialise_from(model, init_from, cache.task_set.names, recipe.task_donors)
+                       if init_from is not None else None)
         if recipe.prior_init and init_from is None and not init_output_prior(model, recipe.prior_init):
             raise ConfigError(f"{model_name} has no 1x1x1 classifier whose bias prior_init could set; "
                               "use prior_init 0 for it")
@@ -271,7 +272,7 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
                            seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
                            multi_spacing=recipe.multi_spacing, taskless=recipe.taskless,
-                           lesion_balance=recipe.lesion_balance)
+                           lesion_balance=recipe.lesion_balance, task_weights=recipe.task_weights)
     val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
     aug = AugmentConfig.from_dict(recipe.augmentation)
     pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
@@ -316,20 +317,40 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     return job
 
 
-def initialise_from(model: torch.nn.Module, source: str | Path) -> dict[str, Any]:
+def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequence[str] | None = None,
+                    task_donors: dict[str, str] | None = None) -> dict[str, Any]:
     """Copy the weights of ``source`` (run/checkpoint folder or weights file) into ``model`` where they fit.
 
+    When ``source`` is a unipet checkpoint whose task set is a strict prefix of ``task_names`` (new cancer types
+    appended), its task axes are grown (``unipet.models.task_growth.grow_tasks``, new types starting from
+    ``task_donors``) instead of leaving every task-shaped tensor at its initialisation.
+
     Returns the record kept in the checkpoint metadata: the source's file name and how many tensors were
-    loaded, adapted, left out (shape mismatch) or missing.
+    loaded, adapted, left out (shape mismatch) or missing (or, for a grown task set, copied / grown / taken
+    from a donor / initialised, with the tasks added and their donors).
 
     Raises:
-        ConfigError: not a single tensor fits (wrong architecture).
+        ConfigError: not a single tensor fits (wrong architecture), or ``task_donors`` that name unknown tasks.
     """
     from unipet.models.weights import load_pretrained
 
     path = Path(source)
     if path.is_dir():
-        path = ckpt.find_checkpoint(path) / "model.safetensors"
+        folder = ckpt.find_checkpoint(path)
+        path = folder / "model.safetensors"
+        old_names = ckpt.read_meta(folder).task_set.names if (folder / "meta.json").exists() else None
+        new_names = list(task_names or [])
+        if old_names and len(new_names) > len(old_names) and new_names[:len(old_names)] == list(old_names):
+            from safetensors.torch import load_file
+
+            from unipet.models.task_growth import grow_tasks
+
+            added = new_names[len(old_names):]
+            growth = grow_tasks(model, load_file(str(path)), old_names, task_names, task_donors)
+            return {"file": path.name, **growth.summary(), "tasks_added": added, "donors": dict(task_donors or {})}
+    if task_donors:
+        raise ConfigError("recipe task_donors applies only when --init is a unipet checkpoint folder whose tasks the "
+                          "cache's task set extends (new tasks appended); drop task_donors or fix the task set")
     if not path.exists():
         raise InputFileError(f"--init {source} does not exist; give a unipet run folder or a .safetensors file")
     report = load_pretrained(model, path)

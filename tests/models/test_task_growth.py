@@ -1,0 +1,78 @@
+"""Growing a prompted model's task set: old tasks unchanged, a new task answers as its donor, bad growth refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unipet.errors import ConfigError
+from unipet.models import create
+from unipet.models.task_growth import grow_tasks
+from unipet.tasks import TaskSet
+
+PATCH = (32, 32, 32)
+KW = {"base_width": 4, "min_feature": 2, "task_classifier": True, "pa_head": "paper"}
+
+
+def _tasks(names):
+    full = TaskSet.load("default_sarcoma")
+    return TaskSet.from_dict({"name": "t", "tasks": [full[n].to_dict() for n in names]})
+
+
+def _model(names, seed):
+    torch.manual_seed(seed)
+    model = create("dpdnet", in_channels=2, num_classes=2, tasks=_tasks(names), patch_size=PATCH, **KW)
+    with torch.no_grad():  # non-trivial norms and biases, so that a wrong copy shows
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+OLD = ["lung_cancer", "lymphoma", "melanoma"]
+NEW = OLD + ["soft_tissue_sarcoma", "breast_cancer"]
+
+
+@pytest.mark.parametrize("donors", [{"soft_tissue_sarcoma": "lymphoma", "breast_cancer": "lung_cancer"},
+                                    {"soft_tissue_sarcoma": "melanoma", "breast_cancer": "melanoma"}])
+def test_growth_is_exact_with_donors(donors):
+    old = _model(OLD, 0)
+    new = _model(NEW, 1)
+    report = grow_tasks(new, old.state_dict(), OLD, NEW, donors)
+    assert report.grown and report.from_donor and not report.initialised
+    x = torch.randn(len(NEW), 2, *PATCH)
+    with torch.no_grad():
+        for t, name in enumerate(OLD):
+            task = torch.full((1,), t)
+            torch.testing.assert_close(new(x[:1], task=task), old(x[:1], task=task), atol=1e-5, rtol=1e-4)
+        for j, name in enumerate(NEW[len(OLD):]):
+            donor = OLD.index(donors[name])
+            torch.testing.assert_close(new(x[:1], task=torch.full((1,), len(OLD) + j)),
+                                       old(x[:1], task=torch.full((1,), donor)), atol=1e-5, rtol=1e-4)
+        # the task classifier ranks each new task level with its donor
+        new(x[:1], task=torch.zeros(1, dtype=torch.long))
+        logits = new.last_task_logits[0]
+        for j, name in enumerate(NEW[len(OLD):]):
+            assert logits[len(OLD) + j] == pytest.approx(float(logits[OLD.index(donors[name])]), abs=1e-5)
+
+
+def test_growth_without_donor_keeps_old_tasks():
+    old = _model(OLD, 0)
+    new = _model(OLD + ["soft_tissue_sarcoma"], 1)
+    report = grow_tasks(new, old.state_dict(), OLD, OLD + ["soft_tissue_sarcoma"])
+    assert any(n.startswith("pa_heads.3.") for n in report.initialised)
+    x = torch.randn(1, 2, *PATCH)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, task=torch.ones(1, dtype=torch.long)),
+                                   old(x, task=torch.ones(1, dtype=torch.long)), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("new_names, donors, match", [
+    (["lymphoma", "lung_cancer", "melanoma", "soft_tissue_sarcoma"], {}, "same order"),
+    (OLD, {}, "add at least one"),
+    (OLD + ["soft_tissue_sarcoma"], {"soft_tissue_sarcoma": "prostate"}, "unknown tasks"),
+    (OLD + ["soft_tissue_sarcoma"], {"lymphoma": "lung_cancer"}, "unknown tasks"),
+])
+def test_bad_growth_is_refused(new_names, donors, match):
+    old = _model(OLD, 0)
+    new = _model(new_names, 1)
+    with pytest.raises(ConfigError, match=match):
+        grow_tasks(new, old.state_dict(), OLD, new_names, donors)
