@@ -82,12 +82,12 @@ def process_study(folder: Path, out_dir: Path, checkpoint: str | None, task: str
         return StudyResults({k: out_dir / v for k, v in record["files"].items()}, record["n_lesions"],
                             record["segment_s"])
     check_study(folder)
-    import unipet
+    from unipet.api import segment
     from unipet.io.nifti import load_volume
     from unipet.quantify.dicom_results import write_lesion_results
 
     start = time.perf_counter()
-    mask_img, _ = unipet.segment(folder, task=task, checkpoint=checkpoint, device=device)
+    mask_img, _ = segment(folder, task=task, checkpoint=checkpoint, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
     mask_path = out_dir / "mask.nii.gz"
     mask_img.to_filename(str(mask_path))
