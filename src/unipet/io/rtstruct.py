@@ -311,14 +311,6 @@ def mask_contours(plane: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _code_item(value: str, scheme: str, meaning: str) -> Any:
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
-    return item
-
-
 _COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 200, 200)]
 
 
@@ -335,11 +327,12 @@ def build_rtstruct(labels_zyx: np.ndarray, sources: Sequence[Any], roi_names: Se
     Raises:
         ImageGeometryError: the label map is not the PET series' shape; LabelError: labels not 1..N or empty.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DSequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import generate_uid
 
     from unipet.io.dicom import sort_slices
+    from unipet.io.dicom_write import new_instance
     from unipet.version import __version__
 
     labels = np.asarray(labels_zyx)
@@ -357,16 +350,7 @@ def build_rtstruct(labels_zyx: np.ndarray, sources: Sequence[Any], roi_names: Se
     to_lps = np.linalg.inv(_LPS_TO_RAS) @ np.asarray(affine)  # (i, j, k) index -> LPS mm
     first = sources[0]
     now = datetime.now()
-    sop_uid = generate_uid()
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, sop_uid
+    ds = new_instance(RTSTRUCT_SOP_CLASS)
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
                 "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "IssuerOfPatientID"):
         if key in first:

@@ -28,9 +28,16 @@ class SendError(UnipetError):
     """The destination could not be reached or refused an object."""
 
 
-def _quiet_pynetdicom() -> None:
-    # pynetdicom logs association details at INFO/DEBUG; the node logs its own lines (no patient data) instead
+def _pynetdicom():
+    """The pynetdicom module, quietened: it logs association details at INFO/DEBUG; the node logs its own lines
+    (no patient data) instead."""
+    try:
+        import pynetdicom
+    except ImportError:
+        raise UnipetError("the DICOM node needs pynetdicom; install it with `pip install \"unipet[dicom-node]\"`"
+                          ) from None
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    return pynetdicom
 
 
 def start_scp(ae_title: str, host: str, port: int, allowed_aes: tuple[str, ...],
@@ -40,10 +47,10 @@ def start_scp(ae_title: str, host: str, port: int, allowed_aes: tuple[str, ...],
     ``on_instance(dataset)`` gets each received dataset (with ``file_meta``); associations from calling AE titles
     not in ``allowed_aes`` are rejected by pynetdicom (``require_calling_aet``).
     """
+    _pynetdicom()
     from pynetdicom import AE, AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import Verification
 
-    _quiet_pynetdicom()
     ae = AE(ae_title=ae_title)
     ae.supported_contexts = AllStoragePresentationContexts
     ae.add_supported_context(Verification)
@@ -89,11 +96,11 @@ def send_files(files: list[tuple[str, Path]], ae_title: str, host: str, port: in
         SendError: no association, or the peer answered a failure status.
     """
     import pydicom
+    _pynetdicom()
     from pynetdicom import AE
-    from pynetdicom.sop_class import (Comprehensive3DSRStorage, RTStructureSetStorage, SegmentationStorage)
+    from pynetdicom.sop_class import Comprehensive3DSRStorage, RTStructureSetStorage, SegmentationStorage
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    _quiet_pynetdicom()
     if not files:
         return
     ae = AE(ae_title=ae_title)
