@@ -28,7 +28,7 @@ class Orthanc:
     outside ``folder``."""
 
     def __init__(self, folder: Path, modalities: dict[str, tuple[str, int]], ae_title: str = "ORTHANC"):
-        binary = shutil.which("Orthanc")
+        binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/bin")  # Debian: /usr/sbin
         if binary is None:
             raise OrthancUnavailable("Orthanc is not installed (apt-get install orthanc; .ci/run does it)")
         self.folder = Path(folder)
