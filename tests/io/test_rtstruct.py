@@ -73,6 +73,15 @@ def test_write_then_read_gives_back_every_voxel(pet_folder, tmp_path):
     assert one_names == ["lesions"] and np.array_equal(back > 0, lesions() > 0)
 
 
+def test_an_exact_roi_name_wins_over_a_pattern_match():
+    from unipet.io.rtstruct import RoiInfo, choose_rois
+
+    rois = [RoiInfo(f"lesion {n}", n, "1.2", "9.9", 1, Path("rs.dcm")) for n in (1, 10, 11)]
+    assert [r.name for r in choose_rois(rois, "Lesion 1", "9.9")] == ["lesion 1"]
+    assert [r.name for r in choose_rois(rois, r"lesion 1\d", "9.9")] == ["lesion 10", "lesion 11"]
+    assert choose_rois(rois, "PTV", "9.9") == []
+
+
 def test_rasterisation_rule_centre_in_polygon_and_nearest_plane():
     affine = make_affine((3.0, 2.0, 2.0))  # (z, y, x) spacing; RAS, origin 0
     to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine

@@ -114,13 +114,15 @@ def _matches(pattern: str, name: str) -> bool:
 
 
 def choose_rois(rois: Sequence[RoiInfo], pattern: str, pet_series_uid: str) -> list[RoiInfo]:
-    """The ROIs that ``pattern`` names, from one structure set.
+    """The ROIs that ``pattern`` names (ROIs of exactly that name, ignoring case; else those it finds as a
+    regular expression), from one structure set.
 
     Where several structure sets hold a match, the one whose referenced series is the PET series wins (contours
     drawn on the PET), else the first in file order (e.g. one drawn on the CT); the choice is logged. Every match
     inside the chosen structure set is returned (their union becomes one label).
     """
-    found = [r for r in rois if _matches(pattern, r.name)]
+    exact = [r for r in rois if r.name.casefold() == pattern.casefold()]
+    found = exact or [r for r in rois if _matches(pattern, r.name)]  # 'lesion 1' never takes 'lesion 10' too
     if not found:
         return []
     by_file: dict[Path, list[RoiInfo]] = {}
