@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "unipet.evaluate": 4, "unipet.quantify": 4,
     "unipet.infer": 5, "unipet.analysis": 5, "unipet.report": 5,
     "unipet.train": 6, "unipet.pretrain": 6,
-    "unipet.demo": 7, "unipet.api": 7, "unipet": 7,  # the package root re-exports the API
+    "unipet.demo": 7, "unipet.api": 7, "unipet.serve": 7, "unipet": 7,  # the package root re-exports the API
     "unipet.cli": 8, "unipet.__main__": 8,
 }
 

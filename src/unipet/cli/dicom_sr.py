@@ -23,36 +23,16 @@ def lesion_report(mask_path: Path, dicom_dir: Path, out_dir: Path, label: str = 
     """
     import numpy as np
 
-    from unipet.errors import ImageGeometryError
-    from unipet.fileio import check_writable, ensure_folder
-    from unipet.io.dicom import read_pet_suv
-    from unipet.io.dicom_sr import LesionMeasures, pet_sources, write_lesion_seg, write_measurement_sr
+    from unipet.fileio import check_writable
     from unipet.io.nifti import load_volume
-    from unipet.quantify.biomarkers import lesion_table
-    from unipet.components import label_components
-    from unipet.study import same_grid, spacing_from_affine
+    from unipet.quantify.dicom_results import write_lesion_results
 
     seg_path, sr_path = out_dir / "seg.dcm", out_dir / "sr.dcm"
     for path in (seg_path, sr_path):
         check_writable(path, overwrite)
     mask, affine = load_volume(mask_path, what="mask", dtype=np.uint8)
-    suv, pet_affine, _ = read_pet_suv(dicom_dir, kind="bw", series_uid=series)
-    if not same_grid(mask.shape, affine, suv.shape, pet_affine, tol_mm=1e-2):
-        raise ImageGeometryError(f"{mask_path} is not on the grid of the PET series in {dicom_dir}; give the mask "
-                                 "predicted from this PET (or resample it onto the PET grid)")
-    spacing = spacing_from_affine(pet_affine)
-    table = lesion_table(suv, mask > 0, spacing, pet_affine, connectivity=connectivity)
-    labels, n = label_components(mask > 0, connectivity)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    if n != len(table) or not np.array_equal(counts, table["voxels"].to_numpy()):
-        raise ImageGeometryError("lesion numbering of the label map and the lesion table differ; report this bug")
-    lesions = [LesionMeasures(label=int(r.lesion), volume_ml=float(r.mtv_ml), suv_max=float(r.suv_max),
-                              suv_mean=float(r.suv_mean), suv_peak=float(r.suv_peak_percist), tlg=float(r.tlg))
-               for r in table.itertuples()]
-    sources = pet_sources(dicom_dir, series)
-    ensure_folder(out_dir)
-    seg = write_lesion_seg(labels, sources, seg_path, label_name=label, overwrite=overwrite)
-    write_measurement_sr(lesions, seg, sources, sr_path, overwrite=overwrite)
+    table = write_lesion_results(mask, affine, dicom_dir, seg_path, sr_path, label=label, series=series,
+                                 connectivity=connectivity, overwrite=overwrite)
     return seg_path, sr_path, table
 
 

@@ -31,6 +31,7 @@ def import_command(
     delay_s: float = typer.Option(None, "--delay-s", help="autopet PET.nii.gz in Bq/mL: injection-to-scan delay (s)."),
     suv_kind: str = typer.Option("bw", "--suv", help="dicom: SUV normalisation (bw, lbm-james, lbm-janma, bsa, ibw)."),
     series: list[str] = typer.Option(None, "--series", help="dicom: PET SeriesInstanceUID to read where a study has several (repeatable, one per study)."),
+    roi: list[str] = typer.Option(None, "--roi", help="dicom: RTSTRUCT ROI name or regex for the reference label (repeatable: the i-th is label i); default ROIs named like GTV/tumour/lesion/mass."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient-level train/val/test split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest / converted files."),
 ) -> None:
@@ -45,6 +46,8 @@ def import_command(
         unipet import nnunet Dataset221_AutoPETII/ --out nn.json --task lung_cancer
 
         unipet import dicom studies/ --out dicom.json --task breast_cancer
+
+        unipet import dicom real_sts_dicom/ --out sts.json --roi GTV_Mass_CT
     """
     from unipet.fileio import check_writable
     from unipet.io import layouts
@@ -61,7 +64,7 @@ def import_command(
         manifest = layouts.import_nnunet(source, ts, task=task, split_seed=seed)
     elif kind is ImportKind.dicom:
         manifest = layouts.import_dicom(source, side, ts, task=task, kind=suv_kind, split_seed=seed, overwrite=overwrite,
-                                         series_uid=series or None)
+                                         series_uid=series or None, rois=roi or None)
     else:
         manifest = layouts.import_phantom(source, ts, split_seed=seed)
     manifest.save(out, overwrite=overwrite)

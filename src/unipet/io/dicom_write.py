@@ -59,8 +59,8 @@ def _ds_number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _base_dataset(sop_class: str, modality: str, shared: dict[str, Any], series_uid: str, series_number: int,
-                  description: str, index: int, iop, spacing, thickness, position, pixels: np.ndarray):
+def new_instance(sop_class: str) -> Any:
+    """An empty DICOM file dataset of ``sop_class`` with a new SOPInstanceUID and Explicit VR Little Endian."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
@@ -72,6 +72,12 @@ def _base_dataset(sop_class: str, modality: str, shared: dict[str, Any], series_
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    return ds
+
+
+def _base_dataset(sop_class: str, modality: str, shared: dict[str, Any], series_uid: str, series_number: int,
+                  description: str, index: int, iop, spacing, thickness, position, pixels: np.ndarray):
+    ds = new_instance(sop_class)
     ds.Modality = modality
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"] if modality == "CT" else ["ORIGINAL", "PRIMARY"]
     for key, value in shared.items():

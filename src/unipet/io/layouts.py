@@ -310,8 +310,14 @@ def import_dicom(
     split_seed: int = 0,
     overwrite: bool = False,
     series_uid: str | Sequence[str] | None = None,
+    rois: Sequence[str] | None = None,
 ) -> Manifest:
     """Convert DICOM PET/CT studies to NIfTI (SUV + CT on the PET grid) and index them.
+
+    A study holding an RT structure set gets a reference label ``SEG.nii.gz`` on its PET grid
+    (``unipet.io.rtstruct``: ROIs named by ``rois`` — one name or regular expression per label value — else the
+    ROIs matching ``DEFAULT_ROI_PATTERN``, preferring a structure set drawn on the PET; the rasterisation rule is
+    that module's). Label values and ROI names are recorded in the case's ``meta["reference_rois"]``.
 
     ``patient_id`` is a pseudonym of each study's DICOM PatientID (``unipet.io.dicom.patient_pseudonym``), so the
     visits of one patient share it and the patient-level split keeps them together. A study with several PET
@@ -325,6 +331,7 @@ def import_dicom(
     """
     from unipet.io.dicom import load_dicom_study, study_folders
     from unipet.io.nifti import save_volume
+    from unipet.io.rtstruct import study_reference_label
 
     source, out_dir = Path(source), Path(out_dir)
     if not source.is_dir():
@@ -340,8 +347,16 @@ def import_dicom(
         if study.ct is not None:  # a PET-only study keeps no CT channel
             images["CT"] = dest / "CTres.nii.gz"
             save_volume(study.ct, study.affine, images["CT"], overwrite=overwrite)
+        meta = study.meta.to_dict()
+        reference = study_reference_label(folder, study.shape, study.affine, series_uid=series_uid, rois=rois)
+        label = None
+        if reference is not None:
+            label = dest / "SEG.nii.gz"
+            save_volume(reference[0], study.affine, label, overwrite=overwrite)
+            meta["reference_rois"] = {str(i): name for i, name in enumerate(reference[1], start=1)}
         cases.append(Case(case_id=study.study_id, patient_id=study.patient_id, task=task,
-                          images={k: str(v) for k, v in images.items()}, meta=study.meta.to_dict()))
+                          images={k: str(v) for k, v in images.items()}, meta=meta,
+                          label=str(label) if label is not None else None))
     assign_splits(cases, seed=split_seed)
     return Manifest(cases, task_set=task_set, source="dicom", root=out_dir)
 
