@@ -221,7 +221,7 @@ def _tiny_setup(work: Path) -> Path:
                                                           if t.name in ("lung_cancer", "lymphoma")]})
         cache = build_cache(import_autopet(cohort, task_set=two, metadata_csv=cohort / "clinical.csv"),
                             work / "pre_cache")
-        recipe = _recipe_file(work, "pre", {**RECIPE, "task_donors": None, "patch_size": [16, 32, 32],
+        recipe = _recipe_file(work, "pre", {**RECIPE, "task_donors": None, "task_weights": None, "patch_size": [16, 32, 32],
                                             "iterations": 2, "checkpoint_every": 2})
         train(cache, "dpdnet", pre, recipe=recipe,
               model_kw={"base_width": 4, "min_feature": 2, "task_classifier": True}, device="cpu", progress=False,
