@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -46,6 +46,7 @@ def import_command(
 
         unipet import dicom studies/ --out dicom.json --task breast_cancer
     """
+    require_inputs(source=source)
     from unipet.fileio import check_writable
     from unipet.io import layouts
     from unipet.tasks import TaskSet

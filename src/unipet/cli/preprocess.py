@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -33,6 +33,7 @@ def preprocess_command(
 
         unipet preprocess autopet.json --out cache/ --spacing 3 2 2 -j 8
     """
+    require_inputs(manifest=manifest_path)
     from rich.progress import Progress
 
     from unipet.data.cache import build_cache
