@@ -99,6 +99,10 @@ def predict_command(
     if unsure:
         err_console.print(f"{len(unsure)} studies with an unsure auto task (p < 0.5, listed above): name the "
                           "cancer type with --task where you know it", markup=False)
+    total = len(report.failed) + len(report.done) + len(report.skipped)
+    if report.failed and total == 1:  # one study: its cause is the run's one line
+        case_id, message = next(iter(report.failed.items()))
+        raise BatchError(f"{case_id}: {message.split(': ', 1)[-1]}")
     if report.failed:
         raise BatchError(f"{len(report.failed)} of {len(report.failed) + len(report.done) + len(report.skipped)} "
                          f"studies failed (listed above and in {out_dir}/summary.json); fix them and re-run the "

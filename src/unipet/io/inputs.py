@@ -89,11 +89,9 @@ def resolve_input(source: str | Path | None = None, pet: str | Path | None = Non
         return InputSpec("manifest", path)
     if (path / "dataset.json").exists():
         return InputSpec("nnunet", path)
-    for kind, pattern in (("study", ""), ("patient", "*/"), ("autopet", "*/*/")):
-        if any(any(path.glob(pattern + name)) for name in PET_NAMES):
-            if kind == "study":
-                check_study_folder(path)
-            return InputSpec(kind, path)
+    kind, _ = find_study_dirs(path)
+    if kind is not None:
+        return InputSpec(kind, path)
     # a study folder (or several) with only one of the two images: say which one is missing
     for pattern in ("", "*/", "*/*/"):
         for name in CT_NAMES:
@@ -105,6 +103,22 @@ def resolve_input(source: str | Path | None = None, pet: str | Path | None = Non
     niftis = [p.name for p in path.iterdir() if p.name.endswith(NIFTI_ENDINGS)][:5]
     found = f" (it holds {', '.join(niftis)}, none named {' or '.join(PET_NAMES)})" if niftis else ""
     raise InputFileError(f"no PET/CT study found in {path}{found}; give {LAYOUTS}")
+
+
+#: autoPET layouts by depth: a study folder, a patient folder, an autoPET root
+AUTOPET_DEPTHS = (("study", ""), ("patient", "*/"), ("autopet", "*/*/"))
+
+
+def find_study_dirs(folder: Path) -> tuple[str | None, list[Path]]:
+    """``(kind, study folders)`` of the shallowest autoPET layout (``AUTOPET_DEPTHS``) with a PET file under
+    ``folder``, every study folder at that depth checked by ``check_study_folder``; ``(None, [])`` when none."""
+    for kind, pattern in AUTOPET_DEPTHS:
+        pets = sorted({p.parent for name in PET_NAMES for p in folder.glob(pattern + name)})
+        if pets:
+            for study in sorted({p.parent for name in PET_NAMES + CT_NAMES for p in folder.glob(pattern + name)}):
+                check_study_folder(study)
+            return kind, pets
+    return None, []
 
 
 def check_study_folder(folder: Path) -> None:

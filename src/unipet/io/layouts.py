@@ -95,25 +95,17 @@ def import_autopet(
 
 
 def autopet_study_dirs(folder: Path) -> tuple[list[Path], Path]:
-    """The study folders of an autoPET root, of one patient folder or of one study folder, and the autoPET root
-    they belong to (where ``clinical.csv`` / the metadata CSV is looked for: the folder itself for a root, its
-    parent for a patient, its grandparent for a study).
+    """The study folders of an autoPET root, of one patient folder or of one study folder
+    (``unipet.io.inputs.find_study_dirs``: a study folder missing its PET or CT is refused, naming it), and the
+    autoPET root they belong to, where ``clinical.csv`` / the metadata CSV is looked for: the folder itself for a
+    root, its parent for a patient, its grandparent for a study."""
+    from unipet.io.inputs import AUTOPET_DEPTHS, find_study_dirs
 
-    Raises:
-        InputFileError: a study folder with its CT but not its PET, or the reverse (``unipet.io.inputs``).
-    """
-    from unipet.io.inputs import CT_NAMES, PET_NAMES, check_study_folder
-
-    for depth, pattern in enumerate(("", "*/", "*/*/")):
-        found = sorted({p.parent for name in PET_NAMES for p in folder.glob(pattern + name)})
-        if found:
-            for study_dir in sorted({p.parent for name in CT_NAMES for p in folder.glob(pattern + name)}):
-                check_study_folder(study_dir)  # a study with a CT but no PET is named, not skipped
-            root = folder
-            for _ in range(2 - depth):
-                root = root.parent
-            return found, root
-    return [], folder
+    kind, found = find_study_dirs(folder)
+    root = folder
+    for _ in range(2 - [k for k, _ in AUTOPET_DEPTHS].index(kind or "autopet")):
+        root = root.parent
+    return found, root
 
 
 def _case_id(patient: str, study: str) -> str:
