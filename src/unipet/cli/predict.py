@@ -6,17 +6,18 @@ from pathlib import Path
 import typer
 
 from unipet.cli._common import console, err_console
-from unipet.cli.app import app
+from unipet.cli.app import HiddenArgumentsCommand, app
 from unipet.errors import BatchError
 
 
-@app.command("predict")
+@app.command("predict", cls=HiddenArgumentsCommand)
 def predict_command(
-    paths: list[Path] = typer.Argument(None, metavar="[CHECKPOINT] [INPUT] OUT_DIR", show_default=False,
-                                       help="INPUT: one study folder (SUV.nii.gz + CTres.nii.gz), a patient or "
-                                       "autoPET folder, an nnU-Net raw folder, a manifest JSON or a DICOM folder "
-                                       "(or --pet/--ct instead); OUT_DIR: output folder (<study>.nii.gz and "
-                                       "<study>_lesions.csv). The older form CHECKPOINT INPUT OUT_DIR still works."),
+    first: Path = typer.Argument(None, metavar="INPUT", show_default=False,
+                                 help="One study folder (SUV.nii.gz + CTres.nii.gz), a patient or autoPET folder, "
+                                 "an nnU-Net raw folder, a manifest JSON or a DICOM folder; omit with --pet/--ct."),
+    second: Path = typer.Argument(None, metavar="OUT_DIR", show_default=False,
+                                  help="Output folder (<study>.nii.gz and <study>_lesions.csv)."),
+    third: Path = typer.Argument(None, hidden=True, metavar="THIRD", help="The older form CHECKPOINT INPUT OUT_DIR still works."),
     pet: Path = typer.Option(None, "--pet", help="One study as a pair of files: the PET (SUV) NIfTI (with --ct; "
                              "then give only OUT_DIR)."),
     ct: Path = typer.Option(None, "--ct", help="The CT (HU) NIfTI of the --pet study."),
@@ -61,7 +62,8 @@ def predict_command(
 
         torchrun --nproc_per_node=4 -m unipet predict autopet/ preds/ -c runs/dpdnet --device cuda
     """
-    inputs, out_dir, checkpoint = _split_paths(paths or [], checkpoint, pet is not None or ct is not None)
+    paths = [p for p in (first, second, third) if p is not None]
+    inputs, out_dir, checkpoint = _split_paths(paths, checkpoint, pet is not None or ct is not None)
     checkpoint = preflight(inputs, out_dir, checkpoint, task, pet, ct)
 
     from unipet.infer import Predictor, predict_batch
