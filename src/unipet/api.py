@@ -106,7 +106,11 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
     from unipet.checkpoint import default_checkpoint, read_meta
     from unipet.io.inputs import resolve_input
 
-    if not isinstance(study_or_path, Study):
+    if isinstance(study_or_path, Study):
+        from unipet.io.plausibility import check_study
+
+        check_study(study_or_path)  # as load_study checks files: a CT given as PET, no HU, a misaligned pair, ...
+    else:
         resolve_input(study_or_path, pet=pet, ct=ct)  # a wrong path or layout fails before the model is loaded
     ckpt = checkpoint if checkpoint is not None else default_checkpoint()
     from unipet.infer.predictor import AUTO

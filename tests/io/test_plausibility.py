@@ -151,3 +151,16 @@ def test_nothing_fires_on_the_ibsi_dros(ibsi_dir):
         suv, _, _ = read_pet_suv(folder)
         pl.check_pet_is_pet(suv, folder.name)
         pl.check_shape(suv.shape, folder.name)
+
+
+def test_an_in_memory_study_gets_the_same_checks():
+    from _synthetic import tiny_study
+
+    import unipet
+    from unipet.study import Study
+
+    good = tiny_study(0)
+    pl.check_study(good)
+    swapped = Study(study_id="s", pet=good.ct, ct=good.ct, affine=good.affine)
+    with pytest.raises(IntensityError, match="looks like a CT"):
+        unipet.segment(swapped)  # refused before the model is loaded

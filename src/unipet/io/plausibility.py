@@ -219,3 +219,16 @@ def _block_mean(mask: np.ndarray, factor: np.ndarray) -> np.ndarray:
             shape[axis:axis + 1] = [shape[axis] // f, f]
             out = out.reshape(shape).mean(axis=axis + 1)
     return out
+
+
+def check_study(study) -> None:
+    """The value and pair checks above on an in-memory ``unipet.Study`` (``load_study`` runs them on files)."""
+    from unipet.study import spacing_from_affine
+
+    check_shape(study.shape, f"study {study.study_id}")
+    if study.pet is not None:
+        check_pet_is_pet(study.pet, f"study {study.study_id} PET")
+    if study.ct is not None:
+        check_ct_is_hu(study.ct, f"study {study.study_id} CT")
+    if study.pet is not None and study.ct is not None:
+        check_pet_ct_pair(study.pet, study.ct, spacing_from_affine(study.affine), f"study {study.study_id}")
