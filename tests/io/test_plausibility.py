@@ -44,12 +44,21 @@ def test_a_pet_far_below_suv_is_refused():
         pl.check_pet_is_pet(pet / pet.max() * 0.01, "pet")
 
 
-@pytest.mark.parametrize("transform, phrase", [(lambda ct: ct + 1024, "RescaleIntercept"),
-                                               (lambda ct: np.clip(ct, 0, None) / 100, "look like a PET")])
+@pytest.mark.parametrize("transform, phrase", [(lambda ct, pet: ct + 1024, "RescaleIntercept"),
+                                               (lambda ct, pet: pet, "look like a PET")])
 def test_a_ct_not_in_hu_is_refused(transform, phrase):
-    _, ct, _ = body_pair()
+    pet, ct, _ = body_pair()
     with pytest.raises(IntensityError, match="not in Hounsfield units.*" + phrase):
-        pl.check_ct_is_hu(transform(ct), "ct")
+        pl.check_ct_is_hu(transform(ct, pet), "ct")
+
+
+@pytest.mark.parametrize("values", [(40.0, 70.0), (-120.0, -60.0), (-150.0, 1500.0)], ids=["liver", "fat", "bone"])
+def test_a_tight_crop_inside_the_body_is_a_ct_in_hu(values):
+    """No air in the field is not enough to refuse: soft tissue, fat or bone crops in HU pass."""
+    ct = np.random.default_rng(0).uniform(*values, (20, 20, 20)).astype(np.float32)
+    if values[1] > 1000:
+        ct[:, :, 3:] = np.clip(ct[:, :, 3:], None, 200)  # bone in 15 % of the field at most
+    pl.check_ct_is_hu(ct, "crop")
 
 
 def test_a_ct_covering_half_the_pet_is_warned_about(caplog):

@@ -23,10 +23,10 @@ PET far below SUV              refuse     99.9th percentile below ``SUV_PLAUSIBL
                                           and blood pool are above it in FDG PET; the values are scaled
                                           (MBq/mL, a kg/g slip); every lesion would be missed.
 PET far above SUV              refuse     activity concentration (``unipet.io.manifest.check_suv_range``).
-CT not in HU                   refuse     fewer than 0.1 % of voxels below -200: no air and no lung, i.e.
-                                          the -1024 offset (RescaleIntercept) was not applied, or the
-                                          image is not a CT; the network's CT window would be wrong
-                                          everywhere.
+CT not in HU                   refuse     no voxel below -200 (no air, no lung) and either 10 % above 500
+                                          (the -1024 RescaleIntercept was not applied) or PET-like values
+                                          (median -1..5 SUV); the network's CT window would be wrong
+                                          everywhere. A tight crop inside the body passes.
 CT not covering the PET        warn       the CT's field misses part of the PET's body along z (more than
                                           ``COVERAGE_WARN`` of the body's slices): where the CT is missing
                                           lesions are not found, elsewhere the result holds.
@@ -137,18 +137,27 @@ def check_pet_is_pet(pet: np.ndarray, source: str) -> None:
 
 
 def check_ct_is_hu(ct: np.ndarray, source: str) -> None:
-    """Refuse a CT without air or lung (fewer than 0.1 % of voxels below -200): not in HU; see the module table."""
-    if not ct.size:
+    """Refuse a CT that is not in HU (see the module table). Only a CT without any air or lung (no voxel below
+    -200 HU) is examined, and refused when it is either
+
+    - stored without its rescale: at least 10 % of voxels above 500 (tissue at ~1024 + HU), or
+    - a PET's values: median within -1..5 and 99.9th percentile below 50 (SUV, not tissue at 20-70 HU);
+
+    a tight crop inside the body (soft tissue, fat or bone in HU, no air) passes.
+    """
+    if not ct.size or (ct < -200).any():
         return
-    if float((ct < -200).mean()) < 0.001:
-        lo, hi = float(ct.min()), float(ct.max())
-        if hi < 100 and lo >= -100:
-            hint = "its values look like a PET's; are PET and CT swapped?"
-        else:
-            hint = ("a CT stored without its rescale (0..4095 instead of -1024..3071) needs the DICOM "
-                    "RescaleIntercept (usually -1024) applied, e.g. ct - 1024")
-        raise IntensityError(f"{source} is not in Hounsfield units: no air or lung (values {lo:.0f}..{hi:.0f}, "
-                             f"fewer than 0.1 % below -200 HU); {hint}")
+    lo, hi = float(ct.min()), float(ct.max())
+    if float((ct > 500).mean()) >= 0.1:
+        raise IntensityError(
+            f"{source} is not in Hounsfield units: no air or lung and {float((ct > 500).mean()):.0%} of voxels above "
+            f"500 (values {lo:.0f}..{hi:.0f}): it was stored without its rescale (0..4095 instead of -1024..3071); "
+            "apply the DICOM RescaleIntercept (usually -1024), e.g. ct - 1024")
+    median = float(np.median(ct))
+    if -1 <= median <= 5 and float(np.percentile(ct, 99.9)) < 50:
+        raise IntensityError(
+            f"{source} is not in Hounsfield units: its values ({lo:.3g}..{hi:.3g}, median {median:.2g}) look like a "
+            "PET's (SUV), not a CT's; are PET and CT swapped?")
 
 
 def check_pet_ct_pair(pet: np.ndarray, ct: np.ndarray, spacing_zyx: Sequence[float], source: str) -> None:
