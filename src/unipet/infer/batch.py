@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from unipet.errors import InputFileError, UnipetError
+from unipet.errors import UnipetError
 from unipet.fileio import atomic_write_json
 from unipet.infer.predictor import AUTO, Predictor, write_prediction
 from unipet.study import Study
