@@ -43,11 +43,11 @@ def demo_command(
     console.print(result.summary)
     if result.report is None:
         return
-    console.print("  mean Dice per cancer type, all examinations (baselines and follow-ups):")
+    console.print("  mean Dice per cancer type over its lesion-positive examinations (baselines and follow-ups):")
     for task, dice in sorted(result.dice_by_task.items()):
         n_studies = result.studies_by_task.get(task, 0)
         console.print(f"  Dice {task:<16} {dice:.3f} (n = {n_studies} studies)" if dice == dice else
-                      f"  Dice {task:<16} n/a (no lesions; n = {n_studies} studies)")
+                      f"  Dice {task:<16} n/a (no lesion-positive study)")
     n_pat = next((int(a.get("n", 0)) for a in result.agreement.values()), 0)
     console.print(f"  biomarker agreement, baseline examination per patient (n = {n_pat} patients; the report's "
                   "agreement table covers every examination):")
