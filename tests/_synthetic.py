@@ -25,6 +25,19 @@ def tiny_study(seed: int = 0, shape=(12, 16, 20), spacing=(3.0, 2.0, 2.0), lesio
                  affine=make_affine(spacing, origin_xyz=(-20.0, -16.0, 100.0)), task=task, label=label)
 
 
+def body_pair(shape=(60, 48, 40), spacing=(5.0, 5.0, 5.0), seed=0):
+    """A whole-body-like PET/CT ``(pet, ct, spacing)``: an elliptic cylinder of tissue in air (CT 40 / -1000 HU,
+    PET 1 / 0 SUV) with a hot spot (SUV 9), the body well inside the field so that its outline shows."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    body = (((y - shape[1] / 2) / (shape[1] * 0.3)) ** 2 + ((x - shape[2] / 2) / (shape[2] * 0.4)) ** 2 < 1) & \
+        (z > 3) & (z < shape[0] - 4)
+    ct = np.where(body, 40.0 + rng.normal(0, 10, shape), -1000.0).astype(np.float32)
+    pet = np.where(body, 1.0 + rng.normal(0, 0.05, shape), 0.0).astype(np.float32)
+    pet[20:24, 20:24, 18:22] = 9.0
+    return pet, ct, spacing
+
+
 def write_autopet(root: Path, n: int = 4, tasks=("lymphoma", "lung_cancer")) -> Path:
     """Write ``n`` tiny studies in the autoPET layout with a clinical.csv; returns ``root``."""
     rows = ["study_id,patient_id,task,sex,age,weight_kg,height_m,time,event"]

@@ -66,3 +66,45 @@ def test_predict_takes_the_checkpoint_as_an_option_and_keeps_the_positional_form
     masks = [np.asarray(nib.load(tmp_path / d / "pat000_case000.nii.gz").dataobj) for d in ("new", "old", "opt")]
     assert all(np.array_equal(masks[0], m) for m in masks[1:])
     assert main(["predict", str(data), "--device", "cpu"]) == 2  # one path is not enough
+
+
+def test_segment_takes_one_study_folder_a_patient_folder_or_a_pair_and_reports_the_task(tmp_path, shipped, caplog):
+    """The README's example on the demo's layout: ``unipet.segment("<cohort>/<patient>/<study>")``."""
+    import logging
+
+    root = write_autopet(tmp_path / "ap", n=2)
+    study_dir = root / "pat000" / "case000"
+    expected = shipped.predict_study(tiny_study(0), task="lymphoma").mask
+    by_folder = unipet.segment(study_dir, device="cpu")
+    mask, lesions = by_folder  # unpacks as before
+    np.testing.assert_array_equal(nifti_to_zyx(np.asarray(mask.dataobj)), expected)
+    assert (by_folder.task, by_folder.task_source, by_folder.task_probability) == ("lymphoma", "study", None)
+    assert by_folder[1] is lesions and len(by_folder) == 2 and lesions.attrs["task_source"] == "study"
+    pair = unipet.segment(pet=study_dir / "SUV.nii.gz", ct=study_dir / "CTres.nii.gz", task="lymphoma", device="cpu")
+    np.testing.assert_array_equal(nifti_to_zyx(np.asarray(pair.mask.dataobj)), expected)
+    assert pair.task_source == "given" and pair.study_id == "case000"
+    with caplog.at_level(logging.WARNING, logger="unipet"):
+        auto = unipet.segment(study_dir, task="auto", device="cpu")
+    assert auto.task_source == "auto" and auto.task in shipped.task_set.names
+    assert set(auto.task_probabilities) == set(shipped.task_set.names)
+    assert auto.task_probabilities[auto.task] == pytest.approx(auto.task_probability, abs=1e-4)
+    unsure = [r.getMessage() for r in caplog.records if "unsure" in r.getMessage()]
+    assert auto.task_uncertain == bool(unsure)
+    if unsure:
+        assert len(unsure) == 1 and "task=" in unsure[0]
+    with pytest.raises(ConfigError, match="holds 2 studies.*one study folder"):
+        unipet.segment(root / "pat000", device="cpu")
+
+
+def test_segment_reports_what_is_missing_before_loading_the_model(tmp_path):
+    import shutil
+
+    from unipet.errors import InputFileError
+
+    root = write_autopet(tmp_path / "ap", n=1)
+    (tmp_path / "ctonly").mkdir()
+    shutil.copy(root / "pat000" / "case000" / "CTres.nii.gz", tmp_path / "ctonly")
+    with pytest.raises(InputFileError, match="the PET is missing"):
+        unipet.segment(tmp_path / "ctonly")
+    with pytest.raises(UnknownTaskError, match="did you mean 'lymphoma'"):
+        unipet.segment(root, task="lymphona")

@@ -36,3 +36,22 @@ def test_bad_task_sets():
         TaskSet.load("no_such_set")
     with pytest.raises(ConfigError):
         TaskSet([Task("a"), Task("a")])
+
+
+def test_close_spellings_get_a_did_you_mean_and_spaces_count_as_underscores():
+    ts = TaskSet.load()
+    assert ts.resolve("lung cancer") == ts.resolve("Lung-Cancer") == "lung_cancer"
+    assert "lung cancer" in ts
+    with pytest.raises(UnknownTaskError, match="did you mean 'lymphoma'") as err:
+        ts.index("lymphona")
+    assert "give a task set" not in str(err.value)  # no advice the command cannot follow
+    with pytest.raises(UnknownTaskError) as far:
+        ts.index("glioma")
+    assert "did you mean" not in str(far.value)
+
+
+def test_an_ambiguous_loose_spelling_is_not_guessed():
+    ts = TaskSet.from_dict({"tasks": [{"name": "lung_cancer"}, {"name": "lung-cancer"}]})
+    assert ts.resolve("lung_cancer") == "lung_cancer" and ts.resolve("lung-cancer") == "lung-cancer"
+    with pytest.raises(UnknownTaskError):
+        ts.index("lung cancer")

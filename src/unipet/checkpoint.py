@@ -41,7 +41,6 @@ from typing import Any, Mapping
 
 import errno
 import numpy as np
-import torch
 
 from unipet.errors import ConfigError, DiskFullError, InputFileError, UnipetError
 
@@ -249,6 +248,7 @@ def clean_stale_temporaries(run_dir: str | Path) -> list[Path]:
 
 def versions() -> dict[str, str]:
     """Versions of unipet, torch and MONAI (recorded in every checkpoint)."""
+    import torch
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"torch": torch.__version__}
@@ -269,6 +269,7 @@ def data_fingerprint(cache) -> str:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside DDP / ``torch.compile`` wrappers."""
+    import torch
     while True:
         if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
             model = model.module
@@ -280,6 +281,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies of the state dict with shared storage made distinct (safetensors refuses aliases)."""
+    import torch
     state, seen = {}, set()
     for k, v in unwrap(model).state_dict().items():
         t = v.detach().to("cpu")
@@ -303,6 +305,7 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, meta: Checkpoin
         training_state: ``(tensors, json)`` for resuming, as ``unipet.train.state.pack_training_state`` builds
             it; written as ``train_state.safetensors`` and ``train_state.json``.
     """
+    import torch
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
@@ -384,6 +387,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _json_default(obj: Any) -> Any:
+    import torch
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, (np.ndarray, torch.Tensor)):
@@ -441,6 +445,7 @@ def read_meta(path: str | Path) -> CheckpointMeta:
 def build_model(meta: CheckpointMeta) -> torch.nn.Module:
     """Rebuild an (untrained) model from checkpoint metadata through the registry (with ``meta.model_kwargs``:
     options the recorded config predates take the value they had when it was written)."""
+    import torch
     from unipet.models import create
     from unipet.tasks import TaskSet
 
@@ -479,6 +484,7 @@ def verify_weights(folder: str | Path, meta: CheckpointMeta | None = None) -> st
 def read_weights(path: str | Path, check_finite: bool = True) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file; a damaged file or header, or (``check_finite``) a non-finite floating-point
     tensor, is one ``InputFileError``."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -500,6 +506,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     The weights are verified first (``verify_weights``, ``read_weights``); the returned ``meta`` gains
     ``checkpoint_id`` (16 hex digits of the weights' SHA-256), which predictions record beside their outputs.
     """
+    import torch
     folder = find_checkpoint(path)
     meta = read_meta(folder)
     sha = verify_weights(folder, meta)
@@ -520,6 +527,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, state)`` of a checkpoint's training state (for ``--resume``)."""
+    import torch
     folder = find_checkpoint(path)
     if not (folder / "train_state.json").exists():
         raise InputFileError(f"checkpoint {folder} has no training state; it cannot be resumed (start a new run)")

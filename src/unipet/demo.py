@@ -32,6 +32,9 @@ class DemoResult:
     out: Path
     report: Path | None = None
     dice_by_task: dict[str, float] = field(default_factory=dict)
+    #: studies behind each task's mean Dice: its lesion-positive examinations (baselines and follow-ups; Dice is
+    #: undefined without a reference lesion)
+    studies_by_task: dict[str, int] = field(default_factory=dict)
     agreement: dict[str, dict[str, float]] = field(default_factory=dict)
     survival: dict[str, Any] = field(default_factory=dict)
     summary: Table | None = None
@@ -160,6 +163,7 @@ def _segment_and_analyse(out: Path, manifest: Any, checkpoint: str | Path | None
     else:
         per_case = evaluate(pred_dir, out / "cohort.json", eval_dir, overwrite=True).per_case
     result.dice_by_task = {str(t): float(g["dice"].mean()) for t, g in per_case.groupby("task")}
+    result.studies_by_task = {str(t): int(g["dice"].notna().sum()) for t, g in per_case.groupby("task")}
     echo(f"[5/{STEPS}] evaluated against the reference masks in {eval_dir}")
 
     quant = {"predicted": out / "quantify_predicted", "reference": out / "quantify_reference"}

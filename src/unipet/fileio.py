@@ -72,6 +72,27 @@ def ensure_folder(folder: str | os.PathLike, what: str = "output folder") -> Pat
     return folder
 
 
+def check_output_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """``ensure_folder``'s checks without creating anything: ``folder`` is a writable folder, or the nearest
+    existing parent is a writable folder (so that a run can refuse a bad output path before it starts).
+
+    Raises:
+        OutputError: as ``ensure_folder``.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise OutputError(f"{what} {folder} is a file, not a folder; give a folder path")
+        probe = folder
+    else:
+        probe = next((p for p in folder.absolute().parents if p.exists()), Path("/"))
+        if not probe.is_dir():
+            raise OutputError(f"{what} {folder} lies below a file, not a folder; give a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {folder} is not writable; choose another folder or fix its permissions")
+    return folder
+
+
 def inside(folder: str | os.PathLike, name: str) -> Path:
     """``folder / name``, checked to stay inside ``folder`` (no separators or ``..`` escaping it).
 

@@ -88,6 +88,11 @@ class TaskSet:
         for i, t in enumerate(self.tasks):
             for key in (t.name, *t.aliases):
                 self._lookup[key.lower()] = i
+        # spellings with spaces or hyphens for underscores ("lung cancer", "lung-cancer"), where unambiguous
+        loose: dict[str, set[int]] = {}
+        for key, i in self._lookup.items():
+            loose.setdefault(_loose(key), set()).add(i)
+        self._loose = {k: next(iter(v)) for k, v in loose.items() if len(v) == 1}
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -139,20 +144,42 @@ class TaskSet:
         return self.tasks[key] if isinstance(key, int) else self.tasks[self.index(key)]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup
+        return isinstance(name, str) and self._find(name) is not None
+
+    def _find(self, name: str) -> int | None:
+        """Index for a name or alias, case-insensitive; spaces and hyphens count as underscores where that
+        names one task only. None when nothing matches."""
+        key = str(name).strip().lower()
+        if key in self._lookup:
+            return self._lookup[key]
+        return self._loose.get(_loose(key))
+
+    def suggest(self, name: str) -> list[str]:
+        """Task names close to a misspelt ``name`` (``difflib`` ratio >= 0.75 on names and aliases), best first."""
+        import difflib
+
+        keys = {_loose(k): self.tasks[i].name for k, i in self._lookup.items()}
+        close = difflib.get_close_matches(_loose(str(name)), list(keys), n=3, cutoff=0.75)
+        return list(dict.fromkeys(keys[k] for k in close))
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
     def index(self, name: str) -> int:
-        """Index of a task by name or alias (case-insensitive)."""
-        try:
-            return self._lookup[str(name).lower()]
-        except KeyError:
-            raise UnknownTaskError(
-                f"unknown task {name!r}; the task set {self.name!r} has: {', '.join(self.names)}. "
-                "Use one of these, or give a task set that contains it") from None
+        """Index of a task by name or alias (case-insensitive; ``"lung cancer"`` finds ``lung_cancer``).
+
+        Raises:
+            UnknownTaskError: naming the closest task ("did you mean ...?") and every task of the set; the
+                advice is only to pick one of them (a model knows the task set it was trained with, no other).
+        """
+        index = self._find(name)
+        if index is not None:
+            return index
+        close = self.suggest(str(name))
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise UnknownTaskError(f"unknown task {name!r}; {hint}the task set {self.name!r} has: "
+                               f"{', '.join(self.names)} (or 'auto' where the model infers the task)")
 
     def resolve(self, name: str) -> str:
         """Canonical task name for a name or alias."""
@@ -165,6 +192,11 @@ class TaskSet:
     def descriptions(self) -> list[str]:
         """Short text prompt per task."""
         return [t.description or t.name.replace("_", " ") for t in self.tasks]
+
+
+def _loose(name: str) -> str:
+    """A task spelling with case, spaces and hyphens folded (``"Lung cancer"`` -> ``"lung_cancer"``)."""
+    return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
 
 
 def shipped_task_sets() -> list[str]:

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from _synthetic import tiny_study, write_autopet
+from _synthetic import body_pair, tiny_study, write_autopet
 from unipet.cli import main
 from unipet.data.preprocess import PreprocessConfig
 from unipet.io.nifti import save_volume
@@ -146,6 +146,30 @@ def ws(tmp_path_factory) -> dict[str, Path]:
         meta = json.loads(mp.read_text())
         edit(meta)
         mp.write_text(json.dumps(meta))
+    # --- issue 26: one study folder missing an image, implausible PET/CT, survival, import collisions
+    for name, keep in (("ctonly", "CTres.nii.gz"), ("petonly", "SUV.nii.gz")):
+        w[name] = root / name
+        w[name].mkdir()
+        shutil.copy(good / keep, w[name] / keep)
+    pet, ct, spacing = body_pair()
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    shift = affine.copy()
+    shift[0, 3] = 50.0  # the CT's header says 50 mm further left
+    for name, pet_v, ct_v, ct_affine in (
+            ("ct_as_pet", ct, ct, affine), ("ct_no_offset", pet, ct + 1024.0, affine),
+            ("pet_tiny", pet * 0.001, ct, affine), ("ct_shifted", pet, ct, shift),
+            ("one_slice", pet[:, :, 20:21].copy(), ct[:, :, 20:21].copy(), affine)):
+        d = root / "implausible" / name / f"{name}_0"
+        save_volume(pet_v, affine, d / "SUV.nii.gz")
+        save_volume(ct_v, ct_affine, d / "CTres.nii.gz")
+        w[name] = d
+    rows = ["case,os,dead,mtv"] + [f"c{i},0,{i % 2},{i + 1}" for i in range(30)]
+    w["surv_zero"] = root / "surv_zero.csv"
+    w["surv_zero"].write_text("\n".join(rows) + "\n")
+    for folder in ("Müller", "Möller"):
+        d = root / "umlaut" / folder / "study1"
+        shutil.copytree(good, d)
+    w["umlaut"] = root / "umlaut"
     w["empty_dir"] = root / "empty"
     w["empty_dir"].mkdir()
     w["a_file"] = root / "a_file.txt"
@@ -250,6 +274,24 @@ TABLE = [
     ("predict-escape-id", ["predict", "{run}", "{m_escape}", "{root}/p1"], 2, "not a safe file name"),
     ("predict-input-missing", ["predict", "{run}", "{root}/nope", "{root}/p1"], 2, "does not exist"),
     ("predict-input-not-json", ["predict", "{run}", "{a_file}", "{root}/p1"], 2, "not a manifest JSON"),
+    # --- issue 26: inputs that name the real cause, implausible values and geometry, degenerate survival
+    ("predict-ct-only-folder", ["predict", "{run}", "{ctonly}", "{root}/p1"], 2, "the PET is missing.*CTres"),
+    ("predict-pet-only-folder", ["predict", "{run}", "{petonly}", "{root}/p1"], 2, "the CT is missing.*SUV"),
+    ("predict-one-nifti", ["predict", "{run}", "{suv}", "{root}/p1"], 2, "single NIfTI file.*--pet"),
+    ("predict-task-typo", ["predict", "{run}", "{good}", "{root}/p1", "--task", "lymphona"], 2,
+     "did you mean 'lymphoma'"),
+    ("predict-pair-missing-ct", ["predict", "-c", "{run}", "--pet", "{suv}", "--ct", "{root}/no.nii.gz", "{root}/p1"],
+     2, "CT file .* does not exist"),
+    ("predict-ct-as-pet", ["predict", "{run}", "{ct_as_pet}", "{root}/p_ct_as_pet"], 2, "looks like a CT in HU"),
+    ("predict-ct-without-offset", ["predict", "{run}", "{ct_no_offset}", "{root}/p_ct_no_offset"], 2,
+     "not in Hounsfield units.*RescaleIntercept"),
+    ("predict-pet-far-below-suv", ["predict", "{run}", "{pet_tiny}", "{root}/p_pet_tiny"], 2, "far below SUV"),
+    ("predict-ct-header-shifted", ["predict", "{run}", "{ct_shifted}", "{root}/p_ct_shifted"], 2, "do not line up"),
+    ("predict-one-slice", ["predict", "{run}", "{one_slice}", "{root}/p_one_slice"], 2, "fewer than 3 voxels"),
+    ("quantify-survival-all-times-zero", ["survival", "{surv_zero}", "--time", "os", "--event", "dead", "--markers",
+                                          "mtv", "--out", "{root}/s1"], 2, "every follow-up time"),
+    ("import-umlaut-collision", ["import", "autopet", "{umlaut}", "--out", "{root}/x.json"], 2,
+     "M_ller_study1.*Müller.*Möller|M_ller_study1.*Möller.*Müller"),
     # --- train
     ("train-checkpoint-every-0", ["train", "{cache}", "--model", "nnunet", "--out", "{root}/r1", "--checkpoint-every", "0"],
      2, "--checkpoint-every must be >= 1"),
@@ -335,3 +377,41 @@ def test_read_only_output_folder_patched(ws, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.strip().startswith("unipet: error:") and "is not writable" in err
     assert _snapshot(ws["root"]) == before
+
+
+# The fail-fast contract (issues 26 and 28): a missing path, a wrong layout or an unknown task is reported before the
+# model stack (torch, MONAI) is imported — well under 1.5 s — and no output folder is left behind.
+FAST = [
+    ("predict", "{root}/no/such/path", "{out}"),
+    ("predict", "{ctonly}", "{out}"),
+    ("predict", "{suv}", "{out}"),
+    ("predict", "{good}", "{out}", "--task", "lymphona"),
+    ("predict", "-c", "{run}", "{good}", "{out}", "--task", "glioma"),
+    ("predict", "-c", "{empty_dir}", "{good}", "{out}"),
+    ("preprocess", "{root}/nope.json", "--out", "{out}"),
+    ("train", "{root}/nope", "--model", "nnunet", "--out", "{out}"),
+    ("quantify", "{root}/nope.nii.gz", "{seg}", "--out", "{out}"),
+    ("evaluate", "{root}/nope", "{manifest}", "--out", "{out}"),
+    ("import", "autopet", "{root}/nope", "--out", "{out}/m.json"),
+    ("survival", "{root}/nope.csv", "--time", "t", "--event", "e", "--markers", "m", "--out", "{out}"),
+    ("report", "--manifest", "{root}/nope.json", "--out", "{out}/r.html"),
+]
+
+
+@pytest.mark.parametrize("command", FAST, ids=[" ".join(c[:2]) + f"-{i}" for i, c in enumerate(FAST)])
+def test_input_errors_come_before_the_heavy_imports_and_leave_no_output_folder(ws, tmp_path, command):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = [a.format(out=out, **{k: str(v) for k, v in ws.items()}) for a in command]
+    code = ("import sys; from unipet.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert run.stdout.strip().splitlines()[-1] == "2 []", (run.stdout, run.stderr)
+    assert run.stderr.strip().startswith("unipet: error:") and "Traceback" not in run.stderr
+    assert not out.exists()
+    assert seconds < 6.0  # generous for a loaded 2-core CI machine; about 0.4 s unloaded (benchmarks/RESULTS.md)

@@ -55,3 +55,15 @@ def test_manifest_with_unknown_task_fails_cleanly(tmp_path, capsys):
     p.write_text(json.dumps({"version": 1, "cases": [{"case_id": "a", "images": {}, "task": "glioma"}]}))
     assert main(["preprocess", str(p), "--out", str(tmp_path / "c")]) == 2
     assert "unknown task 'glioma'" in capsys.readouterr().err
+
+
+def test_predict_usage_names_its_arguments_and_summary_lines_do_not_wrap_in_files(tmp_path):
+    """``unipet predict --help`` showed ``{INPUTS OUT_DIR}...``; a summary line written to a file wrapped at 80."""
+    env = {**__import__("os").environ, "COLUMNS": "120"}
+    usage = subprocess.run([sys.executable, "-m", "unipet", "predict", "--help"], capture_output=True, text=True,
+                           env=env).stdout
+    line = next(l for l in usage.splitlines() if "Usage:" in l)
+    assert "[INPUT] [OUT_DIR]" in line and "..." not in line and "THIRD" not in line
+    code = "from unipet.cli._common import console; console.print('[1/1] ' + 'word ' * 40, markup=False)"
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert len(piped.strip().splitlines()) == 1  # not broken at rich's 80 columns for a pipe or a file

@@ -80,6 +80,8 @@ def test_demo_segments_every_cancer_type_and_runs_the_table3_comparison(demo):
     """What the shipped CPU-trained checkpoint does on this cohort (measured: Dice lung 0.82, lymphoma 0.72, breast
     0.50, melanoma 0.53; the previous default had 0.70 / 0.52 / 0.20 / 0.20): every prompt-aware head finds lesions."""
     assert set(demo.dice_by_task) == {"breast_cancer", "lung_cancer", "lymphoma", "melanoma"}
+    per_case = pd.read_csv(demo.out / "evaluation" / "per_case.csv")
+    assert demo.studies_by_task == per_case[per_case["dice"].notna()].groupby("task").size().to_dict()
     assert demo.dice_by_task["lung_cancer"] > 0.7 and demo.dice_by_task["lymphoma"] > 0.6, demo.dice_by_task
     assert demo.dice_by_task["breast_cancer"] > 0.4 and demo.dice_by_task["melanoma"] > 0.4, demo.dice_by_task
     assert set(demo.agreement) == set(SURVIVAL_MARKERS) and demo.agreement["total_mtv_ml"]["n"] >= 25

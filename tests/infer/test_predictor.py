@@ -198,3 +198,63 @@ def test_a_checkpoint_without_a_planned_spacing_predicts_at_its_recorded_one():
     assert pred.mask.shape == study.shape
     assert pred.mask[study.label > 0].mean() > 0.5 and pred.mask[study.pet < 2].sum() == 0
     assert Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu").config.target_spacing is None
+
+
+# ----------------------------------------------------------------------------------------- resume after a crash
+def test_a_rerun_completes_studies_a_crash_left_half_written(tmp_path):
+    """A lone lesion table (killed between the table and the mask), a lone mask and an atomic write's temporary
+    file are the partial outputs of an interrupted study: the same command completes them, without --overwrite,
+    and leaves the finished studies alone."""
+    root = write_autopet(tmp_path / "ap", n=3)
+    predictor = Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu")
+    out = tmp_path / "pred"
+    first = predict_batch(predictor, root, out)
+    ids = sorted(first.done)
+    (out / f"{ids[0]}.nii.gz").unlink()  # killed after the table, before the mask
+    (out / f"{ids[1]}_lesions.csv").unlink()  # a lone mask
+    (out / f".{ids[1]}.nii.gz.abc123.tmp.nii.gz").write_bytes(b"half")
+    finished = (out / f"{ids[2]}.nii.gz").stat().st_mtime_ns
+    again = predict_batch(predictor, root, out)
+    assert sorted(again.done) == ids[:2] and again.skipped == [ids[2]] and not again.failed
+    assert all((out / f"{c}.nii.gz").exists() and (out / f"{c}_lesions.csv").exists() for c in ids)
+    assert not list(out.glob(".*.tmp*")) and (out / f"{ids[2]}.nii.gz").stat().st_mtime_ns == finished
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_summary_keeps_earlier_records(tmp_path):
+    from unipet.errors import OutputError
+    from unipet.infer.batch import folder_lock
+
+    root = write_autopet(tmp_path / "ap", n=2)
+    predictor = Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu")
+    out = tmp_path / "pred"
+    first = predict_batch(predictor, root, out)
+    with folder_lock(out):  # another run holds the folder
+        with pytest.raises(OutputError, match="another `unipet predict`.*is writing into"):
+            predict_batch(predictor, root, out)
+    again = predict_batch(predictor, root, out)
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["done"] == [] and sorted(summary["finished"]) == sorted(first.done) == sorted(again.skipped)
+    assert sorted(r["case_id"] for r in summary["cases"]) == sorted(first.done)  # not "done: []" and nothing else
+
+
+def test_a_run_that_never_starts_leaves_no_output_folder(tmp_path):
+    predictor = Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu")
+    (tmp_path / "empty").mkdir()
+    for source in (tmp_path / "nope", tmp_path / "empty"):
+        with pytest.raises(Exception, match="does not exist|no PET/CT study"):
+            predict_batch(predictor, source, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_task_choice_is_reported_given_study_or_auto():
+    from unipet.infer.predictor import AUTO_CONFIDENCE, task_choice_line, uncertain_task_warning
+
+    predictor = Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu")
+    study = tiny_study(0)
+    assert predictor.predict_study(study).task_source == "study"
+    given = predictor.predict_study(study, task="lung cancer")  # spaces for underscores
+    assert (given.task, given.task_source, given.task_probabilities) == ("lung_cancer", "given", None)
+    assert task_choice_line("melanoma", "auto", 0.81) == "task melanoma (auto, p=0.81)"
+    line = uncertain_task_warning("breast_cancer", 0.28, {"breast_cancer": 0.28, "lymphoma": 0.2})
+    assert "unsure" in line and "--task" in line and "task=" in line and f"{AUTO_CONFIDENCE:.2f}" in line
+    assert "\n" not in line

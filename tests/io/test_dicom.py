@@ -107,7 +107,7 @@ def test_zero_dose_is_an_error(written):
 
 def test_folder_with_only_ct_has_no_pet(written):
     _, folder = written
-    with pytest.raises(DicomError, match=r"no PET series \(Modality PT\) found in .*found: CT"):
+    with pytest.raises(DicomError, match=r"the PET is missing: no PET series \(Modality PT\) found in .*found: CT"):
         read_pet_suv(folder / "CT")
     with pytest.raises(DicomError, match="no PET series"):
         load_dicom_study(folder / "CT")

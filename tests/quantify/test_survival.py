@@ -340,3 +340,46 @@ def test_cli_survival_designs(tmp_path):
     fixed = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert fixed["split"]["n_derivation"] == 50 and fixed["results"]["mtv"]["n"] == 70
     assert main([*base, "--derivation-ids", str(tmp_path / "ids.txt"), "--out", str(tmp_path / "x")]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- degenerate inputs
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda d: d.assign(os=0.0), "every follow-up time .* is 0"),
+    (lambda d: d.assign(os=30.0), "every follow-up time .* is 30"),
+    (lambda d: d.assign(os=np.where(d["dead"] == 1, 0.0, d["os"])), "every event .* at time 0")])
+def test_follow_up_times_without_information_are_refused(edit, phrase):
+    """All times 0 gave exit 0 with log-rank p = 0.011, C-index 0.87 and HR 4e7; now one line that says why."""
+    with pytest.raises(ConfigError, match=phrase):
+        check_survival_table(edit(synthetic_cohort(60, seed=2)), "os", "dead", ["mtv"])
+
+
+def test_dropped_rows_are_said_on_the_console_not_only_in_summary_json(caplog):
+    import logging
+
+    df = synthetic_cohort(60, seed=2)
+    df.loc[:2, "os"] = np.nan
+    df.loc[3:4, "mtv"] = np.inf
+    df.loc[5, "os"] = 0.0
+    with caplog.at_level(logging.WARNING, logger="unipet"):
+        clean = check_survival_table(df, "os", "dead", ["mtv"])
+    assert clean.attrs["n_excluded_missing"] == 5 and clean.attrs["n_excluded_infinite"] == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("5 of 60 patients dropped (3 with a missing value and 2 with an infinite value" in m for m in messages)
+    assert any("1 of 55 patients have follow-up time 0" in m for m in messages)
+
+
+def test_a_separated_cox_model_is_refused_not_reported_as_a_huge_hazard_ratio():
+    df = synthetic_cohort(60, seed=2)
+    high = df["mtv"] > df["mtv"].median()
+    df["dead"] = high.astype(int)  # every high-marker patient dies, no low one: monotone likelihood
+    df["os"] = np.where(high, 10.0, 500.0) + np.arange(len(df)) * 0.01
+    with pytest.raises(ConfigError, match="degenerate.*separated"):
+        cox_hazard_ratio(df, "mtv", "os", "dead", dichotomise_at=float(df["mtv"].median()))
+
+
+def test_cli_survival_all_times_zero_exits_2(tmp_path, capsys):
+    csv = tmp_path / "zero.csv"
+    synthetic_cohort(60, seed=2).assign(os=0.0).to_csv(csv, index=False)
+    assert main(["survival", str(csv), "--time", "os", "--event", "dead", "--markers", "mtv",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "every follow-up time" in capsys.readouterr().err and not (tmp_path / "s").exists()

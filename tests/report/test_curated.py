@@ -47,7 +47,8 @@ def cohort(tmp_path_factory):
     for case, task in TASKS.items():
         ref, pred = masks(case)
         suv = (1.0 + 0.1 * rng.random(SHAPE) + 6.0 * ref).astype(np.float32)
-        ct = np.full(SHAPE, 30.0, np.float32)
+        ct = np.full(SHAPE, -1000.0, np.float32)  # a CT in HU: tissue inside, air at the edge of the field
+        ct[:, 1:-1, 1:-1] = 30.0
         save_volume(suv, affine, root / f"{case}_SUV.nii.gz")
         save_volume(ct, affine, root / f"{case}_CT.nii.gz")
         save_volume(ref, affine, root / f"{case}_SEG.nii.gz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import re
 
 import nibabel as nib
@@ -75,9 +76,13 @@ def test_page_embeds_the_study_as_nifti_on_its_grid(tmp_path):
     # the page opens its crosshair on the lesion (x, y, z voxel of the cropped grid)
     focus = re.search(r'"focus": \[(\d+), (\d+), (\d+)\]', text).groups()
     assert ref_back[int(focus[2]), int(focus[1]), int(focus[0])] == 1
+    # ... placed by world millimetres (NiiVue's voxel indices follow its RAS reorientation, not the file's)
+    mm = json.loads(re.search(r'"focusMm": (\[[^\]]+\])', text).group(1))
+    np.testing.assert_allclose(mm, (img.affine @ [*map(int, focus), 1])[:3], atol=1e-3)
+    assert "nv.mm2frac(cfg.focusMm)" in text and "vox2frac(cfg.focus)" not in text
 
 
-def test_size_limit_downsamples_and_keeps_small_lesions(tmp_path):
+def test_size_limit_downsamples_and_keeps_small_lesions(tmp_path, caplog):
     pet, ct, ref, pred = phantom()
     one = np.zeros_like(ref)
     one[20, 30, 30] = 1  # a one-voxel lesion must survive downsampling (block maximum)
@@ -93,8 +98,13 @@ def test_size_limit_downsamples_and_keeps_small_lesions(tmp_path):
     world_old = affine @ [30, 30, 20, 1]
     assert np.all(np.abs(world_new - world_old)[:3] <= np.asarray(vols.spacing[::-1]) / 2 + 1e-6)
     # the page as written respects the limit and says how it was reduced
-    out = write_viewer(tmp_path / "small.html", pet, ct, affine, ref=one, max_mb=0.15, inline_script=False)
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="unipet"):
+        out = write_viewer(tmp_path / "small.html", pet, ct, affine, ref=one, max_mb=0.15, inline_script=False)
     assert out.stat().st_size <= 0.15e6 and "downsampled" in out.read_text()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "downsampled" in said[0] and "--max-mb" in said[0]  # said, not only on the page
     assert (tmp_path / NIIVUE_FILE).exists() and (tmp_path / "niivue-LICENSE").exists()
     assert f"src='{NIIVUE_FILE}'" in out.read_text()
 

@@ -1,5 +1,6 @@
 """The Typer application object that every ``unipet.cli.<area>`` module adds its sub-commands to."""
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(
     name="unipet",
@@ -41,3 +42,15 @@ def family_command(sub: typer.Typer, name: str, alias: str | None = None):
         return fn
 
     return register
+
+
+class HiddenArgumentsCommand(TyperCommand):
+    """A command whose hidden positional arguments (an older calling form kept working) stay out of the usage
+    line, as hidden options do (``@app.command(..., cls=HiddenArgumentsCommand)``)."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces

@@ -43,11 +43,18 @@ def demo_command(
     console.print(result.summary)
     if result.report is None:
         return
+    console.print("  mean Dice per cancer type over its lesion-positive examinations (baselines and follow-ups):")
     for task, dice in sorted(result.dice_by_task.items()):
-        console.print(f"  Dice {task:<16} {dice:.3f}" if dice == dice else f"  Dice {task:<16} n/a (no lesions)")
+        n_studies = result.studies_by_task.get(task, 0)
+        console.print(f"  Dice {task:<16} {dice:.3f} (n = {n_studies} studies)" if dice == dice else
+                      f"  Dice {task:<16} n/a (no lesion-positive study)")
+    n_pat = next((int(a.get("n", 0)) for a in result.agreement.values()), 0)
+    console.print(f"  biomarker agreement, baseline examination per patient (n = {n_pat} patients; the report's "
+                  "agreement table covers every examination):")
     for marker, a in result.agreement.items():
         console.print(f"  {marker:<14} predicted - reference: bias {a['bias']:.2f}, 95 % LoA {a['loa_lo']:.2f} to "
-                      f"{a['loa_hi']:.2f}, median |rel. diff| {100 * a['median_abs_rel_diff']:.0f} %")
+                      f"{a['loa_hi']:.2f}, median |rel. diff| {100 * a['median_abs_rel_diff']:.0f} % "
+                      f"(n = {int(a.get('n', 0))})")
     from unipet.report.html import format_stat as f
 
     for marker, res in result.survival.items():

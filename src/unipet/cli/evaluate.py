@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -54,6 +54,7 @@ def evaluate_command(
 
         unipet evaluate preds/ manifest.json --out eval/ --baselines all
     """
+    require_inputs(prediction_folder=pred_dir, reference=reference)
     from unipet.errors import ConfigError
     from unipet.evaluate.baselines import parse_methods
     from unipet.evaluate.runner import EvaluationConfig, evaluate

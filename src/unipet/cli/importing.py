@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -49,6 +49,7 @@ def import_command(
 
         unipet import dicom real_sts_dicom/ --out sts.json --roi GTV_Mass_CT
     """
+    require_inputs(source=source)
     from unipet.fileio import check_writable
     from unipet.io import layouts
     from unipet.tasks import TaskSet

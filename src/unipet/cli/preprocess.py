@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -38,6 +38,7 @@ def preprocess_command(
 
         unipet preprocess real.json --out cache/ --like runs/default   # to fine-tune runs/default on it
     """
+    require_inputs(manifest=manifest_path)
     from rich.progress import Progress
 
     from unipet.data.cache import build_cache

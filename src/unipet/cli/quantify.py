@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -40,6 +40,7 @@ def quantify_command(
 
         unipet quantify --manifest manifest.json --pred preds/ --out quant/ --delineation 41pct
     """
+    require_inputs(SUV_file=suv, mask_file=mask, manifest=manifest)
     from unipet.errors import ConfigError
     from unipet.quantify.biomarkers import QuantifyConfig
     from unipet.quantify.runner import quantify_files, quantify_manifest

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 
 
@@ -35,6 +35,7 @@ def report_command(
 
         unipet report --manifest cohort.json --pred preds --eval eval --quant-pred q_pred --quant-ref q_ref --survival surv --max-studies 20 --out report.html
     """
+    require_inputs(manifest=manifest, prediction_folder=pred, evaluation_folder=eval_dir, quantify_folder=quant_pred, reference_quantify_folder=quant_ref, survival_folder=survival)
     from unipet.report import build_report
 
     settings = {"max_studies": "all" if max_studies is None else max_studies}

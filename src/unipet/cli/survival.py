@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 from unipet.errors import ConfigError
 
@@ -100,6 +100,7 @@ def survival_command(
 
         unipet survival quant/patients.csv --clinical cohort/clinical.csv --id-col case --clinical-id study_id --time time --event event --markers total_mtv_ml --log --out surv
     """
+    require_inputs(survival_table=table, clinical_table=clinical)
     from rich.table import Table
 
     from unipet.report.survival import run_survival

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from unipet.cli._common import console
+from unipet.cli._common import console, require_inputs
 from unipet.cli.app import app
 from unipet.errors import ConfigError
 
@@ -64,6 +64,7 @@ def train_command(
 
         unipet train cache/ --model mastpro --out runs/peft --init runs/pretrained --peft
     """
+    require_inputs(data=data)
     from unipet.errors import InterruptedRun
     from unipet.infer.predictor import check_device
     from unipet.train import run_guard, train

@@ -46,6 +46,10 @@ from unipet.errors import ConfigError, MissingInputError
 from unipet.study import Study
 
 AUTO = "auto"
+#: below this probability an inferred task (``task="auto"``) is reported as unsure, with a one-line warning that
+#: suggests naming the task. unipet's choice: with the default model's four tasks, chance is 0.25; 0.5 means
+#: the classifier gives the chosen type at least as much weight as all others together.
+AUTO_CONFIDENCE = 0.5
 #: a voxel is content when some channel exceeds its padding value by more than this (normalised units)
 CONTENT_EPS = 1e-3
 
@@ -61,6 +65,9 @@ class Prediction:
         task_probability: classifier probability when the task was inferred (``task="auto"``), else None.
         lesions: connected components (``unipet.components.Component``) of ``mask > 0``.
         seconds: wall time of the prediction; tta_passes: sliding-window passes averaged.
+        task_source: how the task was chosen: ``"given"`` (named by the caller), ``"study"`` (the study's own
+            task), ``"auto"`` (inferred by the model's classifier), None (the model takes no task).
+        task_probabilities: ``{task: probability}`` of every task when inferred, else None.
     """
 
     mask: np.ndarray
@@ -69,6 +76,34 @@ class Prediction:
     lesions: list = field(default_factory=list)
     seconds: float = 0.0
     tta_passes: int = 1
+    task_source: str | None = None
+    task_probabilities: dict[str, float] | None = None
+
+    @property
+    def task_uncertain(self) -> bool:
+        """True when the task was inferred with a probability below ``AUTO_CONFIDENCE``."""
+        return task_is_uncertain(self.task_source, self.task_probability)
+
+
+def task_is_uncertain(source: str | None, probability: float | None) -> bool:
+    """True for a task inferred (``source == "auto"``) with a probability below ``AUTO_CONFIDENCE``."""
+    return source == AUTO and probability is not None and probability < AUTO_CONFIDENCE
+
+
+def task_choice_line(task: str | None, source: str | None, probability: float | None) -> str:
+    """How the task was chosen, for a console line: ``"task melanoma (auto, p=0.81)"``, ``"task lymphoma (given)"``."""
+    if task is None:
+        return "no task (the model takes none)"
+    p = f", p={probability:.2f}" if probability is not None else ""
+    return f"task {task} ({source or 'given'}{p})"
+
+
+def uncertain_task_warning(task: str, probability: float, probabilities: dict[str, float] | None) -> str:
+    """The one-line warning for an inferred task below ``AUTO_CONFIDENCE``, naming the runners-up."""
+    ranked = sorted((probabilities or {}).items(), key=lambda kv: -kv[1])[:3]
+    listing = ", ".join(f"{k} {v:.2f}" for k, v in ranked)
+    return (f"task auto is unsure: chose {task} with p={probability:.2f} < {AUTO_CONFIDENCE:.2f} ({listing}); if "
+            "you know the cancer type, name it with --task (Python: task=)")
 
 
 def cpu_has_bf16() -> bool:
@@ -216,7 +251,9 @@ class Predictor:
     @torch.inference_mode()
     def infer_task(self, image: np.ndarray | torch.Tensor) -> tuple[int, float] | None:
         """Prompt-free task for a preprocessed ``image (C, z, y, x)``: ``(index, probability)``, or None when the
-        model has no task classifier (see the module docstring)."""
+        model has no task classifier (see the module docstring). Every task's mean vote is kept in
+        ``last_task_votes`` (``{task: mean vote}``: a tile votes its top-1 probability for its top-1 task, so the
+        values sum to at most 1)."""
         if not hasattr(self.model, "infer_task") or getattr(self.model, "task_classifier", True) is None:
             return None
         x, _ = self._padded(image)
@@ -233,6 +270,7 @@ class Predictor:
                 idx, prob = self.model.infer_task(batch)
             votes.index_add_(0, idx.cpu(), prob.float().cpu())
         votes /= len(tiles)
+        self.last_task_votes = {name: round(float(v), 4) for name, v in zip(self.task_set.names, votes)}
         best = int(votes.argmax())
         return best, float(votes[best])
 
@@ -417,13 +455,17 @@ class Predictor:
                 study = copy.copy(study)
                 study.pet = pet
         pre = preprocess_study(study, self.config, with_label=False)
-        probability = None
+        probability = votes = None
+        source = "given"
         if task is None:
-            task = study.task if (study.task is not None and study.task in self.task_set) else AUTO
+            known = study.task is not None and study.task in self.task_set
+            task, source = (study.task, "study") if known else (AUTO, AUTO)
         if task == AUTO:
+            source = AUTO
             inferred = self.infer_task(pre.image)
             index = None if inferred is None else inferred[0]
             probability = None if inferred is None else inferred[1]
+            votes = None if inferred is None else dict(self.last_task_votes)
         else:
             index = self.task_index(task)
         prob = self.probabilities(pre.image, index, pre.organs)
@@ -437,7 +479,8 @@ class Predictor:
         _, comps = components(mask > 0, study.spacing, study.affine, connectivity=connectivity)
         name = None if index is None else self.task_set.names[index]
         return Prediction(mask=mask, task=name, task_probability=probability, lesions=comps,
-                          seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1))
+                          seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1),
+                          task_source=source if index is not None else None, task_probabilities=votes)
 
 
 #: columns of a predicted lesion table (volumes in mL, centroids in RAS millimetres)

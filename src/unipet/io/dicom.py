@@ -350,8 +350,9 @@ def _pet(folder, kind: str, series_uid: str | Sequence[str] | None, groups=None)
     picked = _pick_pet(groups, folder, series_uid)
     if picked is None:
         found = ", ".join(sorted({info.modality for info, _ in groups})) or "no DICOM images"
-        raise DicomError(f"no PET series (Modality PT) found in {folder} (found: {found}); point unipet at the "
-                         "folder holding the PET series")
+        missing = "the PET is missing: " if groups else ""
+        raise DicomError(f"{missing}no PET series (Modality PT) found in {folder} (found: {found}); point unipet at "
+                         "the folder holding the PET series")
     info, members = picked
     volume, affine, headers = _volume(members)
     factors, suv_info = suv_factors(headers, kind)

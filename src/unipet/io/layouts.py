@@ -65,9 +65,10 @@ def import_autopet(
     if not root.is_dir():
         raise InputFileError(f"autoPET folder {root} does not exist or is not a folder")
     task_set = task_set or TaskSet.load()
-    meta_rows = _read_metadata(root, metadata_csv)
+    study_dirs, data_root = autopet_study_dirs(root)
+    meta_rows = _read_metadata(data_root, metadata_csv)
     cases: list[Case] = []
-    for study_dir in sorted(p.parent for p in root.glob(f"*/*/*{NIFTI}") if p.name in {"SUV.nii.gz", "PET.nii.gz"}):
+    for study_dir in study_dirs:
         patient, study = study_dir.parent.name, study_dir.name
         if (study_dir / "SUV.nii.gz").exists():
             pet, ct = study_dir / "SUV.nii.gz", study_dir / "CTres.nii.gz"
@@ -91,6 +92,20 @@ def import_autopet(
             "SEG.nii.gz) or PET.nii.gz + CT.nii.gz")
     assign_splits(cases, seed=split_seed)
     return Manifest(cases, task_set=task_set, source=source, root=root)
+
+
+def autopet_study_dirs(folder: Path) -> tuple[list[Path], Path]:
+    """The study folders of an autoPET root, of one patient folder or of one study folder
+    (``unipet.io.inputs.find_study_dirs``: a study folder missing its PET or CT is refused, naming it), and the
+    autoPET root they belong to, where ``clinical.csv`` / the metadata CSV is looked for: the folder itself for a
+    root, its parent for a patient, its grandparent for a study."""
+    from unipet.io.inputs import AUTOPET_DEPTHS, find_study_dirs
+
+    kind, found = find_study_dirs(folder)
+    root = folder
+    for _ in range(2 - [k for k, _ in AUTOPET_DEPTHS].index(kind or "autopet")):
+        root = root.parent
+    return found, root
 
 
 def _case_id(patient: str, study: str) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from unipet.errors import ConfigError, ImageGeometryError, InputFileError, IntensityError, LabelError
 from unipet.fileio import atomic_write_json, read_json_object
-from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid, same_grid
+from unipet.study import Study, StudyMeta, grids_overlap, resample_to_grid, same_grid, spacing_from_affine
 from unipet.tasks import TaskSet
 
 log = logging.getLogger("unipet")
@@ -85,8 +85,12 @@ class Manifest:
         self.root = Path(root) if root is not None else Path.cwd()
         ids = [c.case_id for c in self.cases]
         if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ConfigError(f"manifest repeats case ids {dup}; case ids must be unique")
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            where = "; ".join(f"{d!r} from " + " and ".join(_case_origin(c) for c in self.cases if c.case_id == d)
+                              for d in dup[:3])
+            raise ConfigError(f"{len(dup)} case ids are given to more than one study ({where}); case ids must be "
+                              "unique — rename one of the folders (ids keep only A-Z, a-z, 0-9 and _.+-, so "
+                              "'Müller' and 'Möller' both become 'M_ller') or give the cases distinct ids")
         for c in self.cases:
             if c.task is not None:
                 c.task = self.task_set.resolve(c.task)  # raises UnknownTaskError with the known names
@@ -170,6 +174,12 @@ class Manifest:
         return cls(cases, task_set=task_set, source=data.get("source", "custom"), root=base)
 
 
+def _case_origin(case: "Case") -> str:
+    """Where a case comes from, for messages: the folder of its PET (else CT) image, or its id."""
+    image = case.images.get("PET") or case.images.get("CT")
+    return str(Path(image).parent) if image else repr(case.case_id)
+
+
 def _is_below(p: Path, root: Path) -> bool:
     try:
         p.resolve().relative_to(root.resolve())
@@ -191,18 +201,28 @@ def check_suv_range(pet: np.ndarray, source: str) -> None:
 def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = True) -> Study:
     """Read a case's NIfTI files into a Study on the PET grid (CT-only cases keep the CT grid).
 
+    The plausibility checks of ``unipet.io.plausibility`` run on the way: sizes from the headers before reading,
+    a PET that is a CT or far below SUV, a CT not in HU, a CT that misses part of the PET (warned) or does not
+    line up with it (refused).
+
     Raises InputFileError, ImageGeometryError, IntensityError or LabelError with what to fix.
     """
     from unipet.io.nifti import check_pet_values, load_volume, replace_non_finite
+    from unipet.io.plausibility import check_ct_is_hu, check_pet_ct_pair, check_pet_is_pet, check_volume_size
 
     pet = ct = None
     affine = None
+    for key in ("PET", "CT"):  # sizes from the headers, before any voxel is read
+        if case.images.get(key):
+            check_volume_size(case.images[key], f"case {case.case_id} {key}")
     if "PET" in case.images and case.images["PET"]:
         pet, affine = load_volume(case.images["PET"], what=f"case {case.case_id} PET")
+        check_pet_is_pet(pet, f"case {case.case_id} PET ({case.images['PET']})")
     if "CT" in case.images and case.images["CT"]:
         ct, ct_affine = load_volume(case.images["CT"], what=f"case {case.case_id} CT")
         ct, n_bad = replace_non_finite(ct, "CT", f"case {case.case_id} CT")
         _report_non_finite(case.case_id, "CT", n_bad)
+        check_ct_is_hu(ct, f"case {case.case_id} CT ({case.images['CT']})")
         if pet is None:
             affine = ct_affine
         elif not same_grid(ct.shape, ct_affine, pet.shape, affine):
@@ -220,6 +240,8 @@ def load_study(case: Case, task_set: TaskSet | None = None, with_label: bool = T
     if pet is not None:  # NaN inside the lesion label is an error; elsewhere 0 SUV; negatives clipped (warned)
         pet, _ = check_pet_values(pet, f"case {case.case_id} PET", mask=label)
         check_suv_range(pet, f"case {case.case_id} PET ({case.images['PET']})")
+        if ct is not None:
+            check_pet_ct_pair(pet, ct, spacing_from_affine(affine), f"case {case.case_id}")
     if case.organs:
         organs = _load_on_grid(case.organs, f"case {case.case_id} organ map", shape, affine, np.uint16)
     meta = StudyMeta.from_dict(case.meta)

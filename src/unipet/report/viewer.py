@@ -22,6 +22,7 @@ import base64
 import gzip
 import html
 import json
+import logging
 import math
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -32,6 +33,8 @@ import numpy as np
 
 from unipet.errors import ConfigError, ImageGeometryError, InputFileError
 from unipet.fileio import atomic_write_text, check_writable, ensure_folder, inside
+
+log = logging.getLogger("unipet")
 
 MAX_PAGE_MB = 30.0
 NIIVUE_FILE = "niivue.umd.js"
@@ -189,6 +192,8 @@ def viewer_html(vols: ViewerVolumes, title: str, subtitle: str = "", mip_png: by
     config = {"volumes": [{k: e[k] for k in ("key", "name")} for e in entries], "ctWindow": CT_WINDOW,
               "petWindow": PET_WINDOW, "petMaxHint": round(max(pet_max, PET_WINDOW[1]), 2),
               "ref": REF_RGB, "pred": PRED_RGB, "focus": focus_voxel(vols)}
+    if config["focus"] is not None:  # NiiVue's voxel indices follow its RAS reorientation; millimetres do not
+        config["focusMm"] = [round(float(v), 3) for v in (vols.affine @ np.array([*config["focus"], 1.0]))[:3]]
     data = "".join(f"<script type='application/octet-stream' id='vol-{e['key']}'>{e['b64']}</script>" for e in entries)
     tag = (f"<script>{script}</script>" if script is not None else
            f"<script src='{html.escape(script_src, quote=True)}'></script>")
@@ -227,8 +232,11 @@ def focus_voxel(vols: ViewerVolumes) -> list[int] | None:
 def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | None, affine: np.ndarray, *,
                  ref: np.ndarray | None = None, pred: np.ndarray | None = None, title: str = "unipet viewer",
                  subtitle: str = "", max_mb: float = MAX_PAGE_MB, inline_script: bool = True, mip: bool = True,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, announce: bool = True) -> Path:
     """Write one viewer page for volumes on one grid (``(z, y, x)``, SUV / HU / binary masks, NIfTI affine).
+
+    The page opens its crosshair on the largest lesion (``focus_voxel``). A page whose volumes had to be
+    downsampled to fit ``max_mb`` says so on the page and (``announce``) in one warning line.
 
     Args:
         inline_script: True embeds NiiVue in the page (one self-contained file); False writes
@@ -267,6 +275,9 @@ def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | 
                 atomic_write_text(target, (nv / name).read_text(encoding="utf-8"), overwrite=True)
     text = viewer_html(vols, title, subtitle, mip_png, script=script,
                        script_src=None if inline_script else NIIVUE_FILE, limit_note=limit)
+    if announce and max(vols.factor) > 1:
+        log.warning("%s: volumes downsampled x%d/%d/%d in x/y/z to keep the page under %g MB; raise --max-mb for full "
+                    "resolution", title, vols.factor[2], vols.factor[1], vols.factor[0], max_mb)
     size = len(text.encode("utf-8"))
     if size > max_mb * 1e6:  # the estimate above is an upper bound; this guards a change of it
         raise ConfigError(f"the viewer page would be {size / 1e6:.1f} MB, over the {max_mb:g} MB limit; raise --max-mb")
@@ -276,7 +287,7 @@ def write_viewer(out_html: str | Path, pet: np.ndarray | None, ct: np.ndarray | 
 
 def write_study_viewer(out_html: str | Path, study: Any, pred: np.ndarray | None = None, *, with_label: bool = True,
                        max_mb: float = MAX_PAGE_MB, inline_script: bool = True, mip: bool = True,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, announce: bool = True) -> Path:
     """A viewer page of a ``unipet.Study`` (PET, CT, its label as the reference) and an optional predicted mask
     on the study's grid. Only the pseudonymous study id and the task appear on the page."""
     if pred is not None and np.shape(pred) != tuple(study.shape):
@@ -285,7 +296,7 @@ def write_study_viewer(out_html: str | Path, study: Any, pred: np.ndarray | None
     subtitle = " · ".join(p for p in (f"task {study.task}" if study.task else "", _volumes_text(study, pred)) if p)
     return write_viewer(out_html, study.pet, study.ct, study.affine, ref=study.label if with_label else None,
                         pred=pred, title=str(study.study_id), subtitle=subtitle, max_mb=max_mb,
-                        inline_script=inline_script, mip=mip, overwrite=overwrite)
+                        inline_script=inline_script, mip=mip, overwrite=overwrite, announce=announce)
 
 
 def load_prediction(path: str | Path, study: Any) -> np.ndarray:
@@ -309,7 +320,7 @@ def write_case_viewer(case: Any, out_dir: str | Path, pred_dir: str | Path | Non
     pred_path = Path(pred_dir) / f"{case.case_id}.nii.gz" if pred_dir is not None else None
     pred = load_prediction(pred_path, study) if pred_path is not None and pred_path.exists() else None
     out = inside(Path(out_dir), f"{case.case_id}.html")
-    return write_study_viewer(out, study, pred, inline_script=False, mip=False, overwrite=True)
+    return write_study_viewer(out, study, pred, inline_script=False, mip=False, overwrite=True, announce=False)
 
 
 def _volumes_text(study: Any, pred: np.ndarray | None) -> str:
@@ -411,7 +422,7 @@ NiiVue {version} (BSD-2-Clause). No data leave this page.</footer>
       opacity[v.key] = s.opacity;
       nv.addVolume(img);
     }}
-    if (cfg.focus) {{ nv.scene.crosshairPos = nv.vox2frac(cfg.focus); }}
+    if (cfg.focusMm) {{ nv.scene.crosshairPos = nv.mm2frac(cfg.focusMm); }}
     nv.setRenderAzimuthElevation(180, 10);  // the 3-D render starts from the front
     nv.opts.isOrientCube = true;
     nv.setSliceType(nv.sliceTypeMultiplanar);
