@@ -142,7 +142,7 @@ def main() -> None:
     if test_real:
         out["scores"] = score_fold(work, manifest, test_real, run, name)
     if args.export:
-        out["exported"] = export(run, args.export)
+        out["exported"] = export(run, args.export, provenance(args, len(train_real), len(phantom_train)))
     text = json.dumps(out, indent=2, default=str)
     if args.out:
         args.out.write_text(text + "\n")
@@ -187,14 +187,37 @@ def per_case_dice(eval_dir: Path) -> dict:
     return out
 
 
-def export(run: Path, dest: Path) -> dict:
-    """Weights + meta of ``run`` into ``dest``, within the 25 MB limit of the repository."""
+def provenance(args, n_real: int, n_phantoms: int) -> dict:
+    """What the shipped checkpoint was trained on, how, and the credit its real data's licence asks for."""
+    return {
+        "trained_on": f"{n_phantoms} small phantom studies (seed 0, training split) and {n_real} real FDG PET/CT "
+                      "soft-tissue sarcomas (../shared/real_sts_fdg), 2 CPU cores, no GPU",
+        "commands": [f"python benchmarks/train_real.py --work /tmp/d24 --fold final --iterations {args.iterations} "
+                     "--threads 1 --export src/unipet/resources/checkpoints/dpdnet-small"],
+        "initialised_from": "the previous shipped dpdnet-small (default v2: 4 phantom types), grown to 5 tasks "
+                            "(unipet.models.task_growth; soft_tissue_sarcoma starts as lymphoma)",
+        "real_data": {
+            "licence": "CC BY 3.0 (Creative Commons Attribution 3.0 Unported)",
+            "source": "IBSI validation data (theibsi/data_sets, ibsi_validation/), from the TCIA collection "
+                      "Soft-tissue-Sarcoma",
+            "cite": ["Vallieres M, Freeman CR, Skamene SR, El Naqa I. Phys Med Biol 60:5471 (2015)",
+                     "Vallieres M et al. Data from Soft-tissue-Sarcoma. TCIA (2015), DOI 10.7937/K9/TCIA.2015.7GO2GSKS",
+                     "Clark K et al. The Cancer Imaging Archive (TCIA). J Digit Imaging 26:1045 (2013)",
+                     "Zwanenburg A et al. The Image Biomarker Standardization Initiative. Radiology 295:328 (2020)"]},
+        "results": "benchmarks/RESULTS.md, 'Default checkpoint v4: real sarcomas in training'",
+    }
+
+
+def export(run: Path, dest: Path, record: dict) -> dict:
+    """Weights + meta of ``run`` (with ``record`` as its ``provenance``) into ``dest``, within the 25 MB limit."""
     from unipet.checkpoint import find_checkpoint
 
     folder = find_checkpoint(run)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "meta.json"):
-        shutil.copy2(folder / name, dest / name)
+    shutil.copy2(folder / "model.safetensors", dest / "model.safetensors")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["provenance"] = record
+    (dest / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     size = (dest / "model.safetensors").stat().st_size
     if size > 25 * 2 ** 20:
         raise SystemExit(f"model.safetensors is {size / 2 ** 20:.1f} MB > 25 MB")

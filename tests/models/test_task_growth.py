@@ -76,3 +76,31 @@ def test_bad_growth_is_refused(new_names, donors, match):
     new = _model(new_names, 1)
     with pytest.raises(ConfigError, match=match):
         grow_tasks(new, old.state_dict(), OLD, new_names, donors)
+
+
+def test_new_head_scope_trains_the_new_type_without_touching_the_old_ones():
+    """DpDNet's 'new-head' scope: only the last task's head and the task classifier train; old masks unchanged."""
+    old = _model(OLD, 0)
+    new = _model(OLD + ["soft_tissue_sarcoma"], 1)
+    grow_tasks(new, old.state_dict(), OLD, OLD + ["soft_tissue_sarcoma"], {"soft_tissue_sarcoma": "lymphoma"})
+    names = new.scope_parameters("new-head")
+    assert names and all(n.startswith(("pa_heads.3.", "task_classifier.")) for n in names)
+    assert {n for n in names if n.startswith("pa_heads.3.")} == {n for n, _ in new.named_parameters()
+                                                                   if n.startswith("pa_heads.3.")}
+    x = torch.randn(2, 2, *PATCH)
+    with torch.no_grad():
+        before = [new(x[:1], task=torch.full((1,), t)) for t in range(len(OLD) + 1)]
+    for name, p in new.named_parameters():
+        p.requires_grad_(name in names)
+    opt = torch.optim.SGD([p for p in new.parameters() if p.requires_grad], lr=0.5)
+    new.train()
+    out = new(x, task=torch.full((2,), len(OLD)))
+    (out.square().mean() + new.last_task_logits.square().mean()).backward()
+    opt.step()
+    new.eval()
+    with torch.no_grad():
+        for t in range(len(OLD)):
+            torch.testing.assert_close(new(x[:1], task=torch.full((1,), t)), before[t])
+        assert not torch.allclose(new(x[:1], task=torch.full((1,), len(OLD))), before[len(OLD)])
+    with pytest.raises(ConfigError, match="trainable scopes"):
+        new.scope_parameters("peft")

@@ -187,6 +187,23 @@ class DpDNet(PromptedSTUNet):
             return final
         return [final] + [head(f) for head, f in zip(reversed(self.seg_outputs), reversed(feats))]
 
+    def trainable_scopes(self) -> tuple[str, ...]:
+        return ("all", "new-head")
+
+    def scope_parameters(self, scope: str) -> set[str]:
+        """``"new-head"``: only the prompt-aware head of the *last* task (the type a grown model just added,
+        ``unipet.models.task_growth``) and the prompt-free task classifier; the encoder, decoder, prompts and every
+        other head stay frozen, so the other types' masks stay exactly as they were (unipet's choice: a new type
+        learnt without touching the old ones). ``"all"``: every parameter."""
+        if scope == "new-head":
+            if not self.use_pa_heads:
+                raise ConfigError("scope 'new-head' trains the last task's prompt-aware head; this DpDNet was built "
+                                  "with pa_heads=False")
+            last = f"pa_heads.{self.num_tasks - 1}."
+            return {name for name, _ in self.named_parameters()
+                    if name.startswith(last) or name.startswith("task_classifier.")}
+        return super().scope_parameters(scope)
+
     def grow_task_state(self, old_state: dict[str, torch.Tensor], n_old: int, donors: list[int | None]
                         ) -> dict[str, torch.Tensor]:
         """The common-prompt gates of an ``n_old``-task state grown exactly (``CommonPrompt.grown_gates``);
