@@ -38,7 +38,7 @@ class Segmentation(NamedTuple):
 
 
 def segment(study_or_path: Study | str | Path, task: str | None = None, checkpoint: str | Path | None = None,
-            device: str = "auto") -> Segmentation:
+            device: str = "auto", backend: str = "torch") -> Segmentation:
     """Segment the lesions of one PET/CT study.
 
     Args:
@@ -49,6 +49,8 @@ def segment(study_or_path: Study | str | Path, task: str | None = None, checkpoi
             else ``"auto"``.
         checkpoint: run or checkpoint folder; None = the checkpoint shipped with unipet.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (``unipet.infer.backends``; ``checkpoint`` may then
+            be an ``unipet export`` folder).
 
     Returns:
         ``Segmentation(mask, lesions)``.
@@ -65,7 +67,7 @@ def segment(study_or_path: Study | str | Path, task: str | None = None, checkpoi
 
     check_device(device)
     predictor = Predictor.from_checkpoint(checkpoint if checkpoint is not None else default_checkpoint(),
-                                          device=device)
+                                          device=device, backend=backend)
     if task not in (None, AUTO):
         predictor.task_index(task)  # an unknown task fails before the study is read
     with tempfile.TemporaryDirectory(prefix="unipet-segment-") as scratch:
