@@ -24,6 +24,7 @@ import torch
 
 from unipet.errors import ConfigError, OutputExistsError
 from unipet.infer.backends import FORMATS, PRECISIONS, require
+from unipet.infer.backends.calibration import accepted
 from unipet.infer.backends.bundle import EXPORT_FILE, EXPORT_VERSION, META_FILE, export_id, is_export, read_export
 from unipet.infer.backends.graph import (OPSET, TASK_MODES, Classifier, FixedTask, TaskInput, check_exportable,
                                          export_onnx, has_classifier, needs_task)
@@ -141,8 +142,8 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
     """
     from unipet.checkpoint import checkpoint_id, load_checkpoint
     from unipet.fileio import atomic_write_json
-    from unipet.infer.backends.calibration import (CALIBRATION_SEEDS, CHECK_SEEDS, HELD_OUT_SEEDS, accepted,
-                                                   mask_agreement, phantom_studies, phantom_tiles)
+    from unipet.infer.backends.calibration import (CALIBRATION_SEEDS, CHECK_SEEDS, HELD_OUT_SEEDS, mask_agreement,
+                                                   phantom_studies, phantom_tiles)
     from unipet.infer.backends.runtime import load_network
     from unipet.infer.predictor import Predictor
 
@@ -182,8 +183,8 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
             record["acceptance"] = {"min_dice": MIN_DICE, "max_biomarker_rel_diff": MAX_BIOMARKER_DIFF,
                                     "accepted": ok, "studies": rows, "real_studies": str(check_studies or "")}
             if not ok:
-                raise ExportRejected(f"the {precision} graph is refused: {_worst(rows)} (limits: Dice >= {MIN_DICE}, "
-                                     f"MTV and SUVmax within {MAX_BIOMARKER_DIFF:.0%}); use fp32")
+                raise ExportRejected(f"the {precision} graph is refused against PyTorch float32: {_worst(rows)} (limits: "
+                                     f"Dice >= {MIN_DICE}, MTV and SUVmax within {MAX_BIOMARKER_DIFF:.0%}); use fp32")
         meta_out = meta.to_dict()
         meta_out.pop("weights_sha256", None)  # the weights file is not part of an export
         atomic_write_json(tmp / META_FILE, meta_out, overwrite=True)
@@ -199,11 +200,14 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
 
 
 def _worst(rows: Sequence[dict[str, Any]]) -> str:
+    """The worst study per criterion, with its float32 and exported values."""
     d = min(rows, key=lambda r: r["dice"])
     m = max(rows, key=lambda r: r["mtv_rel_diff"])
     s = max(rows, key=lambda r: r["suv_max_rel_diff"])
-    return (f"lowest Dice {d['dice']:.4f} ({d['study']}), largest MTV difference {m['mtv_rel_diff']:.1%} ({m['study']}), "
-            f"largest SUVmax difference {s['suv_max_rel_diff']:.1%} ({s['study']}) over {len(rows)} studies")
+    failed = sum(1 for r in rows if not accepted([r], MIN_DICE, MAX_BIOMARKER_DIFF))
+    return (f"{failed} of {len(rows)} studies miss; lowest Dice {d['dice']:.4f} ({d['study']}), largest MTV change "
+            f"{m['study']} {m['mtv_ml'][0]:.1f} -> {m['mtv_ml'][1]:.1f} mL, largest SUVmax change {s['study']} "
+            f"{s['suv_max'][0]:.2f} -> {s['suv_max'][1]:.2f}")
 
 
 def _real(path: str | Path | None, meta) -> list:
