@@ -100,9 +100,14 @@ def test_task_as_input_graph_and_a_checkpoint_exported_while_loading(run_dir, tm
 
 
 def test_int8_that_misses_the_acceptance_is_refused_with_its_numbers(run_dir, tmp_path, monkeypatch):
+    from unipet.infer.backends import calibration
+
     monkeypatch.setattr(export_module, "MIN_DICE", 1.01)  # no int8 graph can pass: the refusal path
-    with pytest.raises(ExportRejected, match=r"of 3 studies miss; lowest Dice \d\.\d{4} .*largest MTV change"):
-        export_checkpoint(run_dir, tmp_path / "int8", "openvino", precision="int8")
+    monkeypatch.setattr(export_module, "CALIBRATION_TILES", 8)  # test size: one calibration and one held-out study
+    monkeypatch.setattr(calibration, "CALIBRATION_SEEDS", (9201,))
+    monkeypatch.setattr(calibration, "HELD_OUT_SEEDS", (9301,))
+    with pytest.raises(ExportRejected, match=r"1 of 1 studies miss; lowest Dice \d\.\d{4} .*largest MTV change"):
+        export_checkpoint(run_dir, tmp_path / "int8", "openvino", precision="int8", task_mode="input")
     assert not (tmp_path / "int8").exists() and not list(tmp_path.iterdir())
     with pytest.raises(ConfigError, match="--format openvino"):
         export_checkpoint(run_dir, tmp_path / "x", "onnx", precision="int8")
@@ -111,7 +116,7 @@ def test_int8_that_misses_the_acceptance_is_refused_with_its_numbers(run_dir, tm
 def test_cli_export_then_predict_from_the_export_alone(run_dir, tmp_path, capsys):
     from _synthetic import write_autopet
 
-    assert main(["export", str(run_dir), str(tmp_path / "exp"), "--format", "openvino"]) == 0
+    assert main(["export", str(run_dir), str(tmp_path / "exp"), "--format", "openvino", "--task-mode", "input"]) == 0
     assert "max |Δ| of probabilities" in capsys.readouterr().out
     inputs = write_autopet(tmp_path / "ap", n=2)
     assert main(["predict", str(inputs), str(tmp_path / "pred"), "--checkpoint", str(tmp_path / "exp"),
