@@ -151,3 +151,13 @@ def test_exported_networks_run_on_the_cpu_only(exported):
     with pytest.raises(ConfigError, match="run on the CPU"):
         Predictor.from_checkpoint(exported[0], backend="onnxruntime", device="cuda")
     assert np.isfinite(exported[1]["check"]["max_abs_diff_probability"]["classifier"])
+
+
+def test_segment_takes_a_backend(run_dir, exported):
+    import unipet
+
+    study = phantom_studies([9401])[0]
+    ref = unipet.segment(study, task="lymphoma", checkpoint=run_dir, device="cpu")
+    got = unipet.segment(study, task="lymphoma", checkpoint=exported[0], backend="onnxruntime")
+    assert _dice(np.asarray(ref.mask.dataobj), np.asarray(got.mask.dataobj)) >= 0.999
+    assert len(got.lesions) == len(ref.lesions) and got.lesions.attrs["checkpoint_id"] == exported[1]["id"]
