@@ -23,6 +23,10 @@ and tested to leave the mask unchanged in ``tests/infer/test_predictor_speed.py`
 - ``cpu_bf16`` (off by default): bfloat16 autocast on the CPU, for CPUs with native bf16 arithmetic (AVX512-BF16 or
   AMX; ``cpu_has_bf16``); changes the probabilities by about 1e-2, so it is a choice, not a default.
 
+Backends (``Predictor.from_checkpoint(..., backend=)``, ``unipet.infer.backends``): the network behind the sliding
+window is the PyTorch module, or an exported ONNX / OpenVINO graph run by ONNX Runtime or OpenVINO on the CPU; the
+padding, tile grid, skipping, stitching, TTA and restoration above are this same code for every backend.
+
 Prompts: a task name (or index) is the same for every tile. ``task="auto"`` uses the model's task classifier
 (``infer_task``) on every non-empty tile of a patch grid; each tile votes with its top-1 probability and the
 type with the largest mean vote is used for the whole study (reported with that mean as its probability).
