@@ -72,3 +72,5 @@ def test_a_batch_of_mixed_tasks_runs_each_tiles_own_graph():
     out = net(torch.zeros(3, 2, 2, 2, 2), task=torch.tensor([1, 0, 1]))
     assert out[:, 0, 0, 0, 0].tolist() == [1.0, 0.0, 1.0] and sorted(calls) == [(0, 1), (1, 2)]
     assert net.requires == ("task",) and net.task_classifier is None
+    plain = ExportedNetwork({None: graph(7)}, "none")  # a model without prompts ignores a task
+    assert plain.requires == () and float(plain(torch.zeros(1, 2, 2, 2, 2), task=torch.tensor([3]))[0, 0, 0, 0, 0]) == 7

@@ -101,9 +101,10 @@ class ExportedNetwork:
 
             raise MissingInputError("this exported network needs a task prompt; pass --task with one of its tasks")
         xs = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        if self.task_mode != "fixed":
-            t = None if task is None else task.to("cpu", torch.long).numpy()
-            return torch.from_numpy(self.networks[None](xs, t))
+        if self.task_mode == "none":  # a model without prompts ignores a task, as its PyTorch module does
+            return torch.from_numpy(self.networks[None](xs))
+        if self.task_mode == "input":
+            return torch.from_numpy(self.networks[None](xs, task.to("cpu", torch.long).numpy()))
         ids = task.to("cpu").tolist()
         if len(set(ids)) == 1:
             return torch.from_numpy(self.networks[self._known(ids[0])](xs))
