@@ -360,7 +360,8 @@ def export_for_bench(checkpoint: str | Path, out: Path, fmt: str, precision: str
     t = time.perf_counter()
     try:
         record = export_checkpoint(checkpoint, out, fmt=fmt, precision=precision, check_studies=check_studies,
-                                   overwrite=True, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                                   overwrite=True, keep_rejected=True,  # a refused graph is timed, and flagged so
+                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
     except ExportRejected as exc:
         return {"folder": None, "refused": str(exc), "seconds": round(time.perf_counter() - t, 1)}
     return {"folder": str(out), "seconds": round(time.perf_counter() - t, 1), **record}

@@ -23,6 +23,8 @@ def export_command(
     check_studies: Path = typer.Option(None, "--check-studies", help="Real studies (any input of `unipet predict`, "
                                        "e.g. ../shared/real_sts_fdg) added to the int8 / bf16 acceptance check."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in OUT."),
+    keep_rejected: bool = typer.Option(False, "--keep-rejected", help="Write an int8 / bf16 export that misses the "
+                                       "acceptance anyway, flagged accepted: false in export.json (for measurement)."),
 ) -> None:
     """Export a checkpoint's network with its preprocessing and task list, so that a study is segmented from the
     export alone (`unipet predict --checkpoint OUT --backend onnxruntime|openvino`).
@@ -41,9 +43,12 @@ def export_command(
     from unipet.infer.backends.export import export_checkpoint
 
     record = export_checkpoint(run_dir, out, fmt=fmt, task_mode=task_mode, precision=precision,
-                               check_studies=check_studies, overwrite=overwrite,
+                               check_studies=check_studies, overwrite=overwrite, keep_rejected=keep_rejected,
                                progress=lambda line: console.print(line, markup=False))
-    if "acceptance" in record:
+    if "acceptance" in record and not record["acceptance"]["accepted"]:
+        console.print(f"{precision} REFUSED, kept flagged (accepted: false): {record['acceptance']['refusal']}",
+                      markup=False)
+    elif "acceptance" in record:
         rows = record["acceptance"]["studies"]
         console.print(f"{precision} accepted on {len(rows)} studies: lowest Dice {min(r['dice'] for r in rows):.4f}, "
                       f"largest MTV difference {max(r['mtv_rel_diff'] for r in rows):.2%}, largest SUVmax difference "

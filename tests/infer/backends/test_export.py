@@ -109,6 +109,12 @@ def test_int8_that_misses_the_acceptance_is_refused_with_its_numbers(run_dir, tm
     with pytest.raises(ExportRejected, match=r"1 of 1 studies miss; lowest Dice \d\.\d{4} .*largest MTV change"):
         export_checkpoint(run_dir, tmp_path / "int8", "openvino", precision="int8", task_mode="input")
     assert not (tmp_path / "int8").exists() and not list(tmp_path.iterdir())
+    record = export_checkpoint(run_dir, tmp_path / "kept", "openvino", precision="int8", task_mode="input",
+                               keep_rejected=True)  # flagged, for measurement
+    assert record["acceptance"]["accepted"] is False and "1 of 1 studies miss" in record["acceptance"]["refusal"]
+    assert json.loads((tmp_path / "kept" / "export.json").read_text())["acceptance"]["accepted"] is False
+    with pytest.warns(UserWarning, match="refused by its acceptance check"):
+        Predictor.from_checkpoint(tmp_path / "kept", backend="openvino")
     with pytest.raises(ConfigError, match="--format openvino"):
         export_checkpoint(run_dir, tmp_path / "x", "onnx", precision="int8")
 

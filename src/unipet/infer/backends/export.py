@@ -125,7 +125,7 @@ def same_tiles_check(model: torch.nn.Module, network, meta, tiles: np.ndarray) -
 
 def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", task_mode: str = "fixed",
                       precision: str = "fp32", check_studies: str | Path | None = None, overwrite: bool = False,
-                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      keep_rejected: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export the checkpoint at ``source`` into the folder ``out`` (see the module docstring). Returns the record.
 
     Args:
@@ -135,6 +135,8 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
         precision: ``"fp32"``, ``"bf16"`` (OpenVINO runtime precision) or ``"int8"`` (NNCF).
         check_studies: real studies for the int8 / bf16 acceptance (any input ``unipet predict`` reads).
         overwrite: replace an existing export at ``out``.
+        keep_rejected: write an int8 / bf16 export that misses the acceptance anyway, flagged
+            ``"accepted": false`` in ``export.json`` (for measurement; loading it warns).
 
     Raises:
         OutputExistsError: ``out`` exists and is not empty (without ``overwrite``).
@@ -160,7 +162,8 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
-        say(f"exporting {meta.model_name} ({fmt}, {precision}, task mode {task_mode})")
+        say(f"exporting {meta.model_name} ({fmt}, {precision}"
+            + (f", task mode {task_mode})" if needs_task(model) else ")"))
         record = {"version": EXPORT_VERSION, **write_graphs(model, meta, tmp, fmt, task_mode, precision, calibration),
                   "source_checkpoint_id": checkpoint_id(source)}
         backend = "openvino" if fmt == "openvino" else "onnxruntime"
@@ -183,6 +186,8 @@ def export_checkpoint(source: str | Path, out: str | Path, fmt: str = "onnx", ta
             record["acceptance"] = {"min_dice": MIN_DICE, "max_biomarker_rel_diff": MAX_BIOMARKER_DIFF,
                                     "accepted": ok, "studies": rows, "real_studies": str(check_studies or "")}
             if not ok:
+                record["acceptance"]["refusal"] = _worst(rows)
+            if not ok and not keep_rejected:
                 raise ExportRejected(f"the {precision} graph is refused against PyTorch float32: {_worst(rows)} (limits: "
                                      f"Dice >= {MIN_DICE}, MTV and SUVmax within {MAX_BIOMARKER_DIFF:.0%}); use fp32")
         meta_out = meta.to_dict()
@@ -226,6 +231,11 @@ def open_network(path: str | Path, backend: str, bf16: bool = False):
     precision = "bf16" if bf16 else None
     if is_export(path):
         meta, record = read_export(path)
+        if not record.get("acceptance", {}).get("accepted", True):
+            import warnings
+
+            warnings.warn(f"{path} was refused by its acceptance check and kept for measurement only: "
+                          f"{record['acceptance'].get('refusal', '')}", stacklevel=2)
         if backend == "onnxruntime" and record["format"] != "onnx":
             raise ConfigError(f"{path} is an OpenVINO export; run it with --backend openvino")
         from unipet.infer.backends.runtime import load_network
