@@ -565,9 +565,10 @@ def part_same(args, out: dict, meter: Meter) -> None:
     res: dict = {"models": same, "studies": cases, "preprocessing": preprocessing_agreement(same, raw, cases[0]),
                  "runs": {}}
     py = sys.executable
-    runs = [("nnunet", False, None), ("unipet", False, None), ("unipet_no_speedups", False,
-            '{"crop_to_content": false, "skip_empty": false, "channels_last": false}'),
-            ("unipet_cl", False, '{"channels_last": true}'), ("unipet_bf16", False, '{"cpu_bf16": true}')]
+    runs = [("nnunet", False, None), ("unipet", False, None), ("unipet_bf16", False, '{"cpu_bf16": true}')]
+    if args.speedup_rows:
+        runs += [("unipet_no_speedups", False, '{"crop_to_content": false, "skip_empty": false, "channels_last": false}'),
+                 ("unipet_cl", False, '{"channels_last": true}')]
     models = {"unipet": same["unipet_checkpoint"]}
     if args.backends:  # the same network exported: ONNX Runtime / OpenVINO x fp32 / bf16 / int8
         exports = res["exports"] = {
@@ -722,6 +723,8 @@ def main() -> None:
     # worker mode
     p.add_argument("--backends", action=argparse.BooleanOptionalAction, default=True,
                    help="'same' and 'user': add unipet's exported backends (ONNX Runtime, OpenVINO fp32/bf16/int8)")
+    p.add_argument("--speedup-rows", action=argparse.BooleanOptionalAction, default=True,
+                   help="'same': also the rows with the predictor's speed-ups off / channels-last forced")
     p.add_argument("--check-studies", help="'same': real studies added to the int8 acceptance check")
     p.add_argument("--worker", choices=("nnunet", "unipet", "nnunet-parts", "nnunet-train", "cli"))
     p.add_argument("--backend", default="torch"), p.add_argument("--cli-args")
