@@ -554,6 +554,77 @@ def part_layout(args, out: dict, meter: Meter) -> None:
     out["layout"] = res
 
 
+def part_backends(args, out: dict, meter: Meter) -> None:
+    """One forward per backend and precision, in this process (2 threads, interleaved repetitions, medians): the
+    shipped default (lymphoma graph, batch 2) and the 'same' topology (``nnunet`` builder at nnU-Net's small-memory
+    plan of the 5 mm phantoms: patch 112x56x48, 32-320, 5 stages; untrained, seed 0; batch 1). Inputs: content tiles
+    of phantom studies (check seed); int8 calibrated on ``CALIBRATION_SEEDS`` tiles (speed only here: the mask
+    acceptance runs in ``same``). Agreement with PyTorch float32: max |Δ| of probabilities and argmax agreement."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from unipet.checkpoint import CheckpointMeta, default_checkpoint, load_checkpoint
+    from unipet.infer import Predictor
+    from unipet.infer.backends.calibration import CALIBRATION_SEEDS, CHECK_SEEDS, phantom_tiles
+    from unipet.infer.backends.graph import FixedTask, export_onnx
+    from unipet.infer.backends.quantize import quantize_openvino
+    from unipet.infer.backends.runtime import onnxruntime_session, openvino_session
+    from unipet.models import create
+
+    work = args.work / "backends"
+    work.mkdir(parents=True, exist_ok=True)
+    default, meta = load_checkpoint(default_checkpoint())
+    torch.manual_seed(0)
+    same = create("nnunet", in_channels=2, num_classes=2, tasks="default", patch_size=(112, 56, 48),
+                  spacing=(5.0, 5.0, 5.0), base_channels=32, max_channels=320, max_stages=5).eval()
+    same_meta = CheckpointMeta.from_dict({**meta.to_dict(), "model": same.config, "patch_size": [112, 56, 48]})
+    nets = {"default_dpdnet_small": (default, meta, 1, 2, True), "same_nnunet": (same, same_meta, None, 1, False)}
+    res: dict = {"threads": torch.get_num_threads()}
+    for name, (model, m, task, batch, channels_last) in nets.items():
+        predictor = Predictor(model, m, device="cpu", channels_last=False)
+        x = np.ascontiguousarray(phantom_tiles(predictor, CHECK_SEEDS, batch))
+        calib = phantom_tiles(predictor, CALIBRATION_SEEDS, 16)
+        wrapper = FixedTask(model, task)
+        onnx_path = export_onnx(wrapper, work / f"{name}.onnx", m.patch, 2)
+        int8 = quantize_openvino(ov.convert_model(str(onnx_path)), calib)
+        ov.save_model(int8, str(work / f"{name}.int8.xml"), compress_to_fp16=False)
+        xt = torch.from_numpy(x)
+        xcl = xt.contiguous(memory_format=torch.channels_last_3d)
+        model_cl = __import__("copy").deepcopy(model).to(memory_format=torch.channels_last_3d)
+        wrapper_cl = FixedTask(model_cl, task)
+
+        def torch_run(bf16: bool, layout: bool):
+            w, inp = (wrapper_cl, xcl) if layout else (wrapper, xt)
+
+            def run():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return w(inp).float().numpy()
+            return run
+
+        variants = {"torch_fp32": torch_run(False, channels_last), "torch_bf16": torch_run(True, channels_last),
+                    "onnxruntime_fp32": (lambda s=onnxruntime_session(onnx_path): s(x)),
+                    "openvino_fp32": (lambda s=openvino_session(onnx_path): s(x)),
+                    "openvino_bf16": (lambda s=openvino_session(onnx_path, precision="bf16"): s(x)),
+                    "openvino_int8": (lambda s=openvino_session(work / f"{name}.int8.xml"): s(x))}
+        ref = torch.from_numpy(variants["torch_fp32"]()).softmax(1)
+        agree, times = {}, {k: [] for k in variants}
+        for k, fn in variants.items():
+            p = torch.from_numpy(fn()).softmax(1)
+            agree[k] = {"max_abs_diff_probability": round(float((p - ref).abs().max()), 5),
+                        "argmax_agreement": round(float((p.argmax(1) == ref.argmax(1)).float().mean()), 5)}
+        for _ in range(args.layout_repeats):
+            for k, fn in variants.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        med = {k: round(sorted(v)[len(v) // 2], 3) for k, v in times.items()}
+        res[name] = {"input": list(x.shape), "median_s": med, "vs_torch_fp32": agree,
+                     "speedup_vs_torch_fp32": {k: round(med["torch_fp32"] / v, 2) for k, v in med.items()}}
+        print(f"[backends] {name} {med}", file=sys.stderr, flush=True)
+    out["backends"] = res
+
+
 def part_same(args, out: dict, meter: Meter) -> None:
     work = args.work
     raw = prepare_cohort(work, args.cases, "small", args.seed, DATASET_SAME, "PhantomSmall")
@@ -753,7 +824,8 @@ def main() -> None:
     meter = Meter()
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints progress; stdout holds only the JSON
         for part in args.parts.split(","):
-            {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train}[part.strip()](args, out, meter)
+            {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train,
+             "backends": part_backends}[part.strip()](args, out, meter)
     print(json.dumps(out, indent=2))
 
 
