@@ -29,6 +29,10 @@ CPU seconds per study and the process's peak resident memory (``VmHWM``, and ``r
           with the network swapped for one that returns zeros of the right shape: Gaussian, accumulation,
           buffers), the network on ``--nnunet-tiles`` real tiles times the number of tiles, and the export
           (``export_prediction_from_logits``). Peak RSS: that run's, plus the network's measured activation peak.
+          With ``--backends`` (default on) ``same`` adds the same network exported (``unipet export``: fp32 ONNX;
+          an int8 OpenVINO graph, which its acceptance may refuse) through ``--backend onnxruntime`` / ``openvino``
+          (fp32, ``--cpu-bf16``, int8), and ``user`` times the whole ``unipet predict`` process (interpreter
+          start, imports, reading, prediction, writing) with the shipped default per backend.
 ``train`` training throughput on the ``same`` network and patch, batch 2: nnU-Net's ``nnUNetTrainer`` (CPU,
           ``nnUNet_n_proc_DA`` data workers) vs unipet's trainer (``bench_train.py --model nnunet``), it/s and
           the share of time spent waiting for data.
@@ -312,7 +316,7 @@ def worker_unipet(args) -> dict:
 
     t0 = time.perf_counter()
     options = json.loads(args.options or "{}")
-    predictor = Predictor.from_checkpoint(args.model, device="cpu", overlap=0.5, tta=args.mirror,
+    predictor = Predictor.from_checkpoint(args.model, backend=args.backend, device="cpu", overlap=0.5, tta=args.mirror,
                                           tta_axes=[int(a) for a in args.tta_axes.split(",")] if args.tta_axes else None,
                                           tile_batch=args.tile_batch, **options)
     load_s = time.perf_counter() - t0
@@ -328,8 +332,39 @@ def worker_unipet(args) -> dict:
         mark.update(w=w, c=c)
 
     predict_batch(predictor, args.inputs, args.out, task=args.task, overwrite=True, on_case=on_case)
-    return {"engine": "unipet", "load_s": round(load_s, 3), "studies": studies, "threads": torch.get_num_threads(),
-            "vm_hwm_mb": vm_hwm_mb(), "options": options}
+    return {"engine": "unipet", "backend": args.backend, "load_s": round(load_s, 3), "studies": studies,
+            "threads": torch.get_num_threads(), "vm_hwm_mb": vm_hwm_mb(), "options": options}
+
+
+def worker_cli(args) -> dict:
+    """The whole ``unipet predict`` command in this process (``--cli-args``): seconds to import the CLI, seconds of
+    the command; the caller measures the process from outside (interpreter start included)."""
+    t0 = time.perf_counter()
+    from unipet.cli import main as unipet_main
+
+    imported = time.perf_counter()
+    code = unipet_main(json.loads(args.cli_args))
+    return {"engine": "unipet-cli", "returncode": code, "import_cli_s": round(imported - t0, 2),
+            "command_s": round(time.perf_counter() - imported, 2), "vm_hwm_mb": vm_hwm_mb()}
+
+
+def export_for_bench(checkpoint: str | Path, out: Path, fmt: str, precision: str,
+                     check_studies: str | None = None) -> dict:
+    """``unipet export`` of ``checkpoint`` into ``out`` (reused when there); the export record, or the refusal."""
+    from unipet.infer.backends.bundle import is_export, read_export
+    from unipet.infer.backends.export import ExportRejected, export_checkpoint
+
+    if is_export(out):
+        return {"folder": str(out), **read_export(out)[1]}
+    print(f"[export] {out.name}", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    try:
+        record = export_checkpoint(checkpoint, out, fmt=fmt, precision=precision, check_studies=check_studies,
+                                   overwrite=True, keep_rejected=True,  # a refused graph is timed, and flagged so
+                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ExportRejected as exc:
+        return {"folder": None, "refused": str(exc), "seconds": round(time.perf_counter() - t, 1)}
+    return {"folder": str(out), "seconds": round(time.perf_counter() - t, 1), **record}
 
 
 def worker_nnunet_parts(args) -> dict:
@@ -519,6 +554,77 @@ def part_layout(args, out: dict, meter: Meter) -> None:
     out["layout"] = res
 
 
+def part_backends(args, out: dict, meter: Meter) -> None:
+    """One forward per backend and precision, in this process (2 threads, interleaved repetitions, medians): the
+    shipped default (lymphoma graph, batch 2) and the 'same' topology (``nnunet`` builder at nnU-Net's small-memory
+    plan of the 5 mm phantoms: patch 112x56x48, 32-320, 5 stages; untrained, seed 0; batch 1). Inputs: content tiles
+    of phantom studies (check seed); int8 calibrated on ``CALIBRATION_SEEDS`` tiles (speed only here: the mask
+    acceptance runs in ``same``). Agreement with PyTorch float32: max |Δ| of probabilities and argmax agreement."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from unipet.checkpoint import CheckpointMeta, default_checkpoint, load_checkpoint
+    from unipet.infer import Predictor
+    from unipet.infer.backends.calibration import CALIBRATION_SEEDS, CHECK_SEEDS, phantom_tiles
+    from unipet.infer.backends.graph import FixedTask, export_onnx
+    from unipet.infer.backends.quantize import quantize_openvino
+    from unipet.infer.backends.runtime import onnxruntime_session, openvino_session
+    from unipet.models import create
+
+    work = args.work / "backends"
+    work.mkdir(parents=True, exist_ok=True)
+    default, meta = load_checkpoint(default_checkpoint())
+    torch.manual_seed(0)
+    same = create("nnunet", in_channels=2, num_classes=2, tasks="default", patch_size=(112, 56, 48),
+                  spacing=(5.0, 5.0, 5.0), base_channels=32, max_channels=320, max_stages=5).eval()
+    same_meta = CheckpointMeta.from_dict({**meta.to_dict(), "model": same.config, "patch_size": [112, 56, 48]})
+    nets = {"default_dpdnet_small": (default, meta, 1, 2, True), "same_nnunet": (same, same_meta, None, 1, False)}
+    res: dict = {"threads": torch.get_num_threads()}
+    for name, (model, m, task, batch, channels_last) in nets.items():
+        predictor = Predictor(model, m, device="cpu", channels_last=False)
+        x = np.ascontiguousarray(phantom_tiles(predictor, CHECK_SEEDS, batch))
+        calib = phantom_tiles(predictor, CALIBRATION_SEEDS, 16)
+        wrapper = FixedTask(model, task)
+        onnx_path = export_onnx(wrapper, work / f"{name}.onnx", m.patch, 2)
+        int8 = quantize_openvino(ov.convert_model(str(onnx_path)), calib)
+        ov.save_model(int8, str(work / f"{name}.int8.xml"), compress_to_fp16=False)
+        xt = torch.from_numpy(x)
+        xcl = xt.contiguous(memory_format=torch.channels_last_3d)
+        model_cl = __import__("copy").deepcopy(model).to(memory_format=torch.channels_last_3d)
+        wrapper_cl = FixedTask(model_cl, task)
+
+        def torch_run(bf16: bool, layout: bool):
+            w, inp = (wrapper_cl, xcl) if layout else (wrapper, xt)
+
+            def run():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return w(inp).float().numpy()
+            return run
+
+        variants = {"torch_fp32": torch_run(False, channels_last), "torch_bf16": torch_run(True, channels_last),
+                    "onnxruntime_fp32": (lambda s=onnxruntime_session(onnx_path): s(x)),
+                    "openvino_fp32": (lambda s=openvino_session(onnx_path): s(x)),
+                    "openvino_bf16": (lambda s=openvino_session(onnx_path, precision="bf16"): s(x)),
+                    "openvino_int8": (lambda s=openvino_session(work / f"{name}.int8.xml"): s(x))}
+        ref = torch.from_numpy(variants["torch_fp32"]()).softmax(1)
+        agree, times = {}, {k: [] for k in variants}
+        for k, fn in variants.items():
+            p = torch.from_numpy(fn()).softmax(1)
+            agree[k] = {"max_abs_diff_probability": round(float((p - ref).abs().max()), 5),
+                        "argmax_agreement": round(float((p.argmax(1) == ref.argmax(1)).float().mean()), 5)}
+        for _ in range(args.layout_repeats):
+            for k, fn in variants.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        med = {k: round(sorted(v)[len(v) // 2], 3) for k, v in times.items()}
+        res[name] = {"input": list(x.shape), "median_s": med, "vs_torch_fp32": agree,
+                     "speedup_vs_torch_fp32": {k: round(med["torch_fp32"] / v, 2) for k, v in med.items()}}
+        print(f"[backends] {name} {med}", file=sys.stderr, flush=True)
+    out["backends"] = res
+
+
 def part_same(args, out: dict, meter: Meter) -> None:
     work = args.work
     raw = prepare_cohort(work, args.cases, "small", args.seed, DATASET_SAME, "PhantomSmall")
@@ -530,18 +636,32 @@ def part_same(args, out: dict, meter: Meter) -> None:
     res: dict = {"models": same, "studies": cases, "preprocessing": preprocessing_agreement(same, raw, cases[0]),
                  "runs": {}}
     py = sys.executable
-    runs = [("nnunet", False, None), ("unipet", False, None), ("unipet_no_speedups", False,
-            '{"crop_to_content": false, "skip_empty": false, "channels_last": false}'),
-            ("unipet_cl", False, '{"channels_last": true}'), ("unipet_bf16", False, '{"cpu_bf16": true}')]
+    runs = [("nnunet", False, None), ("unipet", False, None), ("unipet_bf16", False, '{"cpu_bf16": true}')]
+    if args.speedup_rows:
+        runs += [("unipet_no_speedups", False, '{"crop_to_content": false, "skip_empty": false, "channels_last": false}'),
+                 ("unipet_cl", False, '{"channels_last": true}')]
+    models = {"unipet": same["unipet_checkpoint"]}
+    if args.backends:  # the same network exported: ONNX Runtime / OpenVINO x fp32 / bf16 / int8
+        exports = res["exports"] = {
+            "onnx_fp32": export_for_bench(same["unipet_checkpoint"], work / "export-same-onnx", "onnx", "fp32"),
+            "openvino_int8": export_for_bench(same["unipet_checkpoint"], work / "export-same-int8", "openvino", "int8",
+                                              args.check_studies)}
+        models.update(ort=exports["onnx_fp32"]["folder"], ov=exports["onnx_fp32"]["folder"],
+                      ovint8=exports["openvino_int8"]["folder"])
+        runs += [("unipet_ort", False, None), ("unipet_ov", False, None), ("unipet_ovbf16", False, '{"cpu_bf16": true}')]
+        runs += [("unipet_ovint8", False, None)] if models["ovint8"] else []
     if not args.skip_mirroring:
         runs += [("nnunet", True, None), ("unipet", True, None), ("unipet_bf16", True, '{"cpu_bf16": true}')]
+    backend_of = {"ort": "onnxruntime", "ov": "openvino", "ovbf16": "openvino", "ovint8": "openvino"}
     for engine, mirror, options in runs:
         name = f"{engine}_{'mirror8' if mirror else 'plain'}"
         dest = work / "pred" / name
-        cmd = [py, str(Path(__file__).resolve()), "--worker", engine.split("_")[0], "--model",
-               same["nnunet_folder"] if engine == "nnunet" else same["unipet_checkpoint"], "--inputs",
+        variant = engine.split("_")[1] if "_" in engine else ""
+        model = same["nnunet_folder"] if engine == "nnunet" else models.get(variant.replace("bf16", ""), models["unipet"])
+        cmd = [py, str(Path(__file__).resolve()), "--worker", engine.split("_")[0], "--model", model, "--inputs",
                str(inputs_mirror if mirror else inputs),
-               "--out", str(dest), "--tile-batch", "1", "--tta-axes", "0,1,2"]
+               "--out", str(dest), "--tile-batch", "1", "--tta-axes", "0,1,2",
+               "--backend", backend_of.get(variant, "torch")]
         if mirror:
             cmd.append("--mirror")
         if options:
@@ -549,10 +669,14 @@ def part_same(args, out: dict, meter: Meter) -> None:
         print(f"[same] {name}", file=sys.stderr, flush=True)
         res["runs"][name] = meter.take(run_measured(cmd, nnunet_env(work)))
     for mode in ("plain", "mirror8"):
-        for other in ("unipet", "unipet_bf16"):
-            if f"nnunet_{mode}" in res["runs"] and (work / "pred" / f"{other}_{mode}").exists():
+        for other in ("unipet", "unipet_bf16", "unipet_ort", "unipet_ov", "unipet_ovbf16", "unipet_ovint8"):
+            if f"nnunet_{mode}" in res["runs"] and f"{other}_{mode}" in res["runs"]:
                 res[f"masks_nnunet_vs_{other}_{mode}"] = mask_agreement(
                     work / "pred" / f"nnunet_{mode}", work / "pred" / f"{other}_{mode}",
+                    cases if mode == "plain" else cases[:args.mirror_studies])
+            if other != "unipet" and f"{other}_{mode}" in res["runs"]:  # each backend / precision vs torch float32
+                res[f"masks_unipet_vs_{other}_{mode}"] = mask_agreement(
+                    work / "pred" / f"unipet_{mode}", work / "pred" / f"{other}_{mode}",
                     cases if mode == "plain" else cases[:args.mirror_studies])
     out["same_network"] = res
 
@@ -600,6 +724,21 @@ def part_user(args, out: dict, meter: Meter) -> None:
             cmd += ["--options", options]
         print(f"[user] {name}", file=sys.stderr, flush=True)
         res["runs"][name] = meter.take(run_measured(cmd, nnunet_env(work)))
+    if args.backends:  # the whole `unipet predict` process with the shipped default, per backend
+        exp = res["export_default_onnx"] = export_for_bench(default_checkpoint(), work / "export-default-onnx",
+                                                            "onnx", "fp32")
+        for name, extra in (("torch", []), ("onnxruntime", ["-c", exp["folder"], "--backend", "onnxruntime"]),
+                            ("openvino", ["-c", exp["folder"], "--backend", "openvino"]),
+                            ("openvino_bf16", ["-c", exp["folder"], "--backend", "openvino", "--cpu-bf16"])):
+            argv = ["predict", str(inputs), str(work / "pred" / f"user-cli-{name}"), "--task", "lymphoma",
+                    "--overwrite"] + extra
+            print(f"[user] cli {name}", file=sys.stderr, flush=True)
+            res["runs"][f"cli_{name}"] = meter.take(run_measured([py, me, "--worker", "cli", "--cli-args",
+                                                                  json.dumps(argv)]))
+        for name in ("onnxruntime", "openvino", "openvino_bf16"):
+            a, b = work / "pred" / "user-cli-torch", work / "pred" / f"user-cli-{name}"
+            if a.exists() and b.exists():
+                res[f"masks_cli_torch_vs_{name}"] = mask_agreement(a, b, cases)
     for name in ("plain", "mirror8"):
         a, b = work / "pred" / f"user-unipet_{name}", work / "pred" / f"user-unipet_bf16_{name}"
         if a.exists() and b.exists():
@@ -653,7 +792,13 @@ def main() -> None:
     p.add_argument("--train-iterations", type=int, default=10)
     p.add_argument("--train-warmup", type=int, default=3)
     # worker mode
-    p.add_argument("--worker", choices=("nnunet", "unipet", "nnunet-parts", "nnunet-train"))
+    p.add_argument("--backends", action=argparse.BooleanOptionalAction, default=True,
+                   help="'same' and 'user': add unipet's exported backends (ONNX Runtime, OpenVINO fp32/bf16/int8)")
+    p.add_argument("--speedup-rows", action=argparse.BooleanOptionalAction, default=True,
+                   help="'same': also the rows with the predictor's speed-ups off / channels-last forced")
+    p.add_argument("--check-studies", help="'same': real studies added to the int8 acceptance check")
+    p.add_argument("--worker", choices=("nnunet", "unipet", "nnunet-parts", "nnunet-train", "cli"))
+    p.add_argument("--backend", default="torch"), p.add_argument("--cli-args")
     p.add_argument("--model"), p.add_argument("--inputs"), p.add_argument("--out"), p.add_argument("--options")
     p.add_argument("--mirror", action="store_true"), p.add_argument("--tta-axes"), p.add_argument("--task")
     p.add_argument("--plans"), p.add_argument("--dataset-json"), p.add_argument("--iterations", type=int, default=10)
@@ -661,7 +806,7 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         fn = {"nnunet": worker_nnunet, "unipet": worker_unipet, "nnunet-parts": worker_nnunet_parts,
-              "nnunet-train": worker_nnunet_train}[args.worker]
+              "nnunet-train": worker_nnunet_train, "cli": worker_cli}[args.worker]
         print(json.dumps(fn(args)), flush=True)
         return
     import platform
@@ -679,7 +824,8 @@ def main() -> None:
     meter = Meter()
     with contextlib.redirect_stdout(sys.stderr):  # nnU-Net prints progress; stdout holds only the JSON
         for part in args.parts.split(","):
-            {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train}[part.strip()](args, out, meter)
+            {"layout": part_layout, "same": part_same, "user": part_user, "train": part_train,
+             "backends": part_backends}[part.strip()](args, out, meter)
     print(json.dumps(out, indent=2))
 
 

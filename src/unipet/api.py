@@ -79,9 +79,21 @@ class Segmentation:
         return task_is_uncertain(self.task_source, self.task_probability)
 
 
+def checkpoint_meta(path: str | Path):
+    """The ``CheckpointMeta`` of a checkpoint / run folder or of an ``unipet export`` folder, read without the
+    model stack (the export reader is imported only for an export folder)."""
+    from unipet.checkpoint import read_meta
+
+    if (Path(path) / "export.json").is_file():
+        from unipet.infer.backends.bundle import read_export
+
+        return read_export(path)[0]
+    return read_meta(path)
+
+
 def segment(study_or_path: Study | str | Path | None = None, task: str | None = None,
-            checkpoint: str | Path | None = None, device: str = "auto", *, pet: str | Path | None = None,
-            ct: str | Path | None = None) -> Segmentation:
+            checkpoint: str | Path | None = None, device: str = "auto", backend: str = "torch", *,
+            pet: str | Path | None = None, ct: str | Path | None = None) -> Segmentation:
     """Segment the lesions of one PET/CT study.
 
     Args:
@@ -93,6 +105,8 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
             infers it), or None: the study's own task, else ``"auto"``.
         checkpoint: run or checkpoint folder; None = the checkpoint shipped with unipet.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (``unipet.infer.backends``; ``checkpoint`` may then
+            be an ``unipet export`` folder).
         pet, ct: one study as a pair of NIfTI files (PET in SUV, CT in HU) instead of ``study_or_path``.
 
     Returns:
@@ -103,7 +117,7 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
     """
     import pandas as pd
 
-    from unipet.checkpoint import default_checkpoint, read_meta
+    from unipet.checkpoint import default_checkpoint
     from unipet.io.inputs import resolve_input
 
     if isinstance(study_or_path, Study):
@@ -116,7 +130,7 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
     from unipet.infer.predictor import AUTO
 
     if task not in (None, AUTO):
-        read_meta(ckpt).task_set.index(task)  # an unknown task fails before the model is loaded
+        checkpoint_meta(ckpt).task_set.index(task)  # an unknown task fails before the model is loaded
 
     from unipet.infer.batch import collect_cases
     from unipet.infer.predictor import (LESION_COLUMNS, MODEL_TAG, Predictor, check_device, lesion_rows,
@@ -124,7 +138,7 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
     from unipet.io.nifti import to_nifti_image
 
     check_device(device)
-    predictor = Predictor.from_checkpoint(ckpt, device=device)
+    predictor = Predictor.from_checkpoint(ckpt, device=device, backend=backend)
     with tempfile.TemporaryDirectory(prefix="unipet-segment-") as scratch:
         cases = collect_cases(study_or_path, scratch, predictor.task_set, pet=pet, ct=ct)
         if len(cases) != 1:

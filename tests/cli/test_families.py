@@ -1,5 +1,5 @@
 """Paper commands are sub-commands of their family (``unipet gcis export``); the former top-level names stay as
-hidden aliases that run the same function."""
+hidden aliases that run the same function (``unipet export`` is no longer one: it is the ONNX / OpenVINO export)."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from unipet.cli import main
 from unipet.cli.app import app
 
 FAMILIES = {
-    ("gcis", "export"): "export", ("gcis", "adapt"): "adapt", ("mastpro", "experts"): "experts",
+    ("gcis", "adapt"): "adapt", ("mastpro", "experts"): "experts",
     ("mastpro", "pretrain-anatomy"): "pretrain-anatomy", ("h2aseg", "tamw"): "tamw-weights",
     ("anatomy", "pretrain"): "pretrain", ("anatomy", "organs"): "organs",
 }
@@ -35,3 +35,10 @@ def test_top_level_help_lists_families_not_aliases(capsys):
     listed = {line.strip("│ ").split(" ")[0] for line in out.splitlines() if line.startswith("│ ")}
     assert {"gcis", "mastpro", "h2aseg", "anatomy"} <= listed
     assert not listed & set(FAMILIES.values())  # the former names run but are not listed as commands
+
+
+def test_gcis_export_is_a_family_command_and_export_is_the_network_export(capsys):
+    assert main(["gcis", "export", "--help"]) == 0
+    assert "gcis export" in capsys.readouterr().out.replace("\n", " ")
+    assert main(["export", "--help"]) == 0
+    assert "--format" in capsys.readouterr().out

@@ -104,9 +104,9 @@ def test_export_writes_a_checkpoint_with_identical_masks_and_the_cli(run, tmp_pa
     assert torch.equal(prob_full, prob_pruned)
     with pytest.raises(OutputExistsError):
         export(tmp / "run", "aorta", tmp_path / "aorta")
-    assert main(["export", "--model", str(tmp / "run"), "--task", "liver", "--out", str(tmp_path / "liver")]) == 0
+    assert main(["gcis", "export", "--model", str(tmp / "run"), "--task", "liver", "--out", str(tmp_path / "liver")]) == 0
     assert load_checkpoint(tmp_path / "liver")[1].pruned["task"] == "liver"
-    assert main(["export", "--model", str(tmp / "run"), "--task", "pancreas", "--out", str(tmp_path / "x")]) == 2
+    assert main(["gcis", "export", "--model", str(tmp / "run"), "--task", "pancreas", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_adapt_routes_the_prompt_prunes_and_freezes_the_encoder(run, tmp_path):

@@ -1,5 +1,6 @@
 """gCIS commands: ``unipet gcis export`` (single-path model of one task) and ``unipet gcis adapt`` (few-shot
-adaptation); ``unipet export`` / ``unipet adapt`` are their hidden former names."""
+adaptation); ``unipet adapt`` is the latter's hidden former name (``unipet export`` is now the ONNX / OpenVINO
+export of any checkpoint, ``unipet.cli.export``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ gcis = family("gcis", "gCIS: prune a model to one task, few-shot adaptation to a
                "unipet gcis adapt --model runs/gcis --data cache/ --task iliac_arteries --shots 5 --out runs/iliac5"])
 
 
-@family_command(gcis, "export", alias="export")
+@family_command(gcis, "export")
 def export_command(
     model: Path = typer.Option(..., "--model", "-m", help="A full gcis run (or checkpoint) folder."),
     task: str = typer.Option(..., "--task", help="Task (name or alias) the exported model segments."),

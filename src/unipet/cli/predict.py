@@ -37,6 +37,8 @@ def predict_command(
                                   "native bf16, e.g. AVX512-BF16; probabilities change by about 1e-2)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-predict studies whose outputs exist, also another checkpoint's (default: skip this checkpoint's, refuse another's)."),
     series: list[str] = typer.Option(None, "--series", help="DICOM input: PET SeriesInstanceUID where a study has several (repeatable)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, onnxruntime or openvino (the [deploy] extra; "
+                                "--checkpoint an `unipet export` folder, or a checkpoint exported while loading)."),
 ) -> None:
     """Predict lesion masks; resumable (finished studies are skipped), a failing study is reported and skipped.
 
@@ -61,6 +63,8 @@ def predict_command(
         unipet predict cohort.json preds/ --checkpoint runs/dpdnet --task auto --tta --overlap 0.5
 
         torchrun --nproc_per_node=4 -m unipet predict autopet/ preds/ -c runs/dpdnet --device cuda
+
+        unipet predict autopet/ preds/ -c models/dpdnet-openvino --backend openvino
     """
     paths = [p for p in (first, second, third) if p is not None]
     inputs, out_dir, checkpoint = _split_paths(paths, checkpoint, pet is not None or ct is not None)
@@ -73,7 +77,8 @@ def predict_command(
     axes = None if tta_axes is None else parse_axes(tta_axes)
     check_device(device)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, overlap=overlap, tta=tta, tta_axes=axes,
-                                          tta_budget_s=tta_budget, tile_batch=tile_batch, cpu_bf16=cpu_bf16)
+                                          tta_budget_s=tta_budget, tile_batch=tile_batch, cpu_bf16=cpu_bf16,
+                                          backend=backend)
     unsure: list[str] = []
 
     def line(i: int, total: int, case_id: str, status: str, detail) -> None:
@@ -139,14 +144,15 @@ def preflight(inputs: Path | None, out_dir: Path, checkpoint: Path | None, task:
     Raises:
         UnipetError: the first problem found, in that order.
     """
-    from unipet.checkpoint import default_checkpoint, read_meta
+    from unipet.api import checkpoint_meta
+    from unipet.checkpoint import default_checkpoint
     from unipet.fileio import check_output_folder
     from unipet.io.inputs import resolve_input
 
     resolve_input(inputs, pet=pet, ct=ct)
     check_output_folder(out_dir)
     checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
-    meta = read_meta(checkpoint)
+    meta = checkpoint_meta(checkpoint)
     if task is not None and task != "auto":
         meta.task_set.index(task)
     return checkpoint

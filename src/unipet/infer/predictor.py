@@ -23,6 +23,10 @@ and tested to leave the mask unchanged in ``tests/infer/test_predictor_speed.py`
 - ``cpu_bf16`` (off by default): bfloat16 autocast on the CPU, for CPUs with native bf16 arithmetic (AVX512-BF16 or
   AMX; ``cpu_has_bf16``); changes the probabilities by about 1e-2, so it is a choice, not a default.
 
+Backends (``Predictor.from_checkpoint(..., backend=)``, ``unipet.infer.backends``): the network behind the sliding
+window is the PyTorch module, or an exported ONNX / OpenVINO graph run by ONNX Runtime or OpenVINO on the CPU; the
+padding, tile grid, skipping, stitching, TTA and restoration above are this same code for every backend.
+
 Prompts: a task name (or index) is the same for every tile. ``task="auto"`` uses the model's task classifier
 (``infer_task``) on every non-empty tile of a patch grid; each tile votes with its top-1 probability and the
 type with the largest mean vote is used for the whole study (reported with that mean as its probability).
@@ -150,7 +154,9 @@ class Predictor:
     """Sliding-window predictor for a trained model.
 
     Args:
-        model: a ``UnipetModel`` (eval mode is set).
+        model: a ``UnipetModel`` (eval mode is set), or an exported network
+            (``unipet.infer.backends.runtime.ExportedNetwork``: ONNX Runtime / OpenVINO on the CPU; the same sliding
+            window, TTA and restoration run around it).
         meta: checkpoint metadata (``preprocess``, ``model``; see ``unipet.checkpoint``).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a torch device.
         overlap: fraction of a tile overlapping its neighbour (0–<1).
@@ -184,8 +190,12 @@ class Predictor:
             raise ConfigError(f"stitch device must be auto, cpu or cuda, got {stitch_device!r}")
         if tta_budget_s is not None and not tta_budget_s >= 0:
             raise ConfigError(f"the TTA time budget must be >= 0 seconds, got {tta_budget_s}")
-        self.device = resolve_device(check_device(device) if device != "auto" else None)
-        self.model = model.to(self.device).eval()
+        exported = not isinstance(model, torch.nn.Module)
+        if exported and device not in ("auto", "cpu") and torch.device(str(check_device(device))).type != "cpu":
+            raise ConfigError(f"exported networks (onnxruntime, openvino) run on the CPU, not {device}; use --device "
+                              "cpu, or --backend torch for a GPU")
+        self.device = torch.device("cpu") if exported else resolve_device(check_device(device) if device != "auto" else None)
+        self.model = model if exported else model.to(self.device).eval()
         self.meta = meta = CheckpointMeta.coerce(meta)
         self.config = PreprocessConfig.from_dict(meta.preprocess)
         if self.config.target_spacing is None and meta.spacing:
@@ -203,11 +213,11 @@ class Predictor:
         self.mirrors = mirror_sets(self.tta_axes) if tta else [()]
         self.tta_budget_s = tta_budget_s
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp] if self.device.type == "cuda" else None
-        if cpu_bf16 and self.device.type == "cpu":
+        if cpu_bf16 and self.device.type == "cpu" and not exported:  # an exported network has its own precision
             self.amp = torch.bfloat16
         self.stitch_device = stitch_device
         self.crop_to_content, self.skip_empty = bool(crop_to_content), bool(skip_empty)
-        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        self.channels_last = not exported and (self.device.type == "cpu" if channels_last is None else bool(channels_last))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         #: tiles run through the network / skipped as empty in the last ``probabilities`` call
@@ -218,12 +228,28 @@ class Predictor:
         self.checkpoint_id = meta.checkpoint_id
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "Predictor":
-        """Load ``path`` (run folder or checkpoint folder) and build a predictor (``kwargs`` as ``__init__``)."""
-        from unipet.checkpoint import load_checkpoint
+    def from_checkpoint(cls, path: str | Path, backend: str = "torch", **kwargs: Any) -> "Predictor":
+        """Load ``path`` and build a predictor (``kwargs`` as ``__init__``).
 
-        model, meta = load_checkpoint(path)
-        return cls(model, meta, **kwargs)
+        ``backend``: ``"torch"`` (``path`` a run or checkpoint folder), or ``"onnxruntime"`` / ``"openvino"``
+        (``path`` an export folder of ``unipet export``, or a checkpoint, whose network is then exported to fp32
+        ONNX while loading; see ``unipet.infer.backends``). ``cpu_bf16`` with ``openvino`` compiles the graph
+        in bfloat16.
+        """
+        from unipet.infer.backends import check_backend
+        from unipet.infer.backends.bundle import is_export
+
+        if check_backend(backend) == "torch":
+            if is_export(path):
+                raise ConfigError(f"{path} is an exported network; run it with --backend onnxruntime or openvino")
+            from unipet.checkpoint import load_checkpoint
+
+            model, meta = load_checkpoint(path)
+            return cls(model, meta, **kwargs)
+        from unipet.infer.backends.export import open_network
+
+        network, meta = open_network(path, backend, bf16=bool(kwargs.get("cpu_bf16", False)))
+        return cls(network, meta, **kwargs)
 
     # ------------------------------------------------------------------ tasks
     def task_index(self, task: str | int | None) -> int | None:

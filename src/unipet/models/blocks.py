@@ -6,8 +6,10 @@ public STU-Net weights load by name (``unipet.models.weights.load_pretrained``).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +173,19 @@ def group_by_task(task: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
     return [(t, (task == t).nonzero(as_tuple=True)[0]) for t in unique]
 
 
+_EVERY_BRANCH: contextvars.ContextVar[bool] = contextvars.ContextVar("every_task_branch", default=False)
+
+
+@contextlib.contextmanager
+def every_task_branch() -> Iterator[None]:
+    """Within this block ``run_grouped`` runs every task's module on every sample and gathers (see there)."""
+    token = _EVERY_BRANCH.set(True)
+    try:
+        yield
+    finally:
+        _EVERY_BRANCH.reset(token)
+
+
 def run_grouped(task: torch.Tensor, x: torch.Tensor, modules: nn.ModuleList) -> torch.Tensor:
     """Apply ``modules[task[b]]`` to each sample ``x[b]``, running each module once on its samples only.
 
@@ -181,7 +196,15 @@ def run_grouped(task: torch.Tensor, x: torch.Tensor, modules: nn.ModuleList) -> 
 
     Returns:
         ``[B, ...]`` outputs in the original sample order.
+
+    Inside ``every_task_branch()`` (tracing a graph whose task is an input: ``unipet export --task-mode input``)
+    the task's values are unknown, so every module runs on every sample and each sample's own output is gathered:
+    the same result per sample, at ``len(modules)`` times these modules' cost, in a graph without data-dependent
+    control flow.
     """
+    if _EVERY_BRANCH.get():
+        outs = torch.stack([m(x) for m in modules], dim=1)  # [B, N, ...]
+        return outs[torch.arange(x.shape[0], device=x.device), task]
     groups = group_by_task(task)
     if len(groups) == 1:
         return modules[groups[0][0]](x)
