@@ -209,9 +209,14 @@ def main() -> None:
         sys.exit(f"no real cohort in {args.data}; give --data (an autoPET-layout folder)")
     results = run(args)
     print(table(results["rows"]), file=sys.stderr)
+    emit(results, args.out)
+
+
+def emit(results: dict, out: Path | None) -> None:
+    """Print the JSON record (stdout) and write it to ``out`` too when given."""
     text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     print(text)
 
 

@@ -27,9 +27,10 @@ Factors (unipet's choice of probes; each a hypothesis of issue 24 part 2):
   predictions of each prompt; shows what a better ``auto`` could gain).
 
 Besides the table, per-case correlations (Spearman) of the ``as-is`` Dice with SUVmean/SUVmax (heterogeneity),
-MTV and SUVmax; and the phantom side of the field-of-view question (``--phantoms N``): held-out phantom studies
-(seed ``--phantom-seed``) predicted whole-body and as a crop of ``--crop-mm`` (50 mm) around their largest
-lesion, both scored on the crop.
+MTV and SUVmax; and the phantom side (``--phantoms N``): N lesion-positive default phantoms (patient seeds from
+``--phantom-seed``) predicted whole-body and as a crop of ``--crop-mm`` (50 mm) around their largest lesion, both
+scored on the crop (the field of view without real-data texture), and N limb soft-tissue sarcomas of the wide
+phantom spectrum the same way (location and tumour type without real-data texture).
 
 CPU run (about 25 minutes on 2 cores)::
 
@@ -53,7 +54,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from bench_real import DEFAULT_DATA, real_manifest
+from bench_real import DEFAULT_DATA, emit, real_manifest
 
 CT_AIR = -1000.0
 FACTORS = ("as-is", "pad-tissue", "suv-x0.5", "suv-x2", "ct-smooth", "ct-flat", "fill-necrosis",
@@ -151,52 +152,56 @@ def real_factors(predictor, studies: list, factors: list[str], prompts: list[str
     return out
 
 
-def phantom_fov(predictor, work: Path, n: int, seed: int, crop_mm: float) -> dict:
-    """Held-out phantoms predicted whole-body and as a crop around their largest lesion, scored on the crop."""
+def crop_around_largest(study, crop_mm: float):
+    """``(cropped study, box)``: the study cut to ``crop_mm`` around its largest lesion (18-connected)."""
     import cc3d
 
-    from unipet.data.phantom import write_phantom_cohort
-    from unipet.io.layouts import import_phantom
-    from unipet.io.manifest import load_study
+    from unipet.study import index_to_world_zyx
 
-    cohort = work / f"phantoms-{seed}"
-    if not cohort.exists():
-        write_phantom_cohort(cohort, n=n, seed=seed, size="small", workers=1)
-    manifest = import_phantom(cohort, split_seed=seed)
+    labels = cc3d.connected_components(study.label > 0, connectivity=18)
+    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    idx = np.nonzero(labels == largest)
+    margin = [int(math.ceil(crop_mm / s)) for s in study.spacing]
+    box = tuple(slice(max(0, int(a.min()) - m), min(n, int(a.max()) + 1 + m))
+                for a, m, n in zip(idx, margin, study.label.shape))
+    crop = copy.copy(study)
+    crop.pet, crop.ct, crop.label, crop.organs = study.pet[box], study.ct[box], study.label[box], None
+    crop.affine = np.array(study.affine, dtype=np.float64)
+    crop.affine[:3, 3] = (index_to_world_zyx(study.affine) @ np.array([s.start for s in box] + [1.0]))[:3]
+    return crop, box
+
+
+def phantom_fov(predictor, n: int, seed: int, crop_mm: float, prompt: str, task: str | None = None,
+                spectrum: str = "default") -> dict:
+    """Lesion-positive phantoms (seeds ``seed``, ``seed + 1``, ...; ``task`` or each seed's own type) predicted
+    whole-body and as a crop of ``crop_mm`` around their largest lesion, under their own prompt (``prompt`` where
+    the checkpoint has none for the type) and ``auto``; every Dice on the crop's voxels."""
+    from unipet.data.phantom import generate_study
+
     rows = {}
-    for case in list(manifest)[:n]:
-        study = load_study(case, manifest.task_set)
-        if study.label is None or not study.label.any():
+    for k in range(n):
+        study = generate_study(seed + k, task=task, size="small", negative=False, spectrum=spectrum).study
+        if not study.label.any():
             continue
-        labels = cc3d.connected_components(study.label > 0, connectivity=18)
-        largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-        zz, yy, xx = np.nonzero(labels == largest)
-        margin = [int(math.ceil(crop_mm / s)) for s in study.spacing]
-        box = tuple(slice(max(0, int(a.min()) - m), min(n_, int(a.max()) + 1 + m))
-                    for a, m, n_ in zip((zz, yy, xx), margin, study.label.shape))
-        whole = predictor.predict_study(study, task=study.task).mask[box]
-        crop = copy.copy(study)
-        crop.pet, crop.ct, crop.label = study.pet[box], study.ct[box], study.label[box]
-        crop.organs = None
-        from unipet.study import index_to_world_zyx
-
-        crop.affine = np.array(study.affine)
-        crop.affine[:3, 3] = (index_to_world_zyx(study.affine) @ np.array([s.start for s in box] + [1.0]))[:3]
-        cropped = predictor.predict_study(crop, task=study.task).mask
-        crop_auto = predictor.predict_study(crop, task="auto")
+        own = study.task if study.task in predictor.task_set.names else prompt
+        crop, box = crop_around_largest(study, crop_mm)
         ref = study.label[box]
-        rows[study.study_id] = {"task": study.task, "lesion_ml": round(float((labels == largest).sum()) *
-                                                                       study.voxel_volume_ml, 2),
-                                "crop_shape": list(ref.shape), "dice_whole_body": round(dice_of(whole, ref, study.spacing), 4),
-                                "dice_crop": round(dice_of(cropped, ref, study.spacing), 4),
-                                "dice_crop_auto": round(dice_of(crop_auto.mask, ref, study.spacing), 4),
-                                "auto_task_on_crop": crop_auto.task}
-        print(f"phantom {study.study_id} {rows[study.study_id]}", file=sys.stderr)
-    keys = ("dice_whole_body", "dice_crop", "dice_crop_auto")
-    mean = {k: round(float(np.mean([r[k] for r in rows.values()])), 4) for k in keys} if rows else {}
-    right = sum(r["auto_task_on_crop"] == r["task"] for r in rows.values())
-    return {"n": len(rows), "seed": seed, "crop_mm": crop_mm, "mean": mean, "auto_right_on_crop": right,
-            "cases": rows}
+        row = {"task": study.task, "prompt": own, "crop_shape": list(ref.shape)}
+        for name, image, cut in (("whole_body", study, box), ("crop", crop, None)):
+            for p in (own, "auto"):
+                pred = predictor.predict_study(image, task=p)
+                mask = pred.mask[cut] if cut else pred.mask
+                row[f"dice_{name}_{'auto' if p == 'auto' else 'prompt'}"] = round(dice_of(mask, ref, study.spacing), 4)
+                if p == "auto":
+                    row[f"auto_task_{name}"] = pred.task
+        rows[study.study_id] = row
+        print(f"phantom {study.study_id} {row}", file=sys.stderr)
+    keys = [k for k in next(iter(rows.values())) if k.startswith("dice_")] if rows else []
+    mean = {k: round(float(np.mean([r[k] for r in rows.values()])), 4) for k in keys}
+    right = {f"auto_right_{w}": sum(r[f"auto_task_{w}"] == r["task"] for r in rows.values())
+             for w in ("whole_body", "crop")}
+    return {"n": len(rows), "seed": seed, "task": task, "spectrum": spectrum, "crop_mm": crop_mm, "mean": mean,
+            **right, "cases": rows}
 
 
 def summary_rows(scores: dict, prompts: list[str]) -> dict:
@@ -220,8 +225,10 @@ def main() -> None:
     p.add_argument("--prompt", default="lymphoma", help="the fixed prompt run beside --task auto")
     p.add_argument("--factors", default=",".join(FACTORS))
     p.add_argument("--pad-mm", type=float, default=100.0)
-    p.add_argument("--phantoms", type=int, default=12, help="held-out phantom studies of the crop test (0: none)")
-    p.add_argument("--phantom-seed", type=int, default=7)
+    p.add_argument("--phantoms", type=int, default=10, help="lesion-positive phantom studies of the crop test, and "
+                   "as many limb-sarcoma phantoms (0: none)")
+    p.add_argument("--phantom-seed", type=int, default=7000, help="first seed of the phantom studies (no training "
+                   "cohort uses these patient seeds)")
     p.add_argument("--crop-mm", type=float, default=50.0)
     p.add_argument("--cases", type=int, default=0, help="first N real cases only (0: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -272,14 +279,14 @@ def main() -> None:
                "per_case": scores, "real_seconds": round(time.perf_counter() - t0, 1),
                "licence": "CC BY 3.0 (Vallieres et al. 2015; TCIA Soft-tissue-Sarcoma, DOI 10.7937/K9/TCIA.2015.7GO2GSKS)"}
     if args.phantoms:
-        results["phantom_fov"] = phantom_fov(predictor, work, args.phantoms, args.phantom_seed, args.crop_mm)
+        results["phantom_fov"] = phantom_fov(predictor, args.phantoms, args.phantom_seed, args.crop_mm, args.prompt)
+        # location and type: limb sarcomas of the wide spectrum, whole-body (the limbs carry no default lesion)
+        results["phantom_sarcoma"] = phantom_fov(predictor, args.phantoms, args.phantom_seed, args.crop_mm,
+                                                 args.prompt, task="soft_tissue_sarcoma", spectrum="wide")
     for factor, by in rows.items():
         print(f"{factor:<14}" + "".join(f"  {pr}: {v['dice']:.3f} ({v['delta']:+.3f})" for pr, v in by.items()),
               file=sys.stderr)
-    text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

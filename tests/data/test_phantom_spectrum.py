@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from unipet.data.organs import ORGAN_LABELS, label_values
+from unipet.data.organs import label_values
 from unipet.data.phantom.clinical import TASKS
-from unipet.data.phantom.cohort import _generate, _plan_cohort, _streams, _grid, generate_study, write_phantom_cohort
+from unipet.data.phantom.cohort import _generate, _grid, _plan_cohort, _streams, generate_study
 from unipet.data.phantom.imaging import ScanSettings, _head_neck_wide, widen_scan
-from unipet.data.phantom.lesions import LesionSpec, plan_lesions, widen_plan
+from unipet.data.phantom.lesions import plan_lesions, widen_plan
 from unipet.data.phantom.spectrum import SARCOMA, SPECTRA, Spectrum, get_spectrum
 from unipet.errors import ConfigError, UnknownTaskError
 
