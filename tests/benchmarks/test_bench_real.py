@@ -35,3 +35,45 @@ def test_real_tiny_benchmark(tmp_path):
         assert is_dice(row["dice"])
         assert row["dice"] == pytest.approx(sum(c["dice"] for c in per[name].values()) / 3, abs=1e-3)
         assert 0 <= row["above_suv2.5"] <= 3 and row["mtv_abs_error_pct"] >= 0
+
+
+def test_factor_transforms_change_one_thing():
+    """The one-factor probes of ``bench_real_factors.py`` on a synthetic crop: each changes what it says only."""
+    import sys
+
+    import numpy as np
+
+    from _bench import ROOT
+    from unipet.study import Study, index_to_world_zyx, make_affine
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_real_factors import FACTORS, transform
+
+    rng = np.random.default_rng(0)
+    pet = rng.uniform(0.5, 1.5, (10, 12, 14)).astype(np.float32)
+    ct = rng.normal(40, 20, pet.shape).astype(np.float32)
+    ct[:, :, :2] = -1000  # some air at one side
+    label = np.zeros(pet.shape, np.uint8)
+    label[3:7, 4:8, 5:9] = 1
+    pet[3:7, 4:8, 5:9] = 2.0
+    pet[5, 6, 7] = 10.0
+    study = Study("s", pet, ct, make_affine((3.0, 5.0, 5.0), (10.0, -20.0, 30.0)), label=label)
+    for factor in FACTORS:
+        out, box = transform(factor, study, 30.0, np.random.default_rng(1))
+        assert np.array_equal(out.label[box], label), factor
+        world = index_to_world_zyx(out.affine) @ np.array([b.start for b in box] + [1.0])
+        np.testing.assert_allclose(world, index_to_world_zyx(study.affine) @ np.array([0, 0, 0, 1.0]))
+        if factor == "pad-tissue":
+            assert out.pet.shape == (30, 24, 26)  # 30 mm = 10 x 3 mm, 6 x 5 mm a side and np.array_equal(out.pet[box], pet)
+            rim = out.pet[0]
+            assert 0.5 < float(np.median(rim)) < 1.5 and float(np.median(out.ct[0])) > -100  # tissue, not air
+        elif factor == "fill-necrosis":
+            assert np.array_equal(out.pet[label == 0], pet[label == 0]) and out.pet[label > 0].min() >= 5.0
+        elif factor == "ct-flat":
+            assert set(np.unique(out.ct)) <= {40.0, -1000.0} and np.array_equal(out.pet, pet)
+        elif factor == "ct-smooth":
+            assert out.ct.std() < ct.std() and np.array_equal(out.pet, pet)
+        elif factor.startswith("suv-x"):
+            np.testing.assert_allclose(out.pet, pet * float(factor[5:]))
+        else:
+            assert np.array_equal(out.pet, pet) and np.array_equal(out.ct, ct)
