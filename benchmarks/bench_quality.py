@@ -21,6 +21,7 @@ easier)::
 
     python benchmarks/bench_quality.py --work /tmp/qd --n 40 --seed 7 --no-models --out q_default.json
     python benchmarks/bench_quality.py --work /tmp/qw --n 40 --seed 7 --no-models --spectrum wide --out q_wide.json
+    python benchmarks/bench_quality.py --work /tmp/qb --n 40 --seed 7 --no-models --spectrum wide-body --out q_wb.json
 
 CPU smoke check::
 
@@ -95,8 +96,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=40, help="held-out studies")
     p.add_argument("--seed", type=int, default=7, help="seed of the held-out cohort (not a training seed)")
     p.add_argument("--size", default="small", help="phantom size")
-    p.add_argument("--spectrum", default="default", help="phantom spectrum of the held-out cohort: default or "
-                   "wide (unipet.data.phantom.spectrum)")
+    p.add_argument("--spectrum", default="default", help="phantom spectrum of the held-out cohort: default, "
+                   "wide or wide-body (unipet.data.phantom.spectrum)")
     p.add_argument("--no-models", action="store_true", help="score the baselines only (no checkpoint)")
     p.add_argument("--baselines", default=",".join(BASELINE_ORDER))
     p.add_argument("--tta", action="store_true")

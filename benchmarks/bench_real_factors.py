@@ -223,6 +223,10 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--checkpoint", type=Path, help="checkpoint / run folder (default: the shipped default)")
     p.add_argument("--prompt", default="lymphoma", help="the fixed prompt run beside --task auto")
+    p.add_argument("--prompts", default="", help="prompts of every factor, comma-separated (default: auto and "
+                   "--prompt)")
+    p.add_argument("--no-prompt-oracle", action="store_true", help="skip the best-prompt row (it predicts every "
+                   "other prompt as-is)")
     p.add_argument("--factors", default=",".join(FACTORS))
     p.add_argument("--pad-mm", type=float, default=100.0)
     p.add_argument("--phantoms", type=int, default=10, help="lesion-positive phantom studies of the crop test, and "
@@ -252,18 +256,18 @@ def main() -> None:
     studies = [load_study(c, manifest.task_set) for c in manifest][: args.cases or None]
     t0 = time.perf_counter()
     factors = [f for f in args.factors.split(",") if f]
-    prompts = ["auto", args.prompt]
+    prompts = args.prompts.split(",") if args.prompts else ["auto", args.prompt]
     scores = real_factors(predictor, studies, factors, prompts, args.pad_mm, args.seed)
-    # the prompt oracle: each prompt as-is, best per case
-    every = real_factors(predictor, studies, ["as-is"], [t for t in predictor.task_set.names if t != args.prompt],
-                         args.pad_mm, args.seed)["as-is"]
-    every.update(scores["as-is"])
-    best = {c: max(every[t][c] for t in predictor.task_set.names) for c in scores["as-is"]["auto"]}
-    scores["best-prompt"] = {"auto": best, args.prompt: best}
+    every = dict(scores["as-is"])
+    if not args.no_prompt_oracle:  # the prompt oracle: each prompt as-is, best per case
+        every.update(real_factors(predictor, studies, ["as-is"], [t for t in predictor.task_set.names
+                                                                  if t not in prompts], args.pad_mm, args.seed)["as-is"])
+        best = {c: max(every[t][c] for t in predictor.task_set.names) for c in scores["as-is"][prompts[0]]}
+        scores["best-prompt"] = {p: best for p in prompts}
     rows = summary_rows(scores, prompts)
     table = {c["case"] + "_0": c
              for c in json.loads((args.data / "cases.json").read_text())}
-    ids = list(scores["as-is"]["auto"])
+    ids = list(scores["as-is"][prompts[0]])
     ratio = [table[c]["suvmean"] / table[c]["suvmax"] for c in ids]
     corr = {}
     for prompt in prompts:
@@ -274,8 +278,7 @@ def main() -> None:
     corr["suv2.5"] = {"suvmean_over_suvmax": spearman([table[c]["dice_suv25"] for c in ids], ratio)}
     results = {"benchmark": "real-factors", "checkpoint": str(checkpoint), "cases": len(ids), "prompts": prompts,
                "pad_mm": args.pad_mm, "rows": rows, "spearman_as_is": corr,
-               "as_is_dice_by_prompt": {t: round(float(np.mean(list(every[t].values()))), 4)
-                                            for t in predictor.task_set.names},
+               "as_is_dice_by_prompt": {t: round(float(np.mean(list(v.values()))), 4) for t, v in every.items()},
                "per_case": scores, "real_seconds": round(time.perf_counter() - t0, 1),
                "licence": "CC BY 3.0 (Vallieres et al. 2015; TCIA Soft-tissue-Sarcoma, DOI 10.7937/K9/TCIA.2015.7GO2GSKS)"}
     if args.phantoms:

@@ -29,7 +29,7 @@ def phantom_command(
     spectrum: str = typer.Option("default", "--spectrum",
                                  help="default (the phantom every earlier cohort had) or wide: bulky necrotic masses "
                                  "of modest SUV, muscle/limb lesions, head-and-neck uptake, a wider scanner range, "
-                                 "partial fields of view (see unipet.data.phantom.spectrum)."),
+                                 "partial fields of view; wide-body: wide without partial views (see unipet.data.phantom.spectrum)."),
     tasks: str = typer.Option(None, "--tasks", help="Cancer types dealt in turn, comma-separated (default: the "
                               "four phantom types; soft_tissue_sarcoma needs --spectrum wide)."),
 ) -> None:

@@ -29,7 +29,9 @@ spectrum adds the real FDG findings that the default lacks (issue 24, part 3), e
   a cohort is unchanged.
 
 Which to use is unipet's choice: ``default`` stays the default so that every cohort, cache and number stays
-reproducible; ``wide`` is opt-in (``unipet phantom --spectrum wide``, ``write_phantom_cohort(spectrum="wide")``).
+reproducible; ``wide`` is opt-in (``unipet phantom --spectrum wide``, ``write_phantom_cohort(spectrum="wide")``);
+``wide-body`` is ``wide`` without partial fields of view (for held-out benchmarks whose organ-map baselines need
+the whole body: a crop has no liver for PERCIST).
 """
 from __future__ import annotations
 
@@ -63,6 +65,10 @@ SPECTRA: dict[str, Spectrum] = {
     "default": Spectrum(),
     "wide": Spectrum(bulky=0.2, muscle=0.15, head_neck=True, scanner=True, partial_fov=0.15, sarcoma=True,
                      name="wide"),
+    # the wide spectrum without partial fields of view: every study whole-body (a held-out benchmark whose
+    # thresholds and organ-map baselines see the whole body, as the default one does)
+    "wide-body": Spectrum(bulky=0.2, muscle=0.15, head_neck=True, scanner=True, partial_fov=0.0, sarcoma=True,
+                          name="wide-body"),
 }
 
 
