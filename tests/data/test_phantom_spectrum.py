@@ -35,6 +35,7 @@ def test_the_default_spectrum_is_the_phantom_every_cohort_had():
     assert w.study.meta.extra["spectrum"] == "wide"
     with pytest.raises(ConfigError, match="spectrum"):
         get_spectrum("huge")
+    assert get_spectrum("wide-body") == replace(SPECTRA["wide"], partial_fov=0.0, name="wide-body")
 
 
 def test_widen_plan_bulky_mass_and_muscle_metastasis():
