@@ -269,7 +269,8 @@ def widen_plan(specs: list[LesionSpec], bulky: float, muscle: float, rng: np.ran
     """A plan with the wide spectrum's additions (see ``unipet.data.phantom.spectrum``), drawn from ``rng``.
 
     With probability ``bulky`` the largest lesion becomes a bulky heterogeneous mass of modest SUV (50-120 mm,
-    peak SUV 3-9, necrotic, ``heterogeneity`` 0.15-0.35); with probability ``muscle`` a skeletal-muscle metastasis
+    peak SUV 3-9 but never above the lesion's own — a bulky mass is no more avid than its type —, necrotic,
+    ``heterogeneity`` 0.15-0.35); with probability ``muscle`` a skeletal-muscle metastasis
     (10-45 mm, peak SUV 3-12) is appended. Every draw is made for every plan, so the streams stay aligned.
     """
     out = list(specs)
@@ -277,7 +278,7 @@ def widen_plan(specs: list[LesionSpec], bulky: float, muscle: float, rng: np.ran
     add_muscle, m_diameter, m_suv = rng.random() < muscle, _logu(rng, 10, 45), _u(rng, 3, 12)
     if make_bulky and out:
         i = int(np.argmax([s.diameter_mm for s in out]))
-        out[i] = replace(out[i], diameter_mm=diameter, suv=suv, necrotic=True, heterogeneity=het,
+        out[i] = replace(out[i], diameter_mm=diameter, suv=min(suv, out[i].suv), necrotic=True, heterogeneity=het,
                          ct="hypodense" if out[i].ct == "hypodense" else "solid")
     if add_muscle and out:
         out.append(LesionSpec("muscle", m_diameter, m_suv, "solid", necrotic=m_diameter > 30))

@@ -6,8 +6,8 @@ the ``wide`` spectrum keeps a study's anatomy, physiology, noise and plan and on
 spectrum adds the real FDG findings that the default lacks (issue 24, part 3), each for a cited reason:
 
 - ``bulky``: the probability that a patient's largest lesion becomes a large heterogeneous mass of modest SUV
-  with a wide necrotic, low-uptake centre (diameter 50-120 mm, peak SUV 3-9, necrotic core 50-85 % of the radius,
-  stronger texture). Real FDG tumours of this kind — sarcomas, bulky lymphoma, necrotic nodal and lung masses —
+  with a wide necrotic, low-uptake centre (diameter 50-120 mm, peak SUV 3-9 and at most the lesion's own, necrotic
+  core 50-85 % of the radius, stronger texture). Real FDG tumours of this kind — sarcomas, bulky lymphoma, necrotic nodal and lung masses —
   are heterogeneous with cold necrotic centres and are contoured as the whole mass (Eary et al., J Nucl Med
   49:1973, 2008, spatial heterogeneity of sarcoma FDG uptake; Folpe et al., Clin Cancer Res 6:1279, 2000; the
   35 real sarcomas of ``../shared/real_sts_fdg``: MTV 17 mL to 2.3 L, many with SUVmean below half of SUVmax).
