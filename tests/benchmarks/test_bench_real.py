@@ -77,3 +77,27 @@ def test_factor_transforms_change_one_thing():
             np.testing.assert_allclose(out.pet, pet * float(factor[5:]))
         else:
             assert np.array_equal(out.pet, pet) and np.array_equal(out.ct, ct)
+
+
+def test_held_out_selection_from_a_folds_file_or_a_case_list(tmp_path):
+    """``--folds FILE --fold N`` takes fold N's cases of a ``{"k", "seed", "folds"}`` file; ``--cases`` a JSON list
+    or one id a line."""
+    import sys
+
+    from _bench import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_real import selected_cases
+
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"k": 2, "seed": 0, "folds": {"STS_003_0": 1, "STS_005_0": 0, "STS_006_0": 1}}))
+    assert selected_cases(None, folds, 1) == ["STS_003_0", "STS_006_0"]
+    assert selected_cases(None, folds, 0) == ["STS_005_0"]
+    with pytest.raises(SystemExit, match="fold 3"):
+        selected_cases(None, folds, 3)
+    listed = tmp_path / "cases.txt"
+    listed.write_text("# held out\nSTS_003\nSTS_010\n")
+    assert selected_cases(listed, None, None) == ["STS_003", "STS_010"]
+    listed.write_text('["STS_003_0"]')
+    assert selected_cases(listed, None, None) == ["STS_003_0"]
+    assert selected_cases(None, None, None) is None
