@@ -4,7 +4,7 @@ A held-out phantom cohort (``--seed``, a seed no training cohort uses; every stu
 split is by patient by construction) is written once into ``--work``. Each checkpoint given (``--checkpoint``,
 repeatable; default: the shipped ``dpdnet-small``) predicts it with each study's own task prompt; the baselines of
 ``unipet.evaluate.baselines`` (SUV >= 2.5, SUV >= 4, PERCIST's liver threshold, the organ-aware threshold, the
-41 % / 50 % per-lesion oracle) are written for the same studies; ``unipet.evaluate`` scores all of them.
+41 % / 50 % per-lesion oracle and the best of 30/41/50 % per lesion) are written for the same studies; ``unipet.evaluate`` scores all of them.
 Printed (JSON) per cancer type and overall: Dice, IoU, lesion sensitivity for lesions >= 1 mL and < 1 mL, FPV and
 FNV (mL per study), and the default-model targets of the quality issue (Dice >= 0.85 x the better oracle and above
 the organ-aware threshold on every type, sensitivity >= 0.9 for lesions >= 1 mL, mean FPV <= 3 mL).
@@ -15,6 +15,13 @@ budget (DpDNet's Table-1 comparison at phantom scale) and adds them to the check
 CPU run of the shipped default (about 10 minutes on 2 cores)::
 
     python benchmarks/bench_quality.py --work /tmp/q --n 40 --seed 7 --out quality.json
+
+The baselines alone on the default and on the wide phantom spectrum (issue 24: the benchmark must not get
+easier)::
+
+    python benchmarks/bench_quality.py --work /tmp/qd --n 40 --seed 7 --no-models --out q_default.json
+    python benchmarks/bench_quality.py --work /tmp/qw --n 40 --seed 7 --no-models --spectrum wide --out q_wide.json
+    python benchmarks/bench_quality.py --work /tmp/qb --n 40 --seed 7 --no-models --spectrum wide-body --out q_wb.json
 
 CPU smoke check::
 
@@ -31,11 +38,11 @@ from pathlib import Path
 
 from bench_train import phantom_cache
 
-BASELINE_ORDER = ("suv2.5", "suv4", "percist", "organ-aware", "oracle41", "oracle50")
+BASELINE_ORDER = ("suv2.5", "suv4", "percist", "organ-aware", "oracle41", "oracle50", "oracle-best")
 
 
-def held_out(work: Path, n: int, seed: int, size: str, tiny: bool) -> Path:
-    """Manifest of a held-out cohort (every study a test study), written once."""
+def held_out(work: Path, n: int, seed: int, size: str, tiny: bool, spectrum: str = "default") -> Path:
+    """Manifest of a held-out cohort (every study a test study) of the phantom ``spectrum``, written once."""
     from unipet.io.layouts import import_phantom
     from unipet.io.manifest import Manifest
 
@@ -50,7 +57,8 @@ def held_out(work: Path, n: int, seed: int, size: str, tiny: bool) -> Path:
     else:
         from unipet.data.phantom import write_phantom_cohort
 
-        write_phantom_cohort(cohort, n=n, seed=seed, size=size, workers=2, overwrite=cohort.exists())
+        write_phantom_cohort(cohort, n=n, seed=seed, size=size, workers=2, overwrite=cohort.exists(),
+                             spectrum=spectrum)
     manifest = import_phantom(cohort, split_seed=seed)
     for case in manifest:
         case.split = "test"
@@ -88,7 +96,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=40, help="held-out studies")
     p.add_argument("--seed", type=int, default=7, help="seed of the held-out cohort (not a training seed)")
     p.add_argument("--size", default="small", help="phantom size")
-    p.add_argument("--baselines", default="all")
+    p.add_argument("--spectrum", default="default", help="phantom spectrum of the held-out cohort: default, "
+                   "wide or wide-body (unipet.data.phantom.spectrum)")
+    p.add_argument("--no-models", action="store_true", help="score the baselines only (no checkpoint)")
+    p.add_argument("--baselines", default=",".join(BASELINE_ORDER))
     p.add_argument("--tta", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--train", default="", help="models to train first, e.g. dpdnet,stunet-s,uniseg,dodnet")
@@ -120,9 +131,11 @@ def main() -> None:
         model_kw = {"base_width": 4, "min_feature": 2}
     work = args.work or Path(tempfile.mkdtemp(prefix="unipet-bench-quality-"))
     work.mkdir(parents=True, exist_ok=True)
-    manifest = held_out(work, args.n, args.seed, args.size, args.tiny)
-    checkpoints = {c.name: c for c in (args.checkpoint or ([] if args.tiny else [default_checkpoint()]))}
-    results: dict = {"benchmark": "quality", "heldout": {"n": args.n, "seed": args.seed, "size": args.size},
+    manifest = held_out(work, args.n, args.seed, args.size, args.tiny, args.spectrum)
+    checkpoints = {c.name: c for c in (args.checkpoint or ([] if args.tiny or args.no_models else
+                                                          [default_checkpoint()]))}
+    results: dict = {"benchmark": "quality", "heldout": {"n": args.n, "seed": args.seed, "size": args.size,
+                                                         "spectrum": args.spectrum},
                      "tta": args.tta, "models": {}, "train": {}}
     if args.train:
         from unipet.data.cache import Cache

@@ -29,6 +29,8 @@ def evaluate_command(
     iou_threshold: float = typer.Option(0.5, help="IoU needed for a match with --match iou."),
     size_bins: str = typer.Option("1,5,20", help="Lesion-size bin edges in mL for sensitivity by size."),
     with_cldice: bool = typer.Option(False, "--cldice", help="Also compute clDice and topology precision/sensitivity."),
+    with_suv: bool = typer.Option(False, "--suv", help="Also compute MTV (mL, %) and SUVmean errors against the "
+                                  "reference (needs a manifest as REFERENCE: the PET is read from it)."),
     positive_only: bool = typer.Option(False, "--positive-only",
                                        help="Overlap metrics on lesion-positive studies only (FPV on all)."),
     missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
@@ -38,7 +40,9 @@ def evaluate_command(
     workers: int = typer.Option(1, help="Processes scoring cases in parallel."),
     baselines: str = typer.Option(None, "--baselines", help="Also score reference methods on the same studies "
                                   "(needs a manifest as REFERENCE): 'all' or a list of suv2.5, suv4, percist, "
-                                  "organ-aware, oracle41, oracle50 (see unipet.evaluate.baselines)."),
+                                  "organ-aware, oracle41, oracle50, suvmax41, suvmax50, oracle-best (see "
+                                  "unipet.evaluate.baselines; percist and organ-aware need organ maps and are "
+                                  "skipped without them, the last five read the reference)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Score predicted lesion masks: Dice, IoU, precision, recall, HD95, autoPET FPV/FNV and lesion detection,
@@ -53,6 +57,8 @@ def evaluate_command(
         unipet evaluate preds/ manifest.json --out eval/ --positive-only --missing-as-empty --workers 8
 
         unipet evaluate preds/ manifest.json --out eval/ --baselines all
+
+        unipet evaluate preds/ real.json --out eval/ --suv --baselines suv2.5,suvmax41,oracle-best
     """
     require_inputs(prediction_folder=pred_dir, reference=reference)
     from unipet.errors import ConfigError
@@ -60,12 +66,13 @@ def evaluate_command(
     from unipet.evaluate.runner import EvaluationConfig, evaluate
 
     methods = parse_methods(baselines) if baselines else []
-    if methods and reference.suffix.lower() not in (".json", ".yaml", ".yml"):
-        raise ConfigError("--baselines needs the images: give a manifest JSON as REFERENCE (`unipet import`), "
+    if (methods or with_suv) and reference.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError("--baselines and --suv need the images: give a manifest JSON as REFERENCE (`unipet import`), "
                           "not a folder of masks")
 
     config = EvaluationConfig(connectivity=connectivity, rule=match, iou_threshold=iou_threshold,
-                              size_bins_ml=parse_bins(size_bins), with_cldice=with_cldice, positive_only=positive_only,
+                              size_bins_ml=parse_bins(size_bins), with_cldice=with_cldice, with_suv=with_suv,
+                              positive_only=positive_only,
                               missing_as_empty=missing_as_empty, n_boot=n_boot, seed=seed)
     result = evaluate(pred_dir, reference, out, config=config, workers=workers, overwrite=overwrite)
     summary = result.summary
@@ -88,11 +95,15 @@ def evaluate_command(
             console.print(f"baseline {method} skipped: {reason}")
         rows = comparison_rows({"prediction": summary, **{m: found[m] for m in methods if m in found}})
         atomic_write_json(out / "baselines.json", {"rows": rows, "skipped": found["skipped"]}, overwrite=overwrite)
-        table = Table(title="prediction vs baselines — Dice, lesion sensitivity (>= 1 mL / < 1 mL), FPV / FNV mL")
-        for col in ("task", "method", "n", "Dice", "sens >=1", "sens <1", "FPV", "FNV"):
+        table = Table(title="prediction vs baselines — Dice, lesion sensitivity (>= 1 mL / < 1 mL), FPV / FNV mL, "
+                      "HD95 mm" + (", |MTV error| %, |SUVmean error|" if with_suv else ""))
+        for col in ("task", "method", "n", "Dice", "sens >=1", "sens <1", "FPV", "FNV", "HD95") + (
+                ("|MTV err| %", "|SUVmean err|") if with_suv else ()):
             table.add_column(col)
         for r in rows:
+            quantification = ((f"{r['mtv_abs_error_pct']:.0f}", f"{r['suvmean_abs_error']:.2f}") if with_suv else ())
             table.add_row(r["task"], r["method"], str(r["n"]), f"{r['dice']:.3f}", f"{r['sens_ge1']:.2f}",
-                          f"{r['sens_lt1']:.2f}", f"{r['fpv_ml']:.1f}", f"{r['fnv_ml']:.1f}")
+                          f"{r['sens_lt1']:.2f}", f"{r['fpv_ml']:.1f}", f"{r['fnv_ml']:.1f}", f"{r['hd95_mm']:.1f}",
+                          *quantification)
         console.print(table)
         console.print(f"baseline masks and scores in {out / 'baselines'}; the table in {out / 'baselines.json'}")

@@ -17,6 +17,14 @@ grid; ``evaluate_baselines`` writes those masks for every case of a manifest and
   ``ORACLE_DILATION`` (2) voxels of it whose SUV is >= 41 % / 50 % of that lesion's SUVmax — the fixed-fraction
   isocontours of the EANM guideline (Boellaard et al. 2015: 41 %) and of PERCIST's SUVpeak-style 50 %, given the
   lesion's location. It uses the reference, so it is an upper bound on delineation, not a method.
+- ``suvmax41``, ``suvmax50``: every voxel of the study with SUV >= 41 % / 50 % of the SUVmax inside the reference
+  mask (the lesion's SUVmax applied to the whole image: the 41 % rule of the real-sarcoma data's ``cases.json``,
+  Boellaard et al. 2015's fixed fraction). On a crop around one tumour this is what a reader who clicks on the
+  tumour's hottest voxel gets; it needs the reference for the SUVmax only.
+- ``oracle-best``: per true lesion, the best (highest Dice with that lesion) of the 30 %, 41 % and 50 % SUVmax
+  isocontours inside the lesion's ``ORACLE_DILATION``-voxel dilation — the per-lesion oracle of issue 24 (0.59
+  mean Dice on the 35 real sarcomas of ``../shared/real_sts_fdg``). It picks the fraction with the reference, so
+  it bounds any fixed-fraction method from above.
 
 Methods needing an organ map are skipped (with the reason) when a case of the manifest has none. An organ map
 without a label table of its own (``Study.organ_labels``) is read with unipet's organ table
@@ -32,6 +40,7 @@ from scipy import ndimage
 
 from unipet.data.organs import ORGAN_LABELS
 from unipet.errors import ConfigError
+from unipet.evaluate.runner import SUV_SUMMARY
 from unipet.study import Study
 
 #: organs whose FDG uptake or excretion is physiological (excluded by the organ-aware threshold)
@@ -42,9 +51,13 @@ ORACLE_DILATION = 2
 #: diameter of PERCIST's liver reference sphere (mm)
 PERCIST_SPHERE_MM = 30.0
 
-BASELINES = ("suv2.5", "suv4", "percist", "organ-aware", "oracle41", "oracle50")
+#: SUVmax fractions among which ``oracle-best`` picks, per lesion
+ORACLE_FRACTIONS = (0.30, 0.41, 0.50)
+
+BASELINES = ("suv2.5", "suv4", "percist", "organ-aware", "oracle41", "oracle50", "suvmax41", "suvmax50",
+             "oracle-best")
 NEEDS_ORGANS = ("percist", "organ-aware")
-NEEDS_REFERENCE = ("oracle41", "oracle50")
+NEEDS_REFERENCE = ("oracle41", "oracle50", "suvmax41", "suvmax50", "oracle-best")
 
 
 def suv_threshold(suv: np.ndarray, level: float) -> np.ndarray:
@@ -78,10 +91,30 @@ def organ_aware(suv: np.ndarray, organs: np.ndarray, organ_labels: dict[str, int
     return (suv_threshold(suv, level).astype(bool) & outside).astype(np.uint8)
 
 
-def oracle(suv: np.ndarray, reference: np.ndarray, fraction: float, dilation: int = ORACLE_DILATION) -> np.ndarray:
-    """Per-lesion ``fraction`` x SUVmax isocontour within ``dilation`` voxels of each true lesion: ``(z, y, x)`` uint8."""
+def reference_fraction(suv: np.ndarray, reference: np.ndarray, fraction: float) -> np.ndarray:
+    """``(z, y, x)`` uint8 mask of SUV >= ``fraction`` x the SUVmax inside ``reference``, over the whole image
+    (empty when the reference is empty)."""
+    inside = reference > 0
+    if not inside.any():
+        return np.zeros(suv.shape, dtype=np.uint8)
+    return suv_threshold(suv, fraction * float(suv[inside].max()))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
+
+
+def oracle(suv: np.ndarray, reference: np.ndarray, fraction: float | Sequence[float],
+           dilation: int = ORACLE_DILATION) -> np.ndarray:
+    """Per-lesion SUVmax isocontour within ``dilation`` voxels of each true lesion: ``(z, y, x)`` uint8.
+
+    ``fraction``: one fraction of the lesion's SUVmax, or several, of which each lesion takes the one whose
+    contour has the highest Dice with that lesion (``oracle-best``).
+    """
     import cc3d
 
+    fractions = (fraction,) if isinstance(fraction, (int, float)) else tuple(fraction)
     labels = cc3d.connected_components((reference > 0).astype(np.uint8), connectivity=18)
     out = np.zeros(suv.shape, dtype=bool)
     struct = ndimage.generate_binary_structure(3, 1)
@@ -93,7 +126,9 @@ def oracle(suv: np.ndarray, reference: np.ndarray, fraction: float, dilation: in
         lesion = labels[grown] == box_index
         near = ndimage.binary_dilation(lesion, struct, iterations=dilation)
         local = suv[grown]
-        out[grown] |= near & (local >= fraction * float(local[lesion].max()))
+        peak = float(local[lesion].max())
+        contours = [near & (local >= f * peak) for f in fractions]
+        out[grown] |= max(contours, key=lambda c: _dice(c, lesion))
     return out.astype(np.uint8)
 
 
@@ -112,6 +147,9 @@ def baseline_mask(method: str, study: Study) -> np.ndarray:
         "organ-aware": lambda: organ_aware(suv, study.organs, labels),
         "oracle41": lambda: oracle(suv, study.label, 0.41),
         "oracle50": lambda: oracle(suv, study.label, 0.50),
+        "suvmax41": lambda: reference_fraction(suv, study.label, 0.41),
+        "suvmax50": lambda: reference_fraction(suv, study.label, 0.50),
+        "oracle-best": lambda: oracle(suv, study.label, ORACLE_FRACTIONS),
     }
     if method not in makers:
         raise ConfigError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
@@ -183,7 +221,8 @@ def headline(summary: dict[str, Any], task: str | None = None) -> dict[str, floa
 
     Returns ``dice``, ``iou`` (means over the scored studies), ``sens_ge1`` / ``sens_lt1`` (lesion sensitivity
     pooled over lesions >= 1 mL / < 1 mL: the first size bin is the < 1 mL one when the bins start at 1 mL),
-    ``fpv_ml``, ``fnv_ml`` (means per study, mL) and ``n`` (studies).
+    ``fpv_ml``, ``fnv_ml`` (means per study, mL), ``hd95_mm``, ``n`` (studies), and when the evaluation measured
+    them (``EvaluationConfig.with_suv``) the mean MTV / SUVmean errors (``unipet.evaluate.runner.SUV_SUMMARY``).
     """
     stats = summary["overall"] if task is None else summary["tasks"].get(task)
     detection = summary["lesion_detection"]["overall" if task is None else "tasks"]
@@ -197,9 +236,11 @@ def headline(summary: dict[str, Any], task: str | None = None) -> dict[str, floa
         n = sum(b["n"] for _, b in items)
         return sum(b["detected"] for _, b in items) / n if n else float("nan")
 
-    return {"dice": stats["dice"]["mean"], "iou": stats["iou"]["mean"], "sens_ge1": pooled(large),
-            "sens_lt1": pooled(small), "fpv_ml": stats["fpv_ml"]["mean"], "fnv_ml": stats["fnv_ml"]["mean"],
-            "n": stats["dice"]["n"]}
+    numbers = {"dice": stats["dice"]["mean"], "iou": stats["iou"]["mean"], "sens_ge1": pooled(large),
+               "sens_lt1": pooled(small), "fpv_ml": stats["fpv_ml"]["mean"], "fnv_ml": stats["fnv_ml"]["mean"],
+               "hd95_mm": stats["hd95_mm"]["mean"], "n": stats["dice"]["n"]}
+    numbers.update({key: stats[key]["mean"] for key in SUV_SUMMARY if key in stats})
+    return numbers
 
 
 def comparison_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

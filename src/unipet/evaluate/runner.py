@@ -7,7 +7,8 @@ detection (:mod:`unipet.evaluate.lesions`); :mod:`unipet.evaluate.aggregate` sum
 
 Files written to ``out_dir`` (atomically; existing files are refused unless ``overwrite``):
 
-* ``per_case.csv``: one row per scored study (columns :data:`PER_CASE_COLUMNS`, + clDice ones if asked);
+* ``per_case.csv``: one row per scored study (columns :data:`PER_CASE_COLUMNS`, + clDice ones and the
+  quantification-error ones :data:`SUV_COLUMNS` if asked);
 * ``lesions.csv``: one row per reference lesion (case, task, lesion, volume_ml, size_bin, detected, dice, best_iou);
 * ``summary.json``: settings, per-task and overall means with bootstrap CIs, pooled lesion detection by size,
   the Table-1 rows, and the cases that could not be scored (``missing_predictions``, ``no_reference``,
@@ -17,6 +18,11 @@ Files written to ``out_dir`` (atomically; existing files are refused unless ``ov
 With ``positive_only`` the overlap metrics (everything but FPV) are reported on lesion-positive studies only
 (H2ASeg-style): they are blanked for lesion-free studies in ``per_case.csv`` and left out of the summary;
 FPV is averaged over all studies either way, as autoPET does.
+
+With ``with_suv`` (needs a manifest as the reference: the PET of each case is read from it) each study also gets
+the errors of the two biomarkers a mask is made for: MTV (predicted minus reference volume, mL, and its absolute
+value in % of the reference) and SUVmean (SUVmean inside the prediction minus SUVmean inside the reference; NaN
+when the prediction is empty).
 """
 from __future__ import annotations
 
@@ -44,10 +50,13 @@ PER_CASE_COLUMNS = (
     "lesion_sensitivity", "lesion_precision", "lesion_f1",
 )
 CLDICE_COLUMNS = ("cldice", "topology_precision", "topology_sensitivity")
+SUV_COLUMNS = ("mtv_error_ml", "mtv_abs_error_pct", "suvmean_ref", "suvmean_pred", "suvmean_error",
+               "suvmean_abs_error")
+SUV_SUMMARY = ("mtv_error_ml", "mtv_abs_error_pct", "suvmean_error", "suvmean_abs_error")
 LESION_COLUMNS = ("case", "task", "lesion", "volume_ml", "size_bin", "detected", "dice", "best_iou")
 # Metrics that ``positive_only`` restricts to lesion-positive studies (FPV is always over all studies).
 OVERLAP_METRICS = ("dice", "iou", "precision", "recall", "hd95_mm", "fnv_ml", "lesion_sensitivity",
-                   "lesion_precision", "lesion_f1") + CLDICE_COLUMNS
+                   "lesion_precision", "lesion_f1") + CLDICE_COLUMNS + SUV_COLUMNS
 SUMMARY_METRICS = ("dice", "iou", "precision", "recall", "hd95_mm", "fpv_ml", "fnv_ml", "lesion_sensitivity",
                    "lesion_precision", "lesion_f1")
 OUTPUT_FILES = ("per_case.csv", "lesions.csv", "summary.json", "table1.csv")
@@ -63,6 +72,7 @@ class EvaluationConfig:
         rule, iou_threshold: lesion matching (see :mod:`unipet.evaluate.lesions`).
         size_bins_ml: lesion-size bin edges (mL) for sensitivity by size.
         with_cldice: also compute clDice and its topology precision / sensitivity.
+        with_suv: also compute the MTV and SUVmean errors (:data:`SUV_COLUMNS`); needs a manifest reference.
         positive_only: overlap metrics on lesion-positive studies only.
         missing_as_empty: score a reference case without a prediction as an empty prediction
             (otherwise it is only listed in ``missing_predictions``).
@@ -74,6 +84,7 @@ class EvaluationConfig:
     iou_threshold: float = 0.5
     size_bins_ml: tuple[float, ...] = DEFAULT_SIZE_BINS_ML
     with_cldice: bool = False
+    with_suv: bool = False
     positive_only: bool = False
     missing_as_empty: bool = False
     n_boot: int = 1000
@@ -94,6 +105,7 @@ class CasePair:
     reference: Path
     prediction: Path | None
     task: str | None = None
+    pet: Path | None = None
 
 
 @dataclass
@@ -145,7 +157,8 @@ def collect_pairs(pred_dir: str | Path, reference: str | Path) -> tuple[list[Cas
             if not c.label:
                 no_reference.append(c.case_id)
                 continue
-            pairs.append(CasePair(c.case_id, Path(c.label), preds.get(c.case_id), c.task))
+            pet = c.images.get("PET")
+            pairs.append(CasePair(c.case_id, Path(c.label), preds.get(c.case_id), c.task, Path(pet) if pet else None))
     else:
         raise InputFileError(f"reference {reference} does not exist; give a folder of reference masks or a manifest JSON")
     known = {p.case for p in pairs} | set(no_reference)
@@ -159,13 +172,34 @@ def _binary(volume: np.ndarray, what: str) -> np.ndarray:
     return volume.astype(bool)
 
 
+def suv_errors(pred: np.ndarray, ref: np.ndarray, suv: np.ndarray, spacing_zyx: Sequence[float]) -> dict[str, float]:
+    """MTV and SUVmean errors of a predicted mask (see the module docstring): keys of :data:`SUV_COLUMNS`.
+
+    Args:
+        pred, ref: binary ``(z, y, x)`` masks; suv: ``(z, y, x)`` PET in SUV on the same grid; spacing in mm.
+    """
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    p, r = pred.astype(bool), ref.astype(bool)
+    ref_ml, pred_ml = r.sum() * voxel_ml, p.sum() * voxel_ml
+    suv = np.nan_to_num(suv.astype(np.float64), nan=0.0)
+    ref_mean = float(suv[r].mean()) if r.any() else math.nan
+    pred_mean = float(suv[p].mean()) if p.any() else math.nan
+    error = pred_mean - ref_mean
+    return {"mtv_error_ml": float(pred_ml - ref_ml),
+            "mtv_abs_error_pct": float(abs(pred_ml - ref_ml) / ref_ml * 100.0) if ref_ml else math.nan,
+            "suvmean_ref": ref_mean, "suvmean_pred": pred_mean, "suvmean_error": error,
+            "suvmean_abs_error": abs(error)}
+
+
 def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float],
-                  config: EvaluationConfig | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  config: EvaluationConfig | None = None,
+                  suv: np.ndarray | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All metrics of one study.
 
     Args:
         pred, ref: binary ``(z, y, x)`` masks on one grid.
         spacing_zyx: voxel spacing in mm.
+        suv: ``(z, y, x)`` PET in SUV on that grid, for the MTV / SUVmean errors (``config.with_suv``).
 
     Returns:
         ``(row, lesions)``: the per-case row (keys of :data:`PER_CASE_COLUMNS` but case/task/missing_prediction,
@@ -173,6 +207,7 @@ def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
     """
     config = config or EvaluationConfig()
     p, r = mask_pair(pred, ref)
+    quantification = suv_errors(p, r, suv, spacing_zyx) if config.with_suv and suv is not None else None
     # Every metric is unchanged by cropping to the union's bounding box plus one background voxel.
     box = foreground_box(p, r, pad=1) or (slice(0, 1),) * 3
     p, r = p[box], r[box]
@@ -187,6 +222,8 @@ def evaluate_case(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float
                lesion_precision=det.precision, lesion_f1=det.f1)
     if config.with_cldice:
         row.update(cldice(p, r))
+    if quantification is not None:
+        row.update(quantification)
     if config.positive_only and not row["positive"]:
         row.update({key: math.nan for key in OVERLAP_METRICS if key in row})
     return row, det.lesions
@@ -207,7 +244,16 @@ def _score_pair(pair: CasePair, config: EvaluationConfig) -> tuple[dict[str, Any
                 "(shape or affine); resample the prediction onto the reference grid with nearest-neighbour "
                 "interpolation before evaluating")
         pred = _binary(pred, f"case {pair.case} prediction")
-    row, lesions = evaluate_case(pred, ref, spacing_from_affine(ref_affine), config)
+    suv = None
+    if config.with_suv:
+        if pair.pet is None:
+            raise ConfigError(f"case {pair.case} has no PET to measure SUVmean in; give a manifest whose cases "
+                              "carry their PET as the reference, or leave out the SUV errors")
+        suv, pet_affine = load_volume(pair.pet, what=f"case {pair.case} PET")
+        if not same_grid(suv.shape, pet_affine, ref.shape, ref_affine, tol_mm=GRID_TOLERANCE_MM):
+            raise ImageGeometryError(f"case {pair.case}: PET grid {suv.shape} differs from the reference grid "
+                                     f"{ref.shape}; resample the mask onto the PET grid before evaluating")
+    row, lesions = evaluate_case(pred, ref, spacing_from_affine(ref_affine), config, suv)
     head = {"case": pair.case, "task": pair.task, "missing_prediction": pair.prediction is None}
     return {**head, **row}, [{"case": pair.case, "task": pair.task, **les} for les in lesions]
 
@@ -259,19 +305,25 @@ def evaluate(pred_dir: str | Path, reference: str | Path, out_dir: str | Path | 
         raise InputFileError(f"no prediction in {pred_dir} matches a reference case of {reference} (expected "
                              "<case>.nii.gz named like the references); check both paths, or pass "
                              "--missing-as-empty to score missing predictions as empty")
+    no_pet = [p.case for p in todo if p.pet is None]
+    if config.with_suv and no_pet:
+        raise ConfigError(f"the MTV / SUVmean errors need each case's PET, which {reference} does not give for "
+                          f"{no_pet[0]}; give a manifest (`unipet import`) as the reference")
     if workers == 1:
         results = [_score_pair(p, config) for p in todo]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_score_pair, todo, [config] * len(todo)))
 
-    columns = list(PER_CASE_COLUMNS) + (list(CLDICE_COLUMNS) if config.with_cldice else [])
+    columns = (list(PER_CASE_COLUMNS) + (list(CLDICE_COLUMNS) if config.with_cldice else [])
+               + (list(SUV_COLUMNS) if config.with_suv else []))
     per_case = pd.DataFrame([r for r, _ in results], columns=columns)
     lesions = pd.DataFrame([les for _, ls in results for les in ls], columns=list(LESION_COLUMNS))
     per_case["task"] = per_case["task"].fillna(UNASSIGNED_TASK)
     lesions["task"] = lesions["task"].fillna(UNASSIGNED_TASK)
 
-    metrics = list(SUMMARY_METRICS) + (list(CLDICE_COLUMNS) if config.with_cldice else [])
+    metrics = (list(SUMMARY_METRICS) + (list(CLDICE_COLUMNS) if config.with_cldice else [])
+               + (list(SUV_SUMMARY) if config.with_suv else []))
     stats = aggregate(per_case, metrics, "task", config.n_boot, config.confidence, config.seed)
     bins = size_bin_labels(config.size_bins_ml)
     cohort = per_case[per_case["positive"].astype(bool)] if config.positive_only else per_case

@@ -57,11 +57,12 @@ class Anatomy:
         grid: the voxel grid. organs: uint8 ``(z, y, x)`` map, values in ``ORGAN_LABELS``.
         stations: lymph-node station name → list of polylines (``(n, 3)`` world z y x mm) nodes lie along;
             ``hilar`` is a sub-station of ``mediastinal`` (same label).
-        landmarks: named world points (z y x mm): ``adrenal_left``, ``hilum_right``, ``breast_left``...
+        landmarks: named world points (z y x mm): ``adrenal_left``, ``hilum_right``, ``breast_left``, the limb
+            joints ``shoulder_*``, ``elbow_*``, ``wrist_*``, ``femoral_head_*``, ``knee_*`` (``*``: right, left)...
         regions: local arrays for image synthesis, each a list of ``(slices, array)``: ``kidney_pelvis``,
             ``brain_depth`` (0 at the brain surface, 1 at its centre), ``colon``, ``breast_gland``,
             ``ureter_left_t``/``ureter_right_t`` (arc length in mm, NaN outside), ``brown_fat``, ``marrow_cavity``,
-            ``salivary_tonsils``, ``thyroid``.
+            ``salivary_tonsils``, ``thyroid``, ``vocal_cords``.
     """
 
     grid: Grid
@@ -264,6 +265,8 @@ class _Builder:
             self.tube(arm, [44 * self.sub.frame + fat, 38 + fat, 30 + fat], "subcutaneous_fat", over=(0,))
             self.tube(arm, [44 * self.sub.frame, 38, 30], "muscle", over=(0, L["subcutaneous_fat"]))
             self.an.landmarks[f"shoulder_{'right' if side > 0 else 'left'}"] = joint
+            self.an.landmarks[f"elbow_{'right' if side > 0 else 'left'}"] = elbow
+            self.an.landmarks[f"wrist_{'right' if side > 0 else 'left'}"] = wrist
             self.arm_bones.append((joint, elbow, wrist))
         self.lab[cavity & (self.lab == L["muscle"])] = L["visceral_fat"]
 
@@ -432,6 +435,7 @@ class _Builder:
             self.tube([gt, knee], [15, 12], "long_bones", over=_SOFT)
             self._marrow_cavity(gt + (knee - gt) * 0.12, knee, 7.5)
             self.an.landmarks[f"femoral_head_{'right' if side > 0 else 'left'}"] = head
+            self.an.landmarks[f"knee_{'right' if side > 0 else 'left'}"] = knee
         # Pelvic ring (pubis, ischium) below the acetabular roof.
         box = g.box((-self.s(905), -200, -200), (-self.s(852), 200, 200))
         if box is not None:
@@ -503,6 +507,7 @@ class _Builder:
         trachea = [self.pt(150, cy2 + 0.45 * (ya2 - cy2), 0), self.pt(215, cy2 + 0.5 * (ya2 - cy2), 0),
                    self.pt(300, 0.5 * (cy2 + 0.4 * (ya2 - cy2) + ytr), 0), self.pt(380, ytr, 0), self.pt(car / self.hs, ytr - 3, 0)]
         self.trachea_y = ytr
+        self.glottis = self.pt(225, cy2 + 0.5 * (ya2 - cy2), 0)  # the vocal cords, between pharynx and trachea
         self.tube(trachea, [10, 9, 9, 9, 8], "airway")
         for side in (1, -1):
             hil = self.pt(452, ytr - 8, side * 0.33 * A4)
@@ -738,6 +743,17 @@ class _Builder:
                 m = (ellipsoid_q(box, c, r) < 1) & np.isin(self.lab[box.slices], _SOFT)
                 if m.any():
                     self.region(name, box, m)
+        # The vocal cords: a thin fold on each side of the glottis (uptake with speech; painted only by the wide
+        # spectrum, see unipet.data.phantom.spectrum). No random draw, so the default phantom is unchanged.
+        for side in (1, -1):
+            c = self.glottis + np.array([0.0, 0.0, side * 6.0 * self.sub.frame])
+            r = (max(9.0 * self.hs, 0.6 * self.vox), max(3.0, 0.6 * self.vox), max(4.0, 0.6 * self.vox))
+            box = ellipsoid_box(self.g, c, r)
+            if box is None:
+                continue
+            m = (ellipsoid_q(box, c, r) < 1) & np.isin(self.lab[box.slices], _SOFT + (L["airway"],))
+            if m.any():
+                self.region("vocal_cords", box, m)
 
     def brown_fat(self) -> None:
         if not self.sub.brown_fat:

@@ -7,6 +7,12 @@ the autoPET layout with a ``clinical.csv``; ``unipet import phantom`` reads it b
 
 Sizes (``(z, y, x)`` voxels at ``(z, y, x)`` mm): ``small`` 192×96×96 at 5 mm (fast tests and demos),
 ``full`` 330×224×224 at 3×2×2 mm, ``autopet`` 326×400×400 at 3×2.04×2.04 mm (autoPET's PET grid).
+
+``spectrum`` (``default`` or ``wide``, see ``unipet.data.phantom.spectrum``) widens the lesions and imaging; the
+default spectrum gives the arrays every earlier cohort had. A wide-spectrum study of a seed is the default study
+of that seed with the additions (its anatomy, physiology and noise draws are the same), or a partial field of
+view of it: then ``truth["field_of_view"]`` gives the kept box and ``truth["lesions"][i]["in_view"]`` which
+lesions are in it (the other truth numbers stay those of the whole patient).
 """
 from __future__ import annotations
 
@@ -23,8 +29,9 @@ from unipet.data.organs import ORGAN_LABELS
 from unipet.data.phantom.anatomy import build_anatomy
 from unipet.data.phantom.clinical import TASKS, sample_subject, simulate_outcome
 from unipet.data.phantom.geometry import Grid
-from unipet.data.phantom.imaging import sample_scan, synthesize
-from unipet.data.phantom.lesions import Lesion, place_lesions, plan_lesions
+from unipet.data.phantom.imaging import sample_scan, synthesize, widen_scan
+from unipet.data.phantom.lesions import Lesion, place_lesions, plan_lesions, widen_plan
+from unipet.data.phantom.spectrum import SARCOMA, Spectrum, get_spectrum, spectrum_rng
 from unipet.errors import ConfigError, OutputExistsError, UnknownTaskError
 from unipet.study import Study, StudyMeta
 
@@ -70,12 +77,17 @@ def _streams(seed: int, visit: int) -> dict[str, np.random.Generator]:
             (("subject", subject), ("anatomy", anatomy), ("lesions", lesions), ("outcome", outcome), ("scan", scan))}
 
 
-def _resolve_task(task: str | None) -> str | None:
+def _resolve_task(task: str | None, spectrum: Spectrum | None = None) -> str | None:
     if task is None:
         return None
     name = str(task).lower()
     if name in TASKS:
         return name
+    if name in (SARCOMA, "sarcoma", "sts"):
+        if spectrum is not None and spectrum.sarcoma:
+            return SARCOMA
+        raise UnknownTaskError(f"the phantom makes {SARCOMA} only with the wide spectrum; pass spectrum='wide' "
+                               "(unipet phantom --spectrum wide)")
     from unipet.tasks import TaskSet
 
     try:
@@ -96,7 +108,8 @@ def _grid(size: str, rng: np.random.Generator) -> Grid:
     return Grid(shape, spacing, origin)
 
 
-def generate_study(seed: int, task: str | None = None, size: str = "small", negative: bool | None = None) -> PhantomStudy:
+def generate_study(seed: int, task: str | None = None, size: str = "small", negative: bool | None = None,
+                   spectrum: str | Spectrum | None = None) -> PhantomStudy:
     """Generate one whole-body FDG PET/CT study; the same arguments always give identical arrays.
 
     Args:
@@ -106,15 +119,22 @@ def generate_study(seed: int, task: str | None = None, size: str = "small", nega
         size: ``small``, ``full`` or ``autopet`` (see the module docstring).
         negative: True for a lesion-free study (a patient in remission; the task is still set); None draws it
             with probability 0.3.
+        spectrum: ``default`` (None), ``wide`` or a ``Spectrum`` (see the module docstring); the wide spectrum
+            also allows ``task="soft_tissue_sarcoma"``.
 
     Returns:
         A :class:`PhantomStudy`; ``study.study_id`` is ``phantom<seed>``.
     """
-    return _generate(int(seed), _resolve_task(task), size, negative, visit=0)
+    spec = get_spectrum(spectrum)
+    return _generate(int(seed), _resolve_task(task, spec), size, negative, visit=0, spectrum=spec)
 
 
 def _generate(seed: int, task: str | None, size: str, negative: bool | None, visit: int,
-              study_id: str | None = None, patient_id: str | None = None) -> PhantomStudy:
+              study_id: str | None = None, patient_id: str | None = None,
+              spectrum: Spectrum | None = None) -> PhantomStudy:
+    spectrum = spectrum or get_spectrum(None)
+    wide = not spectrum.is_default
+    plan_rng, scan_rng = (spectrum_rng(seed), spectrum_rng(seed, visit)) if wide else (None, None)
     rs = _streams(seed, visit)
     srng = rs["subject"]
     drawn_task = TASKS[int(srng.integers(len(TASKS)))]
@@ -125,10 +145,15 @@ def _generate(seed: int, task: str | None, size: str, negative: bool | None, vis
     grid = _grid(size, srng)
     anatomy = build_anatomy(subject, grid, rs["anatomy"])
     specs = [] if negative else plan_lesions(task, rs["lesions"], female=subject.sex == "F")
+    if wide:
+        specs = widen_plan(specs, spectrum.bulky, spectrum.muscle, plan_rng)
     scale = _response(specs, rs["scan"]) if visit > 0 and specs else None
     lesions = place_lesions(specs, anatomy, rs["lesions"], scale=scale)
     scan = sample_scan(rs["scan"], subject, grid.voxel_ml)
-    images = synthesize(anatomy, lesions, scan, subject, rs["scan"])
+    if spectrum.scanner:
+        scan = widen_scan(scan, scan_rng)
+    images = synthesize(anatomy, lesions, scan, subject, rs["scan"],
+                        head_neck_rng=scan_rng if spectrum.head_neck else None)
     instances = np.zeros(grid.shape, np.uint16)
     for i, les in enumerate(lesions):
         instances[les.slices][les.mask] = i + 1
@@ -138,6 +163,8 @@ def _generate(seed: int, task: str | None, size: str, negative: bool | None, vis
     delay = float(rs["scan"].uniform(3300.0, 4200.0))
     extra: dict[str, Any] = {"injection_to_scan_s": round(delay, 1), "negative": int(truth["negative"]), "seed": seed,
                              "size": size, "visit": visit}
+    if wide:
+        extra.update(spectrum=spectrum.name, psf_fwhm_mm=round(scan.psf_fwhm_mm, 2))
     if visit == 0:
         time, event = simulate_outcome(truth["mtv_ml"], truth["tlg"], truth["suv_max"], subject.age, task, rs["outcome"])
         truth["outcome"] = {"time": float(time[0]), "event": int(event[0])}
@@ -147,7 +174,45 @@ def _generate(seed: int, task: str | None, size: str, negative: bool | None, vis
                      tracer="FDG", scanner="unipet phantom", injected_dose_bq=round(dose, 0), extra=extra)
     study = Study(study_id=sid, patient_id=patient_id or sid, pet=images.pet, ct=images.ct, affine=grid.affine,
                   task=task, label=label, organs=anatomy.organs, organ_labels=dict(ORGAN_LABELS), meta=meta)
-    return PhantomStudy(study=study, truth=truth, pet_clean=images.pet_clean, instances=instances)
+    ps = PhantomStudy(study=study, truth=truth, pet_clean=images.pet_clean, instances=instances)
+    if wide:
+        fov, centre_pick, margin_mm = scan_rng.random() < spectrum.partial_fov, scan_rng.random(), scan_rng.uniform(30, 80)
+        if fov:
+            ps = partial_view(ps, centre_pick, float(margin_mm))
+    return ps
+
+
+def partial_view(ps: PhantomStudy, pick: float, margin_mm: float) -> PhantomStudy:
+    """The study cut to a box ``margin_mm`` around one lesion (chosen by ``pick`` in [0, 1)), or around a body
+    voxel of a lesion-free study: a partial field of view like a real crop around a tumour.
+
+    Every array, the affine and the truth's ``field_of_view`` / per-lesion ``in_view`` are updated (see the
+    module docstring)."""
+    from unipet.study import index_to_world_zyx
+
+    st = ps.study
+    if ps.truth["lesions"]:
+        target = ps.instances == 1 + int(pick * len(ps.truth["lesions"]))
+    else:
+        body = np.flatnonzero(st.organs > 0)
+        target = np.zeros(st.organs.shape, bool)
+        target.reshape(-1)[body[int(pick * body.size)]] = True
+    idx = np.nonzero(target)
+    margin = [int(np.ceil(margin_mm / s)) for s in st.spacing]
+    box = tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + 1 + m))
+                for i, m, n in zip(idx, margin, target.shape))
+    affine = np.array(st.affine, dtype=np.float64)
+    affine[:3, 3] = (index_to_world_zyx(st.affine) @ np.array([b.start for b in box] + [1.0]))[:3]
+    instances = ps.instances[box].copy()
+    label = (instances > 0).astype(np.uint8)
+    seen = set(int(v) for v in np.unique(instances) if v)
+    truth = dict(ps.truth, field_of_view={"box_zyx": [[b.start, b.stop] for b in box], "margin_mm": round(margin_mm, 1)},
+                 lesions=[dict(les, in_view=(i + 1) in seen) for i, les in enumerate(ps.truth["lesions"])])
+    study = Study(study_id=st.study_id, patient_id=st.patient_id, pet=st.pet[box].copy(), ct=st.ct[box].copy(),
+                  affine=affine, task=st.task, label=label, organs=st.organs[box].copy(),
+                  organ_labels=st.organ_labels, meta=st.meta)
+    study.meta.extra["partial_fov"] = 1
+    return PhantomStudy(study=study, truth=truth, pet_clean=ps.pet_clean[box].copy(), instances=instances)
 
 
 def _response(specs: list, rng: np.random.Generator) -> np.ndarray:
@@ -176,10 +241,10 @@ def _truth(lesions: list[Lesion], label: np.ndarray, pet_clean: np.ndarray, grid
 
 
 # ---------------------------------------------------------------------------------------------- cohort
-def _plan_cohort(n: int, seed: int) -> list[dict[str, Any]]:
-    """Patients of a cohort of ``n`` studies: seed, task, negative flag, number of visits (1 or 2)."""
+def _plan_cohort(n: int, seed: int, tasks: tuple[str, ...] = TASKS) -> list[dict[str, Any]]:
+    """Patients of a cohort of ``n`` studies: seed, task (``tasks`` in turn), negative flag, visits (1 or 2)."""
     rng = np.random.default_rng([int(seed), 0x5EED])
-    tasks = [TASKS[i % len(TASKS)] for i in range(n)]
+    tasks = [tasks[i % len(tasks)] for i in range(n)]
     rng.shuffle(tasks)
     negatives = np.zeros(n, bool)
     negatives[: int(round(NEGATIVE_FRACTION * n))] = True
@@ -202,7 +267,8 @@ def _make_patient(job: dict[str, Any]) -> list[dict[str, Any]]:
     rows, outcome = [], None
     for visit in range(job["visits"]):
         sid = f"{pid}_{visit}"
-        ps = _generate(job["seed"], job["task"], size, job["negative"], visit, study_id=sid, patient_id=pid)
+        ps = _generate(job["seed"], job["task"], size, job["negative"], visit, study_id=sid, patient_id=pid,
+                       spectrum=get_spectrum(job.get("spectrum")))
         st = ps.study
         if visit == 0:
             outcome = ps.truth["outcome"]
@@ -257,7 +323,8 @@ def _clear_previous(out: Path) -> None:
 
 
 def write_phantom_cohort(out_dir: str | Path, n: int, seed: int, size: str = "small", dicom: bool = False,
-                         overwrite: bool = False, workers: int = 1) -> Path:
+                         overwrite: bool = False, workers: int = 1, spectrum: str | None = None,
+                         tasks: tuple[str, ...] | None = None) -> Path:
     """Write ``n`` phantom studies in the autoPET layout.
 
     Layout: ``<out>/<patient>/<study>/{SUV,CTres,SEG,ORGANS}.nii.gz`` (+ ``truth.json``, and ``dicom/{PT,CT}``
@@ -270,6 +337,9 @@ def write_phantom_cohort(out_dir: str | Path, n: int, seed: int, size: str = "sm
             the studies of an earlier cohort listed in its ``clinical.csv`` and leaves other files alone).
         n: number of studies (≥ 1). seed: cohort seed. size: ``small``, ``full`` or ``autopet``.
         workers: processes (1 = in this process).
+        spectrum: ``default`` (None) or ``wide`` (see the module docstring).
+        tasks: the cancer types dealt in turn (default: the four of ``TASKS``; ``soft_tissue_sarcoma`` only with
+            the wide spectrum).
 
     Returns:
         ``out_dir`` as a Path.
@@ -283,6 +353,8 @@ def write_phantom_cohort(out_dir: str | Path, n: int, seed: int, size: str = "sm
         raise ConfigError(f"a phantom cohort needs at least one study, got n={n}")
     if size not in SIZES:
         raise ConfigError(f"unknown phantom size {size!r}; use one of {', '.join(SIZES)}")
+    spec = get_spectrum(spectrum)
+    dealt = tuple(_resolve_task(t, spec) for t in tasks) if tasks else TASKS
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()):
@@ -290,8 +362,9 @@ def write_phantom_cohort(out_dir: str | Path, n: int, seed: int, size: str = "sm
             raise OutputExistsError(f"{out} exists and is not empty; choose an empty folder or pass --overwrite")
         _clear_previous(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [dict(p, out=str(out), size=size, cohort_seed=int(seed), overwrite=overwrite, dicom=dicom)
-            for p in _plan_cohort(int(n), int(seed))]
+    jobs = [dict(p, out=str(out), size=size, cohort_seed=int(seed), overwrite=overwrite, dicom=dicom,
+                 spectrum=spec.name)
+            for p in _plan_cohort(int(n), int(seed), dealt)]
     rows: list[dict[str, Any]] = []
     with Progress(transient=True) as bar:
         task = bar.add_task(f"phantom studies ({size})", total=len(jobs))

@@ -12,10 +12,15 @@ CT (low-dose, non-contrast, as on the PET grid): tissue HU with texture (fat −
 lung −850 with a gravity gradient and branching vessels, cortical 700–1200 / trabecular 150–300 bone,
 gas in stomach and colon, air −1000 outside, the patient table), lesion appearance by site (solid nodules
 and nodes, hypodense liver/spleen lesions, sclerotic/lytic/mixed bone lesions), slight blur and noise.
+
+The wide spectrum (``unipet.data.phantom.spectrum``, reasons and citations there) widens the scanner
+(``widen_scan``: PSF 4–9 mm FWHM, noise 0.7–1.8 x) and the head and neck (``synthesize(head_neck_rng=...)``:
+tonsils and salivary glands up to SUV 7, vocal-cord uptake of SUV 2–6 in a third of patients), drawing from its
+own stream after the default draws, so that the default images are unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -82,6 +87,12 @@ def sample_scan(rng: np.random.Generator, subject: Subject, voxel_ml: float) -> 
                         noise_cov_liver=float(np.clip(cov, 0.05, 0.3)), ct_noise_hu=u(8.0, 20.0))
 
 
+def widen_scan(scan: ScanSettings, rng: np.random.Generator) -> ScanSettings:
+    """The wide spectrum's scanner: PSF 4–9 mm FWHM and 0.7–1.8 x the drawn noise level (clipped to 0.04–0.4)."""
+    fwhm, factor = float(rng.uniform(4.0, 9.0)), float(rng.uniform(0.7, 1.8))
+    return replace(scan, psf_fwhm_mm=fwhm, noise_cov_liver=float(np.clip(scan.noise_cov_liver * factor, 0.04, 0.4)))
+
+
 @dataclass
 class Images:
     """Synthesised images ``(z, y, x)`` float32: PET (SUV, with noise), its noise-free version, CT (HU)."""
@@ -133,8 +144,11 @@ def correlated_noise(rng: np.random.Generator, shape, sigma_vox) -> np.ndarray:
 
 
 def synthesize(anatomy: Anatomy, lesions: list[Lesion], scan: ScanSettings, subject: Subject,
-               rng: np.random.Generator) -> Images:
-    """Make PET (SUV) and CT (HU) of one study (see the module docstring)."""
+               rng: np.random.Generator, head_neck_rng: np.random.Generator | None = None) -> Images:
+    """Make PET (SUV) and CT (HU) of one study (see the module docstring).
+
+    ``head_neck_rng``: the wide spectrum's head-and-neck uptake is drawn from it (None: the default phantom).
+    """
     g, organs = anatomy.grid, anatomy.organs
     lo, hi = g.world((0, 0, 0)), g.world(np.asarray(g.shape) - 1)
     texture = SmoothField(rng, lo, hi, 22.0)
@@ -148,6 +162,8 @@ def synthesize(anatomy: Anatomy, lesions: list[Lesion], scan: ScanSettings, subj
 
     _bones(anatomy, act, ct, rng)
     _soft_tissue_detail(anatomy, act, ct, scan, patches, rng)
+    if head_neck_rng is not None:
+        _head_neck_wide(anatomy, act, ct, head_neck_rng)
     _lungs_ct(anatomy, ct, rng)
     _aortic_calcification(anatomy, ct, subject, rng)
     _lesions(lesions, anatomy, act, ct, rng)
@@ -261,6 +277,18 @@ def _soft_tissue_detail(anatomy: Anatomy, act, ct, scan: ScanSettings, patches: 
                 ct[sl][m] = 90.0  # iodine-rich gland, dense on non-contrast CT
     for sl, m in anatomy.regions.get("brown_fat", []):
         act[sl][m] = scan.brown_fat_suv
+
+
+def _head_neck_wide(anatomy: Anatomy, act, ct, rng: np.random.Generator) -> None:
+    """Tonsils and salivary glands at SUV 1.8–7 (one draw per gland); vocal cords at SUV 2–6 with probability
+    1/3 (soft-tissue CT), both over the default values (see the module docstring)."""
+    for sl, m in anatomy.regions.get("salivary_tonsils", []):
+        act[sl][m] = float(rng.uniform(1.8, 7.0))
+    speaking, cords = rng.random() < 1 / 3, float(rng.uniform(2.0, 6.0))
+    for sl, m in anatomy.regions.get("vocal_cords", []):
+        if speaking:
+            act[sl][m] = cords
+            ct[sl][m] = 45.0
 
 
 def _bounds(g, sl) -> tuple[list[float], list[float]]:

@@ -10,6 +10,15 @@ appearance, necrosis, spiculation — following each cancer's typical spread and
 - ``melanoma``: scattered subcutaneous nodules, nodal, small lung nodules, liver, bone, brain; variable avidity.
 - ``breast_cancer``: breast primary, ipsilateral axillary nodes, bone-dominant (mostly sclerotic)
   metastases, liver and lung; low to moderate avidity (the hardest task).
+- ``soft_tissue_sarcoma`` (only with the wide spectrum, see ``unipet.data.phantom.spectrum``): one large
+  primary in the muscle of a limb (thigh or arm; the trunk wall where no limb is in view), 30-160 mm, peak SUV
+  3-22, most often with a necrotic low-uptake centre and heterogeneous uptake; lung metastases in 15 %. Extremity
+  sarcomas are mostly in the thigh and proximal limbs (Brennan et al., Ann Surg 260:416, 2014); the sizes, SUV
+  range and necrosis follow the 35 real sarcomas of ``../shared/real_sts_fdg`` (MTV 17 mL-2.3 L, SUVmax up to
+  ~22) and Eary et al., J Nucl Med 49:1973 (2008); lung is the usual first metastatic site.
+
+``widen_plan`` adds the wide spectrum's findings to any plan: a bulky heterogeneous necrotic mass of modest SUV
+and skeletal-muscle metastases (reasons and citations in ``unipet.data.phantom.spectrum``).
 
 Rasterisation turns a spec into an irregular, heterogeneous object: an ellipsoid of random aspect and
 orientation whose surface is perturbed by smooth noise (plus fine spikes when spiculated), clipped to the
@@ -41,14 +50,21 @@ SITE_TISSUE: dict[str, tuple[tuple[str, ...], str | None]] = {
     "bone": (("bone",), None),
     "marrow": (("spine", "pelvis", "long_bones"), None),
     "subcutaneous": (("subcutaneous_fat",), None),
+    "muscle": (("muscle",), None),
+    "limb": (("muscle", "subcutaneous_fat"), None),
     **{f"node_{s}": (_NODE_ROOM + (("lung",) if s in ("mediastinal", "hilar") else ()),
                      "nodes_mediastinal" if s == "hilar" else f"nodes_{s}") for s in NODE_STATIONS},
 }
 # Labels whose voxels a site's centre is drawn from (nodes use the station polylines instead).
 SITE_HOST: dict[str, tuple[str, ...]] = {
     "lung": ("lung",), "liver": ("liver",), "spleen": ("spleen",), "brain": ("brain",), "breast": ("breast",),
-    "bone": ("bone",), "marrow": ("spine", "pelvis"), "subcutaneous": ("subcutaneous_fat",),
+    "bone": ("bone",), "marrow": ("spine", "pelvis"), "subcutaneous": ("subcutaneous_fat",), "muscle": ("muscle",),
+    "limb": ("muscle",),
 }
+# Limb axes (landmark pairs) near which a ``limb`` lesion's centre is drawn, and how near (mm).
+_LIMB_AXES = tuple((f"{a}_{side}", f"{b}_{side}") for side in ("right", "left")
+                   for a, b in (("femoral_head", "knee"), ("shoulder", "elbow"), ("elbow", "wrist")))
+_LIMB_REACH_MM = 45.0
 # Relative frequency of bone metastases by bone.
 _BONE_WEIGHTS = {"spine": 0.40, "pelvis": 0.25, "ribs": 0.12, "long_bones": 0.09, "skull": 0.05, "sternum": 0.04,
                  "shoulder_girdle": 0.05}
@@ -66,6 +82,8 @@ class LesionSpec:
         necrotic: has a cold necrotic core. spiculated: has spiky margins. primary: is the primary tumour.
         side: +1 right / -1 left / 0 either, for lateralised sites. chain: index along a nodal chain (lymphoma).
         anchor: fraction along the station polyline (nodes), or None to draw one.
+        heterogeneity: extra texture amplitude of the uptake (0: the default rasterisation); above 0 the necrotic
+            core is also wider (50-85 % of the radius) and colder — the wide spectrum's bulky masses.
     """
 
     site: str
@@ -78,6 +96,7 @@ class LesionSpec:
     side: int = 0
     anchor: float | None = None
     line: int | None = None
+    heterogeneity: float = 0.0
 
 
 @dataclass
@@ -109,7 +128,7 @@ def _big(rng, d: float, p: float) -> bool:
 def plan_lesions(task: str, rng: np.random.Generator, female: bool = True) -> list[LesionSpec]:
     """Draw the lesions of a cancer-positive patient of ``task`` (see the module docstring)."""
     plans = {"lung_cancer": _plan_lung, "lymphoma": _plan_lymphoma, "melanoma": _plan_melanoma,
-             "breast_cancer": _plan_breast}
+             "breast_cancer": _plan_breast, "soft_tissue_sarcoma": _plan_sarcoma}
     if task not in plans:
         raise KeyError(f"no lesion pattern for task {task!r}; phantom tasks: {', '.join(plans)}")
     avidity = float(np.exp(rng.normal(0, 0.2)))
@@ -235,6 +254,37 @@ def _plan_breast(rng, female: bool) -> list[LesionSpec]:
     return out
 
 
+def _plan_sarcoma(rng) -> list[LesionSpec]:
+    d = _logu(rng, 30, 160)
+    necrotic = rng.random() < 0.65
+    out = [LesionSpec("limb", d, _logu(rng, 3, 22), "solid", necrotic, False, True,
+                      heterogeneity=float(rng.uniform(0.1, 0.3)) if necrotic else 0.0)]
+    if rng.random() < 0.15:
+        for _ in range(1 + rng.poisson(1.5)):
+            out.append(LesionSpec("lung", _logu(rng, 4, 20), _u(rng, 2, 8)))
+    return out
+
+
+def widen_plan(specs: list[LesionSpec], bulky: float, muscle: float, rng: np.random.Generator) -> list[LesionSpec]:
+    """A plan with the wide spectrum's additions (see ``unipet.data.phantom.spectrum``), drawn from ``rng``.
+
+    With probability ``bulky`` the largest lesion becomes a bulky heterogeneous mass of modest SUV (50-120 mm,
+    peak SUV 3-9 but never above the lesion's own — a bulky mass is no more avid than its type —, necrotic,
+    ``heterogeneity`` 0.15-0.35); with probability ``muscle`` a skeletal-muscle metastasis
+    (10-45 mm, peak SUV 3-12) is appended. Every draw is made for every plan, so the streams stay aligned.
+    """
+    out = list(specs)
+    make_bulky, diameter, suv, het = rng.random() < bulky, _u(rng, 50, 120), _u(rng, 3, 9), _u(rng, 0.15, 0.35)
+    add_muscle, m_diameter, m_suv = rng.random() < muscle, _logu(rng, 10, 45), _u(rng, 3, 12)
+    if make_bulky and out:
+        i = int(np.argmax([s.diameter_mm for s in out]))
+        out[i] = replace(out[i], diameter_mm=diameter, suv=min(suv, out[i].suv), necrotic=True, heterogeneity=het,
+                         ct="hypodense" if out[i].ct == "hypodense" else "solid")
+    if add_muscle and out:
+        out.append(LesionSpec("muscle", m_diameter, m_suv, "solid", necrotic=m_diameter > 30))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ placement
 class _Sampler:
     """Draws lesion centres inside host tissue, preferring voxels deep enough for the lesion's radius."""
@@ -276,6 +326,29 @@ class _Sampler:
         idx = np.unravel_index(pick, self.an.organs.shape)
         jitter = self.rng.uniform(-0.5, 0.5, 3) * np.asarray(self.an.grid.spacing)
         return self.an.grid.world(idx) + jitter
+
+    def limb_point(self, radius: float) -> np.ndarray | None:
+        """A centre in limb muscle: within ``_LIMB_REACH_MM`` of a thigh or arm axis (any muscle if no limb is in
+        the field of view: the trunk wall, also a sarcoma site)."""
+        labels = _host_labels(SITE_HOST["limb"])
+        flat, depth = self._depth(labels)
+        if flat.size == 0:
+            return None
+        axes = [(self.an.landmarks[a], self.an.landmarks[b]) for a, b in _LIMB_AXES
+                if a in self.an.landmarks and b in self.an.landmarks]
+        if axes:
+            world = np.stack(np.unravel_index(flat, self.an.organs.shape), 1) * np.asarray(self.an.grid.spacing) \
+                + np.asarray(self.an.grid.origin)
+            near = np.zeros(flat.size, bool)
+            for a, b in axes:
+                t = np.clip((world - a) @ (b - a) / max(float((b - a) @ (b - a)), 1e-9), 0, 1)
+                near |= np.linalg.norm(world - (a + t[:, None] * (b - a)), axis=1) < _LIMB_REACH_MM
+            if near.any():
+                flat, depth = flat[near], depth[near]
+        want = min(0.6 * radius, 0.7 * float(depth.max()))
+        ok = np.flatnonzero(depth >= want)
+        pick = flat[ok[self.rng.integers(ok.size)]] if ok.size else flat[self.rng.integers(flat.size)]
+        return self.an.grid.world(np.unravel_index(pick, self.an.organs.shape))
 
     def node_point(self, station: str, spec: LesionSpec) -> np.ndarray | None:
         lines = self.an.stations.get(station, [])
@@ -319,6 +392,8 @@ def place_lesions(specs: list[LesionSpec], anatomy: Anatomy, rng: np.random.Gene
         shape_seed = int(rng.integers(2 ** 63))
         if spec.site.startswith("node_"):
             centre = sampler.node_point(spec.site[5:], spec)
+        elif spec.site == "limb":
+            centre = sampler.limb_point(spec.diameter_mm / 2)
         elif spec.site == "adrenal":
             side = spec.side or int(rng.choice((-1, 1)))
             centre = anatomy.landmarks[f"adrenal_{'right' if side > 0 else 'left'}"] + rng.normal(0, 2, 3)
@@ -375,10 +450,12 @@ def _rasterise(spec: LesionSpec, centre: np.ndarray, anatomy: Anatomy, claimed: 
             return None
         mask[local] = True
     texture = SmoothField(rng, centre - half, centre + half, max(r / 3, 1.5)).sample(box)
-    profile = (1.0 - 0.3 * np.clip(qp, 0, 1) ** 2) * (1.0 + 0.12 * texture)
+    profile = (1.0 - 0.3 * np.clip(qp, 0, 1) ** 2) * (1.0 + (0.12 + spec.heterogeneity) * texture)
     if spec.necrotic:
         core = float(rng.uniform(0.35, 0.6))
         cold = float(rng.uniform(0.12, 0.35))
+        if spec.heterogeneity > 0:  # a wide necrotic centre (drawn after the default draws: streams stay aligned)
+            core, cold = float(rng.uniform(0.5, 0.85)), float(rng.uniform(0.08, 0.3))
         profile = profile * (cold + (1 - cold) * smoothstep(qp, core - 0.08, core + 0.08))
     activity = np.where(mask, spec.suv * np.clip(profile, 0.05, None), 0.0).astype(np.float32)
     tight = box.sub(mask)
