@@ -192,27 +192,39 @@ class DpDNet(PromptedSTUNet):
 
     def scope_parameters(self, scope: str) -> set[str]:
         """``"new-head"``: only the prompt-aware head of the *last* task (the type a grown model just added,
-        ``unipet.models.task_growth``) and the prompt-free task classifier; the encoder, decoder, prompts and every
-        other head stay frozen, so the other types' masks stay exactly as they were (unipet's choice: a new type
-        learnt without touching the old ones). ``"all"``: every parameter."""
+        ``unipet.models.task_growth``); the encoder, decoder, prompts, every other head and the task classifier stay
+        frozen, so every mask of the other types — and ``task="auto"``'s choice among them — stays exactly as it
+        was (unipet's choice: a new type learnt without touching the old ones). The classifier is left out on
+        evidence: trained alongside the head on real sarcoma crops (with the frozen trunk), it learnt a prior, not
+        a discrimination, and called every whole-body phantom a sarcoma (benchmarks/RESULTS.md, default v4).
+        ``"all"``: every parameter."""
         if scope == "new-head":
             if not self.use_pa_heads:
                 raise ConfigError("scope 'new-head' trains the last task's prompt-aware head; this DpDNet was built "
                                   "with pa_heads=False")
             last = f"pa_heads.{self.num_tasks - 1}."
-            return {name for name, _ in self.named_parameters()
-                    if name.startswith(last) or name.startswith("task_classifier.")}
+            return {name for name, _ in self.named_parameters() if name.startswith(last)}
         return super().scope_parameters(scope)
 
     def grow_task_state(self, old_state: dict[str, torch.Tensor], n_old: int, donors: list[int | None]
                         ) -> dict[str, torch.Tensor]:
-        """The common-prompt gates of an ``n_old``-task state grown exactly (``CommonPrompt.grown_gates``);
-        the hook ``unipet.models.task_growth.grow_tasks`` calls for the tensors its generic rules cannot grow."""
+        """The tensors ``unipet.models.task_growth.grow_tasks`` does not grow by its generic rules:
+
+        - the common-prompt gates, grown exactly (``CommonPrompt.grown_gates``);
+        - the prompt-free task classifier: a new type's row starts *off* (zero weights, a logit 30 below the
+          lowest old one), so ``task="auto"`` keeps choosing among the old types exactly as before until the
+          classifier is trained on the new one (unipet's choice: a donor's copy would tie with the donor).
+        """
+        out = {}
+        if "task_classifier.fc.weight" in old_state:
+            w, b = old_state["task_classifier.fc.weight"], old_state["task_classifier.fc.bias"]
+            k = len(donors)
+            out["task_classifier.fc.weight"] = torch.cat([w, w.new_zeros((k, w.shape[1]))])
+            out["task_classifier.fc.bias"] = torch.cat([b, b.new_full((k,), float(b.min()) - 30.0)])
         if self.common_prompt is None:
-            return {}
+            return out
         gates = {t: (old_state[f"common_prompt.gates.{t}.weight"], old_state[f"common_prompt.gates.{t}.bias"])
                  for t in range(n_old)}
-        out = {}
         for t, (w, b) in CommonPrompt.grown_gates(gates, donors).items():
             out[f"common_prompt.gates.{t}.weight"], out[f"common_prompt.gates.{t}.bias"] = w, b
         return out
