@@ -86,14 +86,17 @@ class DicomNode:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set (or SIGINT/SIGTERM in the main thread)."""
         stop = stop or threading.Event()
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
             while not stop.is_set():
                 if not self.step():
                     stop.wait(self.config.poll_s)
         finally:
+            for sig, handler in previous.items():  # the caller's handlers back (an embedding program, a test runner)
+                signal.signal(sig, handler)
             self.close()
 
     # ------------------------------------------------------------------------------------------ processing

@@ -103,12 +103,14 @@ def optimise(job: Job, lr: float, inputs: dict[str, Any]) -> tuple[float, dict[s
     loss = out["loss"].float()
     if not torch.isfinite(loss):
         raise ConfigError(job.diverged.format(loss=float(loss)))
-    job.scaler.scale(loss).backward()
-    if job.recipe.grad_clip > 0:
-        job.scaler.unscale_(job.optimizer)
-        torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.recipe.grad_clip)
-    job.scaler.step(job.optimizer)
-    job.scaler.update()
+    if loss.requires_grad:  # False for a batch that reaches no trained parameter (e.g. no sample of the one
+        # head a 'new-head' scope trains): nothing to step, the iteration still counts
+        job.scaler.scale(loss).backward()
+        if job.recipe.grad_clip > 0:
+            job.scaler.unscale_(job.optimizer)
+            torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.recipe.grad_clip)
+        job.scaler.step(job.optimizer)
+        job.scaler.update()
     parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()
              if k != "loss" and (isinstance(v, (int, float)) or (torch.is_tensor(v) and v.ndim == 0))}
     return float(loss.detach()), parts
