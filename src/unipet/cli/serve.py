@@ -31,7 +31,7 @@ def serve_command(
     restarts: a node stopped mid-study resumes it, and no study is processed twice. Studies that cannot be
     processed (no PET, missing SUV tags, half a series) are logged with one reason and marked failed.
 
-    A working configuration, with Orthanc (AE ORTHANC, DICOM port 4242) as the PACS:
+    Examples — a working configuration, with Orthanc (AE ORTHANC, DICOM port 4242) as the PACS:
 
         unipet serve --work-dir /var/lib/unipet-node --ae-title UNIPET --port 11112 --allow ORTHANC --dest ORTHANC@127.0.0.1:4242 --rtstruct
 
