@@ -69,7 +69,8 @@ def main() -> None:
     p.add_argument("--phantoms", type=Path, help="phantom cohort (default: WORK/cohort, 160 studies of seed 0 made "
                    "there, the cohort the shipped default was trained on)")
     p.add_argument("--real", type=Path, default=REAL)
-    p.add_argument("--init", type=Path, default=SHIPPED, help="pre-trained checkpoint (4 phantom types)")
+    p.add_argument("--init", type=Path, default=SHIPPED, help="pre-trained checkpoint: 4 phantom types (default v2, "
+                   "grown to 5 here) or one that already has the sarcoma task (the shipped v4: trained on from there)")
     p.add_argument("--fold", default="0", help="0-4, or 'final' (all real cases)")
     p.add_argument("--shots", type=int, help="train on only this many of the fold's training sarcomas")
     p.add_argument("--scratch", action="store_true", help="from a freshly initialised network (prior_init 0.01)")
@@ -108,6 +109,8 @@ def main() -> None:
         write_phantom_cohort(phantoms, n=160, seed=0, size="small", workers=args.threads)
     manifest, tasks = merged_manifest(work, phantoms, args.real, args.tiny)
     init_meta = read_meta(find_checkpoint(init))
+    if TASK in init_meta.task_set.names:  # e.g. the shipped default v4: already grown, its sarcoma head goes on
+        recipe.pop("task_donors", None)
     cache = build_cache(manifest, work / "cache", preprocess=PreprocessConfig.from_dict(init_meta.preprocess),
                         workers=1)
     real_cases = [(c.case_id, c.patient_id) for c in manifest if c.split == "real"]
