@@ -305,6 +305,25 @@ def dichotomise(values: pd.Series | np.ndarray, cutoff: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- statistics
+class DegenerateCoxModel(ConfigError):
+    """A Cox model whose hazard ratio cannot be estimated (separated groups, no convergence)."""
+
+
+def cox_or_nan(df: pd.DataFrame, marker: str, time: str, event: str, **kwargs: Any) -> dict[str, Any]:
+    """``cox_hazard_ratio``, or — for a degenerate model inside a table of several statistics (the demo, the
+    report, ``survival_statistics``) — NaN values with the reason in ``note`` and one warning line: the other
+    statistics of the marker (log-rank, C-index, the curves) stay meaningful, so the table is written with the
+    hazard ratio marked not estimable instead of refusing the whole analysis. ``cox_hazard_ratio`` alone refuses."""
+    try:
+        return cox_hazard_ratio(df, marker, time, event, **kwargs)
+    except DegenerateCoxModel as exc:
+        log.warning("%s; the hazard ratio is reported as not estimable (NaN)", exc)
+        nan = float("nan")
+        return {"hr": nan, "lo": nan, "hi": nan, "p": nan, "coef": nan, "se": nan, "n": int(len(df)),
+                "events": int(pd.to_numeric(df[event], errors="coerce").sum()), "covariate": marker,
+                "note": str(exc)}
+
+
 def cox_hazard_ratio(df: pd.DataFrame, marker: str, time: str, event: str, dichotomise_at: float | None = None,
                      log: bool = False) -> dict[str, Any]:
     """Univariable Cox proportional-hazards model of one marker (lifelines ``CoxPHFitter``, Efron ties).
@@ -343,12 +362,12 @@ def cox_hazard_ratio(df: pd.DataFrame, marker: str, time: str, event: str, dicho
             warnings.simplefilter("ignore", ConvergenceWarning)
             fitter = CoxPHFitter().fit(data, duration_col="t", event_col="e")
     except ConvergenceError as exc:
-        raise ConfigError(f"the Cox model of {marker!r} did not converge ({str(exc).splitlines()[0]}); the groups "
+        raise DegenerateCoxModel(f"the Cox model of {marker!r} did not converge ({str(exc).splitlines()[0]}); the groups "
                           "are probably perfectly separated by the events — use more patients") from None
     row = fitter.summary.loc["x"]
     se, hr = float(row["se(coef)"]), float(row["exp(coef)"])
     if not np.isfinite(se) or se > MAX_COX_SE or (dichotomise_at is not None and not 1e-3 < hr < 1e3):
-        raise ConfigError(f"the Cox model of {marker!r} is degenerate (HR {hr:.3g}, standard error of its log "
+        raise DegenerateCoxModel(f"the Cox model of {marker!r} is degenerate (HR {hr:.3g}, standard error of its log "
                           f"{se:.3g}): the events are (almost) perfectly separated by the marker, so no hazard ratio "
                           "can be estimated — use more patients or check the time and event columns")
     return {"hr": float(row["exp(coef)"]), "lo": float(row["exp(coef) lower 95%"]),
@@ -440,7 +459,7 @@ def km_curves(df: pd.DataFrame, marker: str, time: str, event: str, cutoff: floa
     if high.all() or not high.any():
         raise ConfigError(f"every patient falls on one side of the {marker} cut-off {cutoff:.6g}; a Kaplan–Meier "
                           "comparison needs two groups")
-    hr = hr if hr is not None else cox_hazard_ratio(df, marker, time, event, dichotomise_at=cutoff)
+    hr = hr if hr is not None else cox_or_nan(df, marker, time, event, dichotomise_at=cutoff)
     logrank_p = logrank_p if logrank_p is not None else logrank(df, marker, time, event, cutoff)["p"]
     t, e = df[time].to_numpy(dtype=float), df[event].to_numpy(dtype=int)
     fitters = []
@@ -531,8 +550,8 @@ def _evaluate_marker(cohort: pd.DataFrame, marker: str, time: str, event: str, c
         "n_high": int(high.sum()), "n_low": int(len(high) - high.sum()),
         "events_high": int(cohort[event].to_numpy()[high == 1].sum()),
         "events_low": int(cohort[event].to_numpy()[high == 0].sum()),
-        "hr_dichotomised": _hr_only(cox_hazard_ratio(cohort, marker, time, event, dichotomise_at=cutoff)),
-        "hr_continuous": _hr_only(cox_hazard_ratio(cohort, marker, time, event, log=log)),
+        "hr_dichotomised": _hr_only(cox_or_nan(cohort, marker, time, event, dichotomise_at=cutoff)),
+        "hr_continuous": _hr_only(cox_or_nan(cohort, marker, time, event, log=log)),
         "logrank_p": logrank(cohort, marker, time, event, cutoff)["p"],
         "c_index": c_index(cohort, marker, time, event, n_boot=n_boot, seed=seed),
     }
