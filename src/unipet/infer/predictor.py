@@ -246,7 +246,7 @@ class Predictor:
 
             model, meta = load_checkpoint(path)
             return cls(model, meta, **kwargs)
-        from unipet.infer.backends.export import open_network
+        from unipet.infer.backends.writer import open_network
 
         network, meta = open_network(path, backend, bf16=bool(kwargs.get("cpu_bf16", False)))
         return cls(network, meta, **kwargs)

@@ -306,20 +306,28 @@ def dichotomise(values: pd.Series | np.ndarray, cutoff: float) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- statistics
 class DegenerateCoxModel(ConfigError):
-    """A Cox model whose hazard ratio cannot be estimated (separated groups, no convergence)."""
+    """A Cox model whose hazard ratio cannot be estimated (separated groups, no convergence); ``coef`` is the
+    diverging log hazard ratio's estimate where one was fitted (its sign is still the direction), else None."""
+
+    def __init__(self, message: str, coef: float | None = None) -> None:
+        super().__init__(message)
+        self.coef = coef
 
 
 def cox_or_nan(df: pd.DataFrame, marker: str, time: str, event: str, **kwargs: Any) -> dict[str, Any]:
     """``cox_hazard_ratio``, or — for a degenerate model inside a table of several statistics (the demo, the
-    report, ``survival_statistics``) — NaN values with the reason in ``note`` and one warning line: the other
-    statistics of the marker (log-rank, C-index, the curves) stay meaningful, so the table is written with the
-    hazard ratio marked not estimable instead of refusing the whole analysis. ``cox_hazard_ratio`` alone refuses."""
+    report, ``survival_statistics``) — an unbounded hazard ratio on its side of 1 (``inf`` or 0; NaN where the fit
+    did not converge), NaN interval and p, the reason in ``note`` and one warning line: the other statistics of the
+    marker (log-rank, C-index, the curves) stay meaningful, so the table is written with the hazard ratio marked
+    unbounded instead of refusing the whole analysis. ``cox_hazard_ratio`` alone refuses."""
     try:
         return cox_hazard_ratio(df, marker, time, event, **kwargs)
     except DegenerateCoxModel as exc:
-        log.warning("%s; the hazard ratio is reported as not estimable (NaN)", exc)
         nan = float("nan")
-        return {"hr": nan, "lo": nan, "hi": nan, "p": nan, "coef": nan, "se": nan, "n": int(len(df)),
+        # separated groups: the HR is unbounded, but its side of 1 is known (the coefficient's sign)
+        hr = nan if exc.coef is None or not np.isfinite(exc.coef) else (float("inf") if exc.coef > 0 else 0.0)
+        log.warning("%s; the hazard ratio is reported as unbounded (%s), without an interval", exc, hr)
+        return {"hr": hr, "lo": nan, "hi": nan, "p": nan, "coef": nan, "se": nan, "n": int(len(df)),
                 "events": int(pd.to_numeric(df[event], errors="coerce").sum()), "covariate": marker,
                 "note": str(exc)}
 
@@ -368,8 +376,9 @@ def cox_hazard_ratio(df: pd.DataFrame, marker: str, time: str, event: str, dicho
     se, hr = float(row["se(coef)"]), float(row["exp(coef)"])
     if not np.isfinite(se) or se > MAX_COX_SE or (dichotomise_at is not None and not 1e-3 < hr < 1e3):
         raise DegenerateCoxModel(f"the Cox model of {marker!r} is degenerate (HR {hr:.3g}, standard error of its log "
-                          f"{se:.3g}): the events are (almost) perfectly separated by the marker, so no hazard ratio "
-                          "can be estimated — use more patients or check the time and event columns")
+                                 f"{se:.3g}): the events are (almost) perfectly separated by the marker, so no hazard "
+                                 "ratio can be estimated — use more patients or check the time and event columns",
+                                 coef=float(row["coef"]))
     return {"hr": float(row["exp(coef)"]), "lo": float(row["exp(coef) lower 95%"]),
             "hi": float(row["exp(coef) upper 95%"]), "p": float(row["p"]), "coef": float(row["coef"]),
             "se": float(row["se(coef)"]), "n": int(len(data)), "events": int(data["e"].sum()),

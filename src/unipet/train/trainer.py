@@ -317,6 +317,20 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     return job
 
 
+def _task_names(folder: Path) -> list[str] | None:
+    """The task names of a checkpoint folder, or None for weights without a task set (an encoder checkpoint of
+    ``unipet anatomy pretrain`` / ``mastpro pretrain-anatomy``, or no ``meta.json``)."""
+    import json
+
+    try:
+        raw = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "tasks" not in raw["model"]:
+        return None
+    return ckpt.read_meta(folder).task_set.names
+
+
 def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequence[str] | None = None,
                     task_donors: dict[str, str] | None = None) -> dict[str, Any]:
     """Copy the weights of ``source`` (run/checkpoint folder or weights file) into ``model`` where they fit.
@@ -338,7 +352,7 @@ def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequ
     if path.is_dir():
         folder = ckpt.find_checkpoint(path)
         path = folder / "model.safetensors"
-        old_names = ckpt.read_meta(folder).task_set.names if (folder / "meta.json").exists() else None
+        old_names = _task_names(folder)
         new_names = list(task_names or [])
         if old_names and len(new_names) > len(old_names) and new_names[:len(old_names)] == list(old_names):
             from safetensors.torch import load_file
