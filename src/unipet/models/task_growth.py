@@ -9,7 +9,8 @@ prompt-free classifiers), not one:
   tasks' modules; a new task's module is a copy of its *donor* task's module when one is named and the shapes
   agree, else it keeps the new model's initialisation.
 - **a task axis that grew** (an axis whose length went from N to N + k: the universal prompt's task channels,
-  the FUSE block's output channels and their norm parameters, the task classifier's rows): the old slices are
+  the FUSE block's output channels and their norm parameters; a task classifier's rows unless the model grows
+  them itself, as DpDNet does — see below): the old slices are
   copied and the new task's slice is its donor's (the mean of the old slices without a donor). The new task
   therefore starts as its donor exactly: its specific prompt and head are the donor's.
 - **an input axis that grew** (dimension 1 of a convolution or linear weight: the FUSE block's input, which
@@ -55,10 +56,16 @@ class GrowthReport:
                 "initialised": len(self.initialised)}
 
 
+def is_appended(old_names: Sequence[str], new_names: Sequence[str]) -> bool:
+    """True when ``new_names`` is ``old_names`` (same order) followed by at least one more task."""
+    old, new = list(old_names), list(new_names)
+    return len(new) > len(old) and new[: len(old)] == old
+
+
 def check_appended(old_names: Sequence[str], new_names: Sequence[str]) -> list[str]:
     """The tasks ``new_names`` adds to ``old_names``; ConfigError unless the old ones come first, in order."""
     old, new = list(old_names), list(new_names)
-    if new[: len(old)] != old or len(new) == len(old):
+    if not is_appended(old, new):
         raise ConfigError(f"the new task set {new} must start with the checkpoint's tasks {old} in the same order "
                           "and add at least one; append new tasks at the end of the task set")
     return new[len(old):]

@@ -353,13 +353,12 @@ def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequ
         folder = ckpt.find_checkpoint(path)
         path = folder / "model.safetensors"
         old_names = _task_names(folder)
-        new_names = list(task_names or [])
-        if old_names and len(new_names) > len(old_names) and new_names[:len(old_names)] == list(old_names):
+        from unipet.models.task_growth import grow_tasks, is_appended
+
+        if old_names and is_appended(old_names, task_names or []):
             from safetensors.torch import load_file
 
-            from unipet.models.task_growth import grow_tasks
-
-            added = new_names[len(old_names):]
+            added = list(task_names)[len(old_names):]
             growth = grow_tasks(model, load_file(str(path)), old_names, task_names, task_donors)
             return {"file": path.name, **growth.summary(), "tasks_added": added, "donors": dict(task_donors or {})}
     if task_donors:
