@@ -103,3 +103,20 @@ def test_new_head_scope_trains_the_new_type_without_touching_the_old_ones():
         assert not torch.allclose(new(x[:1], task=torch.full((1,), len(OLD))), before[len(OLD)])
     with pytest.raises(ConfigError, match="trainable scopes"):
         new.scope_parameters("peft")
+
+
+def test_growth_to_another_patch_resizes_the_universal_prompt_as_the_old_model_does_at_run_time():
+    from unipet.models.stunet import resolve_backbone
+
+    torch.manual_seed(0)
+    old_patch = (48, 64, 64)
+    old = create("dpdnet", in_channels=2, num_classes=2, tasks=_tasks(OLD), patch_size=old_patch, **KW).eval()
+    strides = resolve_backbone(old_patch, "s", KW["base_width"], min_feature=KW["min_feature"])["strides"]
+    new = create("dpdnet", in_channels=2, num_classes=2, tasks=_tasks(OLD + ["soft_tissue_sarcoma"]),
+                 patch_size=PATCH, strides=strides, **KW).eval()  # the same network at 32^3: a smaller prompt
+    assert new.universal_prompt.prompt.shape[2:] != old.universal_prompt.prompt.shape[2:]
+    grow_tasks(new, old.state_dict(), OLD, OLD + ["soft_tissue_sarcoma"], {"soft_tissue_sarcoma": "lymphoma"})
+    x = torch.randn(1, 2, *PATCH)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, task=torch.full((1,), 3)), old(x, task=torch.full((1,), 1)),
+                                   atol=1e-5, rtol=1e-4)

@@ -80,6 +80,18 @@ def _weight_modules(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
+def _at_patch_size(old: torch.Tensor, want: torch.Tensor, name: str) -> torch.Tensor:
+    """A learnable universal prompt (``universal_prompt.prompt``, ``(1, tasks, d, h, w)`` at the bottleneck of
+    the training patch) resized trilinearly to the new model's bottleneck, as ``UniversalPrompt.forward`` resizes
+    it for an input of another size (so a model fine-tuned at another patch starts from what the old one
+    computes there); every other tensor is returned unchanged."""
+    if not name.endswith("universal_prompt.prompt") or old.ndim != 5 or old.shape[2:] == want.shape[2:]:
+        return old
+    import torch.nn.functional as F
+
+    return F.interpolate(old, size=tuple(want.shape[2:]), mode="trilinear", align_corners=False)
+
+
 def _grow(old: torch.Tensor, new: torch.Tensor, n_old: int, donors: Sequence[int | None], input_axis: int | None
           ) -> torch.Tensor:
     """``old`` placed in a tensor of ``new``'s shape; grown slices filled by the rules of the module docstring."""
@@ -145,7 +157,7 @@ def grow_tasks(model: nn.Module, old_state: Mapping[str, torch.Tensor], old_name
             report.copied.append(name)
             continue
         if name in old_state:
-            old = old_state[name].to(want.dtype)
+            old = _at_patch_size(old_state[name].to(want.dtype), want, name)
             input_axis = 1 if name in weights and want.ndim >= 2 else None
             loaded[name] = _grow(old, want, n_old, donor_index, input_axis)
             report.grown.append(name)

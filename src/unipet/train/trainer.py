@@ -238,7 +238,8 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
         model.load_state_dict(load_file(str(ckpt.find_checkpoint(run_dir) / "model.safetensors")))
         init_record = meta_old.init_from
     else:
-        init_record = (initialise_from(model, init_from, cache.task_set.names, recipe.task_donors)
+        init_record = (initialise_from(model, init_from, cache.task_set.names, recipe.task_donors,
+                                       model_name=model_name)
                        if init_from is not None else None)
         if recipe.prior_init and init_from is None and not init_output_prior(model, recipe.prior_init):
             raise ConfigError(f"{model_name} has no 1x1x1 classifier whose bias prior_init could set; "
@@ -317,27 +318,30 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     return job
 
 
-def _task_names(folder: Path) -> list[str] | None:
-    """The task names of a checkpoint folder, or None for weights without a task set (an encoder checkpoint of
-    ``unipet anatomy pretrain`` / ``mastpro pretrain-anatomy``, or no ``meta.json``)."""
+def _tasks_and_model(folder: Path) -> tuple[list[str] | None, str | None]:
+    """``(task names, model name)`` of a checkpoint folder; ``(None, None)`` for weights without a task set (an
+    encoder checkpoint of ``unipet anatomy pretrain`` / ``mastpro pretrain-anatomy``, or no ``meta.json``)."""
     import json
 
     try:
         raw = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
-        return None
+        return None, None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "tasks" not in raw["model"]:
-        return None
-    return ckpt.read_meta(folder).task_set.names
+        return None, None
+    meta = ckpt.read_meta(folder)
+    return meta.task_set.names, meta.model_name
 
 
 def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequence[str] | None = None,
-                    task_donors: dict[str, str] | None = None) -> dict[str, Any]:
+                    task_donors: dict[str, str] | None = None, model_name: str | None = None) -> dict[str, Any]:
     """Copy the weights of ``source`` (run/checkpoint folder or weights file) into ``model`` where they fit.
 
     When ``source`` is a unipet checkpoint whose task set is a strict prefix of ``task_names`` (new cancer types
     appended), its task axes are grown (``unipet.models.task_growth.grow_tasks``, new types starting from
-    ``task_donors``) instead of leaving every task-shaped tensor at its initialisation.
+    ``task_donors``) instead of leaving every task-shaped tensor at its initialisation. Growth needs the same
+    architecture: with ``model_name`` given and another model in the checkpoint (e.g. STU-Net or UniSeg from a
+    DpDNet), the tensors are copied by name where they fit and ``task_donors`` is ignored.
 
     Returns the record kept in the checkpoint metadata: the source's file name and how many tensors were
     loaded, adapted, left out (shape mismatch) or missing (or, for a grown task set, copied / grown / taken
@@ -352,10 +356,12 @@ def initialise_from(model: torch.nn.Module, source: str | Path, task_names: Sequ
     if path.is_dir():
         folder = ckpt.find_checkpoint(path)
         path = folder / "model.safetensors"
-        old_names = _task_names(folder)
+        old_names, old_model = _tasks_and_model(folder)
         from unipet.models.task_growth import grow_tasks, is_appended
 
-        if old_names and is_appended(old_names, task_names or []):
+        if model_name is not None and old_model not in (None, model_name):
+            task_donors = None
+        elif old_names and is_appended(old_names, task_names or []):
             from safetensors.torch import load_file
 
             added = list(task_names)[len(old_names):]
