@@ -11,14 +11,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tiny(script: str, tmp_path: Path) -> tuple[dict, Path]:
-    """Run ``benchmarks/<script> --tiny`` on one thread in a subprocess; return its JSON and its work folder.
+def run_tiny(script: str, tmp_path: Path, *extra: str) -> tuple[dict, Path]:
+    """Run ``benchmarks/<script> --tiny [extra...]`` on one thread in a subprocess; return its JSON and its work
+    folder (``tmp_path/work``: a second call reuses what the first one trained there).
 
     Asserts that it exits 0 and that the JSON it prints equals the JSON it writes with ``--out``."""
-    work, out = tmp_path / "work", tmp_path / "out.json"
+    work, out = tmp_path / "work", tmp_path / ("out" + "".join(extra) + ".json")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--threads", "1",
-                           "--work", str(work), "--out", str(out)],
+                           "--work", str(work), "--out", str(out), *extra],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
