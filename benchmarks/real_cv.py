@@ -150,6 +150,8 @@ def setup(work: Path, tiny: bool = False, pretrained: Path | None = None, real: 
         pretrained = train_real._tiny_setup(work)
         real, phantoms = work / "real", work / "cohort"
     pretrained = pretrained or work / "v2ckpt"
+    if pretrained == work / "v2ckpt" and not (pretrained / "meta.json").exists():
+        extract_v2(pretrained)
     if not (Path(pretrained) / "meta.json").exists() and not (Path(pretrained) / "checkpoint").exists():
         sys.exit(f"no pre-trained checkpoint in {pretrained}; extract the default v2 there: mkdir -p {pretrained} && "
                  "for f in model.safetensors meta.json; do git show 3a32e17:src/unipet/resources/checkpoints/"
@@ -174,6 +176,28 @@ def setup(work: Path, tiny: bool = False, pretrained: Path | None = None, real: 
     if missing:
         sys.exit(f"{folds_file} lacks {', '.join(missing[:3])}: it was written for another cohort")
     return Setup(work, cache, manifest, folds, Path(pretrained), tiny, k)
+
+
+#: the commit whose shipped checkpoint is the phantom-only default v2
+V2_COMMIT = "3a32e17"
+
+
+def extract_v2(dest: Path) -> None:
+    """Write default v2's ``model.safetensors`` and ``meta.json`` from the repository's history into ``dest``
+    (nothing is written when git or the commit is not available: ``setup`` then says how to provide it)."""
+    import subprocess
+
+    files = {}
+    for name in ("model.safetensors", "meta.json"):
+        proc = subprocess.run(["git", "-C", str(HERE), "show",
+                               f"{V2_COMMIT}:src/unipet/resources/checkpoints/dpdnet-small/{name}"],
+                              capture_output=True)
+        if proc.returncode != 0:
+            return
+        files[name] = proc.stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (dest / name).write_bytes(data)
 
 
 def training_cases(s: Setup, fold: int, shots: int | None = None, fraction: float | None = None) -> list[str]:
