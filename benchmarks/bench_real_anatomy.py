@@ -32,7 +32,7 @@ Fractions run in the order 10, 100, 30 %; ``--drop-scratch-30`` leaves out the n
 first to go when the budget is short).
 
     flock /tmp/unipet-bench.lock python benchmarks/bench_real_anatomy.py --threads 2 --work /tmp/r25 \\
-        --out benchmarks/results/real_anatomy.json
+        --drop-scratch-30 --out benchmarks/results/real_anatomy.json
     python benchmarks/bench_real_anatomy.py --tiny
 """
 from __future__ import annotations
@@ -48,9 +48,9 @@ import real_cv
 from bench_anatomy import CPU_MODEL, TINY_MODEL, run_complete
 from real_cv import Arm
 
-ITERATIONS = 120  # fine-tuning steps per fold and arm (measured: see RESULTS.md, issue 25 claim 5)
-PRETRAIN_ITERATIONS = 150
-TEACHER_ITERATIONS = 100
+ITERATIONS = 60  # fine-tuning steps per fold and arm: 10 arms x 5 folds + teachers + pre-training in about 20 min
+PRETRAIN_ITERATIONS = 100
+TEACHER_ITERATIONS = 60
 LR = 1e-3
 FRACTIONS = (0.1, 1.0, 0.3)
 #: the teacher's label table (rule-derived tissue classes of a limb crop); 0 = background (air, outside the CT)

@@ -36,7 +36,7 @@ from typing import Any
 import real_cv
 from real_cv import Arm
 
-ITERATIONS = 200  # per fold and variant (measured: see RESULTS.md, issue 25 claim 4)
+ITERATIONS = 120  # per fold and variant: 4 variants x 5 folds in about 20 min on 2 threads (RESULTS.md, claim 4)
 PLAIN_ITERATIONS = 250  # the shared plain STU-Net-S runs of every table (claim 1's budget)
 CPU_KW = {"widths": [4, 8, 16, 32, 64], "layout": "release"}  # bench_h2aseg.py --cpu
 TINY_KW = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release"}
