@@ -144,6 +144,18 @@ def target_dependence(t3: dict[str, Any]) -> str:
             + ", ".join(f"level {lv} {g} {d:+.3f}" for lv, g, d in differs))
 
 
+def wait_while_trained_elsewhere(s: real_cv.Setup, arm: Arm, quiet_s: float = 120.0) -> None:
+    """Wait while another process (another table's command) is training ``arm``'s shared runs: some fold not
+    complete and some fold's files written in the last ``quiet_s`` seconds; two processes must not resume one run."""
+    folds = [s.work / "runs" / arm.name / f"fold{f}" for f in s.fold_ids()]
+    while True:
+        busy = [r for r in folds if r.exists() and not (r / "budget.json").exists()
+                and time.time() - max(f.stat().st_mtime for f in [r, *r.rglob("*")]) < quiet_s]
+        if not busy:
+            return
+        time.sleep(15)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     real_cv.common_args(p)
@@ -161,6 +173,8 @@ def main() -> None:
     results = {}
     for arm in arms(s, iterations):
         tamw = arm.model == "h2aseg" and arm.model_kw.get("tamw")
+        if arm.model != "h2aseg":
+            wait_while_trained_elsewhere(s, arm)
         results[arm.name] = real_cv.run_arm(s, arm, args.threads, args.folds, after_train=after(arm.name) if tamw
                                             else None)
     doc = real_cv.table(s, results, [
