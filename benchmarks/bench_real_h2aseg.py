@@ -21,7 +21,7 @@ encoder levels 2-3, global BDSA at 4-5, window 4 x 8 x 8), the crops' 5 mm grid,
 recipe (Adam, wd 1e-5, deep supervision 5..1) at lr 1e-3 (paper 1e-4), ``ITERATIONS`` steps per fold and variant,
 the protocol's lesion / random patches 2:1 and flips / rotations (``real_cv.BASE_RECIPE``) for every variant.
 
-    flock /tmp/unipet-bench.lock python benchmarks/bench_real_h2aseg.py --threads 2 --work /tmp/r25 \\
+    flock /tmp/unipet-bench.lock python benchmarks/bench_real_h2aseg.py --threads 1 --work /tmp/r25 \\
         --out benchmarks/results/real_h2aseg.json
     python benchmarks/bench_real_h2aseg.py --tiny
 """
@@ -36,7 +36,7 @@ from typing import Any
 import real_cv
 from real_cv import Arm
 
-ITERATIONS = 120  # per fold and variant: 4 variants x 5 folds in about 20 min on 2 threads (RESULTS.md, claim 4)
+ITERATIONS = 120  # per fold and variant: 4 variants x 5 folds took 21 min of training on 1 thread (RESULTS.md, claim 4)
 PLAIN_ITERATIONS = 250  # the shared plain STU-Net-S runs of every table (claim 1's budget)
 CPU_KW = {"widths": [4, 8, 16, 32, 64], "layout": "release"}  # bench_h2aseg.py --cpu
 TINY_KW = {"widths": [2, 4, 4, 8, 8], "window": [2, 2, 2], "layout": "release"}
