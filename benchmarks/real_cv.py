@@ -64,7 +64,9 @@ class Arm:
         fraction: train on this share of them (rounded, at least 1).
         prompts: prompts to predict with (``TASK``, ``"auto"``; ``None`` for a model without prompts).
         with_phantoms: also train on the phantom cohort's training studies (the task set's other types).
-        budget: what the row cost, for the table (filled by ``run_arm``).
+        data: per-fold inputs (e.g. organ maps): a folder with ``{fold}`` in it holding that fold's real cases as
+            ``cache/`` (training) and ``manifest.json`` (held-out prediction); None: the setup's cache and manifest.
+            ``init`` may hold ``{fold}`` too (a per-fold pre-training).
     """
 
     name: str
@@ -77,10 +79,26 @@ class Arm:
     fraction: float | None = None
     prompts: tuple[str | None, ...] = (TASK,)
     with_phantoms: bool = False
+    data: str | None = None
     notes: str = ""
 
+    def fold_init(self, fold: int) -> str | None:
+        """``init`` of ``fold`` (its ``{fold}`` filled in)."""
+        return None if self.init is None else self.init.format(fold=fold)
+
+    def fold_data(self, s: "Setup", fold: int) -> tuple[Any, Any]:
+        """``(cache, manifest)`` the arm trains and predicts ``fold`` with (``data``, else the setup's)."""
+        if self.data is None:
+            return s.cache, s.manifest
+        from unipet.data.cache import Cache
+        from unipet.io.manifest import Manifest
+
+        folder = Path(self.data.format(fold=fold))
+        return Cache(folder / "cache"), Manifest.load(folder / "manifest.json")
+
     def config_hash(self) -> str:
-        record = {k: v for k, v in asdict(self).items() if k != "notes"}
+        # ``data`` enters only when set, so the hashes of runs made before it existed still match
+        record = {k: v for k, v in asdict(self).items() if k != "notes" and not (k == "data" and v is None)}
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -231,14 +249,16 @@ def train_arm(s: Setup, arm: Arm, fold: int, threads: int = 1) -> dict[str, Any]
     cases = list(real)
     if arm.with_phantoms:
         cases += [c.case_id for c in s.manifest if c.split == "train"]
+    cache, _ = arm.fold_data(s, fold)
     rec = dict(arm.recipe, cases=cases, name=arm.name)
     rec_path = run / "recipe.json"
     rec_path.write_text(json.dumps(rec, indent=1))
     resume = (run / "checkpoint" / "meta.json").exists()
     t0 = time.perf_counter()
-    result = train(s.cache, arm.model, run, recipe=None if resume else rec_path, model_kw=arm.model_kw,
+    result = train(cache, arm.model, run, recipe=None if resume else rec_path, model_kw=arm.model_kw,
                    device="cpu", resume=resume, progress=False, tensorboard=False,
-                   init_from=None if resume or not arm.init else arm.init, trainable=None if resume else arm.trainable)
+                   init_from=None if resume or not arm.init else arm.fold_init(fold),
+                   trainable=None if resume else arm.trainable)
     if result.stopped:
         sys.exit(f"{arm.name} fold {fold} stopped at iteration {result.iteration}; run the command again to resume")
     record = {"train_s": round(time.perf_counter() - t0, 1), "iterations": result.iteration,
@@ -263,9 +283,10 @@ def predict_fold(s: Setup, arm: Arm, fold: int, run: Path | None = None) -> dict
     if done.exists():
         return json.loads(done.read_text())
     _, held = fold_split(s.folds, fold)
+    _, manifest = arm.fold_data(s, fold)
     mpath = run / "heldout.json"
-    Manifest([s.manifest.by_id(c) for c in held], task_set=s.manifest.task_set, source="real").save(mpath,
-                                                                                                     overwrite=True)
+    Manifest([manifest.by_id(c) for c in held], task_set=manifest.task_set, source="real").save(mpath,
+                                                                                                 overwrite=True)
     predictor = Predictor.from_checkpoint(run, device="cpu")
     out: dict[str, dict] = {}
     config = EvaluationConfig(n_boot=50, with_suv=True, missing_as_empty=True)
