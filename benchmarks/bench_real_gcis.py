@@ -46,8 +46,8 @@ from bench_gcis import CPU_MODEL, TINY_MODEL
 from bench_mastpro import subset_cache
 from real_cv import TASK, Arm
 
-ITERATIONS = 100  # steps of every adaptation run (2 CPU cores; see RESULTS.md for the seconds)
-PRETRAIN_ITERATIONS = 400  # the phantom pre-training
+ITERATIONS = 60  # steps of every adaptation run (2 CPU cores; see RESULTS.md for the seconds)
+PRETRAIN_ITERATIONS = 300  # the phantom pre-training
 STUNET_ITERATIONS = 250  # the shared plain STU-Net-S runs (claim 1's budget: bench_real_dpdnet.ITERATIONS)
 SHOTS = (1, 5)
 MARGIN = 0.05  # adapt "matches" fine-tuning the whole gCIS: it loses less than this
@@ -152,7 +152,7 @@ def pruned_vs_full(s: real_cv.Setup, run: Path, fold: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     real_cv.common_args(p)
-    p.add_argument("--pretrain-iterations", type=int, default=None, help="phantom pre-training steps (default 400)")
+    p.add_argument("--pretrain-iterations", type=int, default=None, help="phantom pre-training steps (default 300)")
     args = p.parse_args()
     s = real_cv.start(args)
     iterations = args.iterations or (2 if args.tiny else ITERATIONS)

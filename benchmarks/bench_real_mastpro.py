@@ -46,7 +46,7 @@ from pathlib import Path
 import real_cv
 from real_cv import TASK, Arm
 
-ITERATIONS = 100  # fine-tuning steps per fold and arm (2 CPU cores; see RESULTS.md for the seconds)
+ITERATIONS = 60  # fine-tuning steps per fold and arm (2 CPU cores; see RESULTS.md for the seconds)
 PRETRAIN_ITERATIONS = 300  # the phantom pre-training (bench_mastpro --cpu's)
 STUNET_ITERATIONS = 250  # the shared plain STU-Net-S runs (claim 1's budget: bench_real_dpdnet.ITERATIONS)
 SHOTS = (1, 5, None)  # k training sarcomas of a fold (None: all 28)
