@@ -413,6 +413,27 @@ def print_table(doc: dict[str, Any]) -> None:
               f"-> {t['verdict']} ({t['claim']})", file=sys.stderr)
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The table and the paired tests of ``doc`` as Markdown (for ``benchmarks/RESULTS.md``)."""
+    def num(v, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+    lines = ["| method | Dice [95 % CI] | HD95 mm | abs MTV error % | > SUV 2.5 | trained params | s / fold |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in doc["rows"].items():
+        b = r.get("budget", {})
+        lines.append(f"| {name} | {r['dice']:.3f} [{r['dice_lo']:.3f}-{r['dice_hi']:.3f}] | {num(r['hd95_mm'], '.1f')} | "
+                     f"{num(r['mtv_abs_error_pct'], '.0f')} | {r.get('above_suv2.5', '')} | {b.get('trained_parameters', '')} | "
+                     f"{b.get('train_s_per_fold', '')} |")
+    lines += ["", "| comparison (b - a) | mean diff [95 % CI] | t p | Wilcoxon p | margin | verdict |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for t in doc["paired"]:
+        lines.append(f"| {t['b']} - {t['a']} | {t['diff']:+.3f} [{t['diff_lo']:+.3f}, {t['diff_hi']:+.3f}] | "
+                     f"{num(t['t_p'], '.3g')} | {num(t.get('wilcoxon_p'), '.3g')} | {t.get('margin', 0.0)} | "
+                     f"{t['verdict']} |")
+    return "\n".join(lines)
+
+
 def write(doc: dict[str, Any], out: Path | None) -> None:
     """Print the JSON (stdout) and write it to ``out``."""
     text = json.dumps(doc, indent=1, default=str)
