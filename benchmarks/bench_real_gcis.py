@@ -29,7 +29,7 @@ not the gCIS cache's CT window: one normalisation for every claim) with its samp
 and ``gcis-adapt`` (AdamW, cosine) at lr 1e-3 for every adaptation arm. Baselines: the SUV rules and the plain
 STU-Net-S from scratch (``real_cv.plain_stunet``, the runs shared with claim 1's table).
 
-    flock /tmp/unipet-bench.lock python benchmarks/bench_real_gcis.py --work /tmp/r25 --threads 2 \\
+    flock /tmp/unipet-bench.lock python benchmarks/bench_real_gcis.py --work /tmp/r25 --threads 1 \\
         --out benchmarks/results/real_gcis.json
     python benchmarks/bench_real_gcis.py --tiny
 """

@@ -29,7 +29,7 @@ the ``mastpro`` recipe (AdamW, cosine, grad clip 1) at lr 5e-4 with 5 % warm-up 
 ``real_cv``'s sampling and augmentation. The plain STU-Net-S from scratch (``real_cv.plain_stunet``, the runs
 shared with claim 1's table) and the SUV rules are the baselines.
 
-    flock /tmp/unipet-bench.lock python benchmarks/bench_real_mastpro.py --work /tmp/r25 --threads 2 \\
+    flock /tmp/unipet-bench.lock python benchmarks/bench_real_mastpro.py --work /tmp/r25 --threads 1 \\
         --out benchmarks/results/real_mastpro.json
     python benchmarks/bench_real_mastpro.py --tiny
 """
