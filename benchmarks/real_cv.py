@@ -231,11 +231,64 @@ def training_cases(s: Setup, fold: int, shots: int | None = None, fraction: floa
 
 def train_arm(s: Setup, arm: Arm, fold: int, threads: int = 1) -> dict[str, Any]:
     """Train ``arm`` on ``fold`` (reused when complete, resumed when interrupted); returns its budget record."""
+    real = training_cases(s, fold, arm.shots, arm.fraction)
+    cases = list(real)
+    if arm.with_phantoms:
+        cases += phantom_training(s)
+    cache, _ = arm.fold_data(s, fold)
+    return train_run(s, arm, s.work / "runs" / arm.name / f"fold{fold}", cases, len(real), threads, cache=cache,
+                     init=arm.fold_init(fold))
+
+
+def phantom_training(s: Setup) -> list[str]:
+    """The phantom cohort's training studies (split ``train``; the real sarcomas are split ``real``)."""
+    return [c.case_id for c in s.manifest if c.split == "train"]
+
+
+def pretrain(s: Setup, arm: Arm, threads: int = 1) -> Path:
+    """Train ``arm`` once on the phantom training studies alone (``WORK/runs/<arm>``: reused when complete,
+    resumed when interrupted) — the phantom pre-training a claim's fine-tuning arms start from; returns the folder."""
+    run = s.work / "runs" / arm.name
+    train_run(s, arm, run, phantom_training(s), 0, threads)
+    return run
+
+
+def train_run(s: Setup, arm: Arm, run: Path, cases: Sequence[str], real_cases: int, threads: int = 1,
+              cache: Any = None, init: str | None = None) -> dict[str, Any]:
+    """Train ``arm`` on ``cases`` of ``cache`` (default: the setup's) into ``run`` (``real_cases`` of them real),
+    starting from ``init`` (default: ``arm.init``), unless ``run`` holds a complete training of the same
+    configuration; returns its budget record (``budget.json``)."""
     from unipet.checkpoint import read_meta
     from unipet.models.base import count_parameters
     from unipet.train import train
 
-    run = s.work / "runs" / arm.name / f"fold{fold}"
+    done = claim_run(run, arm)
+    if done is not None:
+        return done
+    rec = dict(arm.recipe, cases=list(cases), name=arm.name)
+    rec_path = run / "recipe.json"
+    rec_path.write_text(json.dumps(rec, indent=1))
+    resume = (run / "checkpoint" / "meta.json").exists()
+    t0 = time.perf_counter()
+    init = init if init is not None else arm.init
+    result = train(cache if cache is not None else s.cache, arm.model, run, recipe=None if resume else rec_path,
+                   model_kw=arm.model_kw, device="cpu", resume=resume, progress=False, tensorboard=False,
+                   init_from=None if resume or not init else init, trainable=None if resume else arm.trainable)
+    if result.stopped:
+        sys.exit(f"{arm.name} ({run.name}) stopped at iteration {result.iteration}; run the command again to resume")
+    record = {"train_s": round(time.perf_counter() - t0, 1), "iterations": result.iteration,
+              "trained_parameters": count_parameters(result.model, trainable_only=True),
+              "parameters": count_parameters(result.model), "train_cases": real_cases, "threads": threads,
+              "init_from": read_meta(run / "checkpoint").init_from, "resumed": resume}
+    (run / "budget.json").write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def claim_run(run: Path, arm: Arm) -> dict[str, Any] | None:
+    """The budget record of ``run`` when it holds a complete training of ``arm``'s configuration; else stamp
+    ``run`` with the configuration (``arm.json``) and return None. A run of another configuration is refused."""
+    from unipet.checkpoint import read_meta
+
     run.mkdir(parents=True, exist_ok=True)
     stamp = run / "arm.json"
     config = {"hash": arm.config_hash(), "arm": asdict(arm)}
@@ -245,28 +298,7 @@ def train_arm(s: Setup, arm: Arm, fold: int, threads: int = 1) -> dict[str, Any]
     if record_file.exists() and (run / "checkpoint" / "meta.json").exists() and read_meta(run / "checkpoint").complete:
         return json.loads(record_file.read_text())
     stamp.write_text(json.dumps(config, indent=1, default=str))
-    real = training_cases(s, fold, arm.shots, arm.fraction)
-    cases = list(real)
-    if arm.with_phantoms:
-        cases += [c.case_id for c in s.manifest if c.split == "train"]
-    cache, _ = arm.fold_data(s, fold)
-    rec = dict(arm.recipe, cases=cases, name=arm.name)
-    rec_path = run / "recipe.json"
-    rec_path.write_text(json.dumps(rec, indent=1))
-    resume = (run / "checkpoint" / "meta.json").exists()
-    t0 = time.perf_counter()
-    result = train(cache, arm.model, run, recipe=None if resume else rec_path, model_kw=arm.model_kw,
-                   device="cpu", resume=resume, progress=False, tensorboard=False,
-                   init_from=None if resume or not arm.init else arm.fold_init(fold),
-                   trainable=None if resume else arm.trainable)
-    if result.stopped:
-        sys.exit(f"{arm.name} fold {fold} stopped at iteration {result.iteration}; run the command again to resume")
-    record = {"train_s": round(time.perf_counter() - t0, 1), "iterations": result.iteration,
-              "trained_parameters": count_parameters(result.model, trainable_only=True),
-              "parameters": count_parameters(result.model), "train_cases": len(real), "threads": threads,
-              "init_from": read_meta(run / "checkpoint").init_from, "resumed": resume}
-    record_file.write_text(json.dumps(record, indent=1, default=str))
-    return record
+    return None
 
 
 def predict_fold(s: Setup, arm: Arm, fold: int, run: Path | None = None) -> dict[str, dict[str, dict]]:
@@ -305,12 +337,17 @@ def predict_fold(s: Setup, arm: Arm, fold: int, run: Path | None = None) -> dict
 
 
 def run_arm(s: Setup, arm: Arm, threads: int = 1, folds: Sequence[int] | None = None,
-            after_train: Callable[[Path, int], None] | None = None) -> dict[str, Any]:
-    """Train and score ``arm`` on every fold: ``{"per_case": {prompt: {case: numbers}}, "budget": {...}}``."""
+            after_train: Callable[[Path, int], None] | None = None,
+            trainer: Callable[[Setup, Arm, int, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train and score ``arm`` on every fold: ``{"per_case": {prompt: {case: numbers}}, "budget": {...}}``.
+
+    ``trainer(s, arm, fold, threads)`` trains a fold into ``WORK/runs/<arm>/fold<N>`` and returns its budget
+    record (the keys of ``train_run``'s); default ``train_arm``. A method that ``unipet.train.train`` does not
+    run directly (e.g. ``unipet gcis adapt``) gives its own and keeps the folds, predictions and scores."""
     per_prompt: dict[str, dict] = {}
     budgets = []
     for fold in folds if folds is not None else s.fold_ids():
-        budgets.append(train_arm(s, arm, fold, threads))
+        budgets.append((trainer or train_arm)(s, arm, fold, threads))
         if after_train is not None:
             after_train(s.work / "runs" / arm.name / f"fold{fold}", fold)
         for prompt, cases in predict_fold(s, arm, fold).items():
@@ -385,7 +422,8 @@ def verdict(test: dict[str, Any], margin: float = 0.0) -> str:
 
 def table(s: Setup, results: dict[str, dict], comparisons: Sequence[tuple[str, str, str]],
           base: dict[str, dict] | None = None) -> dict[str, Any]:
-    """Rows of every arm / prompt and of the rules, and the paired tests of ``comparisons`` (a, b, claim text).
+    """Rows of every arm / prompt and of the rules, and the paired tests of ``comparisons`` (a, b, claim text[,
+    margin]: ``b`` holds when it is no worse than ``a`` by more than the margin, see ``verdict``; default 0).
 
     Rows are named ``arm`` (or ``arm --task auto`` for a second prompt); a comparison names two rows."""
     base = base if base is not None else baselines(s)
@@ -400,9 +438,10 @@ def table(s: Setup, results: dict[str, dict], comparisons: Sequence[tuple[str, s
     rows = {name: {**summary_row(cases, reference), **({"budget": budget[name]} if name in budget else {})}
             for name, cases in per_row.items()}
     tests = []
-    for a, b, claim in comparisons:
+    for a, b, claim, *margin in comparisons:
         test = paired(per_row[a], per_row[b])
-        tests.append({"a": a, "b": b, "claim": claim, **test, "verdict": verdict(test)})
+        m = float(margin[0]) if margin else 0.0
+        tests.append({"a": a, "b": b, "claim": claim, **test, "margin": m, "verdict": verdict(test, m)})
     return {"rows": rows, "paired": tests, "folds": str(FOLDS_FILE if not s.tiny else s.work / "folds.json"),
             "licence": LICENCE, "per_case": per_row}
 
@@ -419,6 +458,27 @@ def print_table(doc: dict[str, Any]) -> None:
     for t in doc["paired"]:
         print(f"{t['b']} - {t['a']}: {t['diff']:+.3f} [{t['diff_lo']:+.3f}, {t['diff_hi']:+.3f}] t p={t['t_p']:.3g} "
               f"-> {t['verdict']} ({t['claim']})", file=sys.stderr)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The table and the paired tests of ``doc`` as Markdown (for ``benchmarks/RESULTS.md``)."""
+    def num(v, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+    lines = ["| method | Dice [95 % CI] | HD95 mm | abs MTV error % | > SUV 2.5 | trained params | s / fold |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in doc["rows"].items():
+        b = r.get("budget", {})
+        lines.append(f"| {name} | {r['dice']:.3f} [{r['dice_lo']:.3f}-{r['dice_hi']:.3f}] | {num(r['hd95_mm'], '.1f')} | "
+                     f"{num(r['mtv_abs_error_pct'], '.0f')} | {r.get('above_suv2.5', '')} | {b.get('trained_parameters', '')} | "
+                     f"{b.get('train_s_per_fold', '')} |")
+    lines += ["", "| comparison (b - a) | mean diff [95 % CI] | t p | Wilcoxon p | margin | verdict |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for t in doc["paired"]:
+        lines.append(f"| {t['b']} - {t['a']} | {t['diff']:+.3f} [{t['diff_lo']:+.3f}, {t['diff_hi']:+.3f}] | "
+                     f"{num(t['t_p'], '.3g')} | {num(t.get('wilcoxon_p'), '.3g')} | {t.get('margin', 0.0)} | "
+                     f"{t['verdict']} |")
+    return "\n".join(lines)
 
 
 def write(doc: dict[str, Any], out: Path | None) -> None:
