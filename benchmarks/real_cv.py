@@ -442,7 +442,8 @@ def table(s: Setup, results: dict[str, dict], comparisons: Sequence[tuple[str, s
         test = paired(per_row[a], per_row[b])
         m = float(margin[0]) if margin else 0.0
         tests.append({"a": a, "b": b, "claim": claim, **test, "margin": m, "verdict": verdict(test, m)})
-    return {"rows": rows, "paired": tests, "folds": str(FOLDS_FILE if not s.tiny else s.work / "folds.json"),
+    folds = str(s.work / "folds.json") if s.tiny else str(FOLDS_FILE.relative_to(HERE.parent))
+    return {"rows": rows, "paired": tests, "folds": folds,
             "licence": LICENCE, "per_case": per_row}
 
 
