@@ -41,8 +41,10 @@ from bench_train import phantom_cache
 BASELINE_ORDER = ("suv2.5", "suv4", "percist", "organ-aware", "oracle41", "oracle50", "oracle-best")
 
 
-def held_out(work: Path, n: int, seed: int, size: str, tiny: bool, spectrum: str = "default") -> Path:
-    """Manifest of a held-out cohort (every study a test study) of the phantom ``spectrum``, written once."""
+def held_out(work: Path, n: int, seed: int, size: str, tiny: bool, spectrum: str = "default",
+             tiny_tasks: tuple[str, ...] = ("lymphoma", "lung_cancer")) -> Path:
+    """Manifest of a held-out cohort (every study a test study) of the phantom ``spectrum``, written once
+    (``tiny``: unipet's smallest synthetic studies of ``tiny_tasks`` in turn)."""
     from unipet.io.layouts import import_phantom
     from unipet.io.manifest import Manifest
 
@@ -53,7 +55,7 @@ def held_out(work: Path, n: int, seed: int, size: str, tiny: bool, spectrum: str
     if tiny:
         from bench_train import _tiny_cohort
 
-        _tiny_cohort(cohort, n, seed)
+        _tiny_cohort(cohort, n, seed, tiny_tasks)
     else:
         from unipet.data.phantom import write_phantom_cohort
 

@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 
 
-def phantom_cache(work: Path, n: int, size: str, seed: int = 0, workers: int = 1, tiny: bool = False):
+def phantom_cache(work: Path, n: int, size: str, seed: int = 0, workers: int = 1, tiny: bool = False,
+                  tasks: tuple[str, ...] | None = None):
     """A cache of an ``n``-study phantom cohort in ``work`` (reused when present).
 
-    ``tiny`` writes unipet's smallest synthetic studies instead (no phantom generator needed).
+    ``tiny`` writes unipet's smallest synthetic studies instead (no phantom generator needed), of ``tasks`` in
+    turn (default: lymphoma and lung cancer).
     """
     from unipet.data.cache import Cache, build_cache
     from unipet.io.layouts import import_phantom
@@ -39,7 +41,7 @@ def phantom_cache(work: Path, n: int, size: str, seed: int = 0, workers: int = 1
     cohort = work / "cohort"
     if not (cohort / "clinical.csv").exists():
         if tiny:
-            _tiny_cohort(cohort, n, seed)
+            _tiny_cohort(cohort, n, seed, *([tasks] if tasks else []))
         else:
             from unipet.data.phantom import write_phantom_cohort
 
@@ -48,8 +50,8 @@ def phantom_cache(work: Path, n: int, size: str, seed: int = 0, workers: int = 1
     return build_cache(manifest, work / "cache", workers=workers)
 
 
-def _tiny_cohort(root: Path, n: int, seed: int) -> None:
-    """``n`` 24x32x32 studies (a body box, 1-3 hot spheres, lymphoma / lung cancer) in the autoPET layout."""
+def _tiny_cohort(root: Path, n: int, seed: int, tasks: tuple[str, ...] = ("lymphoma", "lung_cancer")) -> None:
+    """``n`` 24x32x32 studies (a body box, 1-3 hot spheres; ``tasks`` in turn) in the autoPET layout."""
     import numpy as np
 
     from unipet.io.nifti import save_volume
@@ -72,7 +74,7 @@ def _tiny_cohort(root: Path, n: int, seed: int) -> None:
         affine = make_affine((3.0, 2.0, 2.0))
         for name, vol in (("SUV", pet), ("CTres", ct), ("SEG", label)):
             save_volume(vol, affine, root / pid / sid / f"{name}.nii.gz")
-        rows.append(f"{sid},{pid},{('lymphoma', 'lung_cancer')[i % 2]}")
+        rows.append(f"{sid},{pid},{tasks[i % len(tasks)]}")
     (root / "clinical.csv").write_text("\n".join(rows) + "\n")
 
 

@@ -102,7 +102,8 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
             folder or a manifest JSON of one study, or a DICOM folder (converted in a temporary folder); see
             ``unipet.io.inputs``. None when ``pet`` is given.
         task: task name (e.g. ``"lymphoma"``; ``"lung cancer"`` finds ``lung_cancer``), ``"auto"`` (the model
-            infers it), or None: the study's own task, else ``"auto"``.
+            infers it), ``"any"`` (a cancer type without a prompt: every prompt is run, voxel-wise maximum of
+            the lesion probability), or None: the study's own task, else ``"auto"``.
         checkpoint: run or checkpoint folder; None = the checkpoint shipped with unipet.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (``unipet.infer.backends``; ``checkpoint`` may then
@@ -127,9 +128,9 @@ def segment(study_or_path: Study | str | Path | None = None, task: str | None = 
     else:
         resolve_input(study_or_path, pet=pet, ct=ct)  # a wrong path or layout fails before the model is loaded
     ckpt = checkpoint if checkpoint is not None else default_checkpoint()
-    from unipet.infer.predictor import AUTO
+    from unipet.infer.predictor import ANY, AUTO
 
-    if task not in (None, AUTO):
+    if task not in (None, AUTO, ANY):
         checkpoint_meta(ckpt).task_set.index(task)  # an unknown task fails before the model is loaded
 
     from unipet.infer.batch import collect_cases

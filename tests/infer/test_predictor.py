@@ -172,6 +172,9 @@ def test_prompt_free_prediction_reports_the_inferred_task_and_cli(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["pat000_case000.nii.gz", "pat000_case001.nii.gz"]
     assert (tmp_path / "out" / "pat000_case001_lesions.csv").exists()
     assert main([*args[:3], str(tmp_path / "out2"), "--task", "no_such_task", "--device", "cpu"]) == 2
+    assert main([*args[:3], str(tmp_path / "out3"), "--task", "any", "--device", "cpu"]) == 0  # the generic path
+    summary = __import__("json").loads((tmp_path / "out3" / "summary.json").read_text())
+    assert {(r["task"], r["task_source"]) for r in summary["cases"]} == {("any", "any")}
 
 
 def test_tta_mirrors_only_the_axes_the_checkpoint_was_trained_flipped_along():
@@ -258,3 +261,34 @@ def test_the_task_choice_is_reported_given_study_or_auto():
     line = uncertain_task_warning("breast_cancer", 0.28, {"breast_cancer": 0.28, "lymphoma": 0.2})
     assert "unsure" in line and "--task" in line and "task=" in line and f"{AUTO_CONFIDENCE:.2f}" in line
     assert "\n" not in line
+
+
+class TaskThresholdModel(UnipetModel):
+    """A prompted stand-in: task t marks SUV > (4, 8, 12)[t] (normalised PET > 0.2, 0.4, 0.6)."""
+
+    accepts = ("task",)
+
+    def forward(self, x, task=None, text=None, organs=None):
+        cut = torch.tensor([0.2, 0.4, 0.6])[task].view(-1, 1, 1, 1, 1)
+        fg = 50.0 * (x[:, 1:2] - cut) - 3.0 * task.view(-1, 1, 1, 1, 1)
+        return torch.cat([torch.zeros_like(fg), fg], dim=1)
+
+
+def test_task_any_keeps_the_largest_lesion_probability_over_every_prompt(tmp_path):
+    predictor = Predictor(TaskThresholdModel(), _meta((8, 8, 8)), device="cpu")
+    image = np.random.default_rng(1).random((2, 12, 12, 12), dtype=np.float32)
+    each = [predictor.probabilities(image, t)[1] for t in range(len(TASKS))]
+    generic = predictor.any_probabilities(image)
+    torch.testing.assert_close(generic[1], torch.stack(each).max(0).values)
+    torch.testing.assert_close(generic.sum(0), torch.ones_like(generic[0]))
+    study = tiny_study(0)
+    pred = predictor.predict_study(study, task="any")
+    assert (pred.task, pred.task_source, pred.task_probability) == ("any", "any", None)
+    union = np.zeros(study.shape, bool)
+    for name in TASKS.names:  # lymphoma's low cut dominates: the generic mask is at least every prompt's mask
+        union |= predictor.predict_study(study, task=name).mask > 0
+    assert union.any() and np.array_equal(pred.mask > 0, union)
+    with pytest.raises(Exception, match="takes no task prompt"):
+        Predictor(ThresholdModel(), _meta((8, 8, 8)), device="cpu").any_probabilities(image)
+    report = predict_batch(predictor, write_autopet(tmp_path / "ap", n=1), tmp_path / "out", task="any")
+    assert report.done and not report.failed

@@ -25,7 +25,9 @@ def predict_command(
                                     "`unipet train`; default: the checkpoint shipped with unipet."),
     task: str = typer.Option(None, "--task", help="Task name (e.g. lymphoma, 'lung cancer'), or 'auto' (the model "
                              "infers it; reported with its probability, and flagged when below "
-                             "AUTO_CONFIDENCE = 0.5). Default: each study's own task, else auto."),
+                             "AUTO_CONFIDENCE = 0.5), or 'any' (a type without a prompt: every prompt is run and "
+                             "a voxel's largest lesion probability is kept). Default: each study's own task, "
+                             "else auto."),
     tta: bool = typer.Option(False, "--tta", help="Mirroring test-time augmentation."),
     tta_axes: str = typer.Option(None, "--tta-axes", help="Axes to mirror (0=z, 1=y, 2=x); default: those the "
                                  "checkpoint was trained to be mirrored along (its recipe's flip axes)."),
@@ -153,6 +155,6 @@ def preflight(inputs: Path | None, out_dir: Path, checkpoint: Path | None, task:
     check_output_folder(out_dir)
     checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
     meta = checkpoint_meta(checkpoint)
-    if task is not None and task != "auto":
+    if task not in (None, "auto", "any"):
         meta.task_set.index(task)
     return checkpoint

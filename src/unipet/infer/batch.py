@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from unipet.errors import UnipetError
 from unipet.fileio import atomic_write_json
-from unipet.infer.predictor import AUTO, Predictor, write_prediction
+from unipet.infer.predictor import ANY, AUTO, Predictor, write_prediction
 from unipet.study import Study
 from unipet.tasks import TaskSet
 
@@ -144,7 +144,8 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
         predictor: the loaded predictor.
         source: see ``collect_cases`` (None with ``pet``/``ct``).
         out_dir: output folder; created only once the input has been read (a run that never starts leaves none).
-        task: task name, ``"auto"``, or None (each study's own task, else auto).
+        task: task name, ``"auto"``, ``"any"`` (every prompt, voxel-wise maximum), or None (each study's own
+            task, else auto).
         overwrite: re-predict studies whose outputs exist (default: skip them).
         rank, world_size: shard (default: torchrun's ``RANK``/``WORLD_SIZE``, else 0/1).
         progress: ``callback(done, total, case_id)`` after each study.
@@ -163,7 +164,7 @@ def predict_batch(predictor: Predictor, source: Any, out_dir: str | Path, task: 
     from unipet.fileio import check_output_folder, ensure_folder
     from unipet.device import env_world
 
-    if task not in (None, AUTO):
+    if task not in (None, AUTO, ANY):
         predictor.task_index(task)  # an unknown task name fails before any study is read
     env_rank, env_world_size, _ = env_world()
     rank = env_rank if rank is None else rank

@@ -30,6 +30,10 @@ padding, tile grid, skipping, stitching, TTA and restoration above are this same
 Prompts: a task name (or index) is the same for every tile. ``task="auto"`` uses the model's task classifier
 (``infer_task``) on every non-empty tile of a patch grid; each tile votes with its top-1 probability and the
 type with the largest mean vote is used for the whole study (reported with that mean as its probability).
+``task="any"`` is the generic tumour path (unipet's choice, not in any of the papers): every task's prompt is run
+and a voxel's lesion probability is the largest over the tasks (``any_probabilities``), so a tumour that any
+prompt-aware head recognises is kept, whatever its type; it costs one full pass per task and is meant for a
+cancer type the model has no prompt for (measured in ``benchmarks/RESULTS.md``, "leave-one-type-out").
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ from unipet.errors import ConfigError, MissingInputError
 from unipet.study import Study
 
 AUTO = "auto"
+#: the generic tumour path: the voxel-wise largest lesion probability over every task's prompt
+ANY = "any"
 #: below this probability an inferred task (``task="auto"``) is reported as unsure, with a one-line warning that
 #: suggests naming the task. unipet's choice: with the default model's four tasks, chance is 0.25; 0.5 means
 #: the classifier gives the chosen type at least as much weight as all others together.
@@ -70,7 +76,8 @@ class Prediction:
         lesions: connected components (``unipet.components.Component``) of ``mask > 0``.
         seconds: wall time of the prediction; tta_passes: sliding-window passes averaged.
         task_source: how the task was chosen: ``"given"`` (named by the caller), ``"study"`` (the study's own
-            task), ``"auto"`` (inferred by the model's classifier), None (the model takes no task).
+            task), ``"auto"`` (inferred by the model's classifier), ``"any"`` (every task, voxel-wise maximum:
+            ``task`` is then ``"any"``), None (the model takes no task).
         task_probabilities: ``{task: probability}`` of every task when inferred, else None.
     """
 
@@ -448,6 +455,30 @@ class Predictor:
         best, idx = prob.max(0)
         return ((idx + 1) * (best > 0.5)).to(torch.uint8).cpu().numpy()
 
+    def any_probabilities(self, image: np.ndarray | torch.Tensor, organs: np.ndarray | None = None) -> torch.Tensor:
+        """The generic path's probabilities ``[K, z, y, x]`` of a preprocessed ``image (C, z, y, x)``: each voxel's
+        lesion probability is the largest over every task's prompt (softmax: ``[1 - p, p]``; sigmoid: ``[p]``).
+
+        Raises:
+            ConfigError: the model takes no task, or has more than one lesion class (a maximum over tasks of
+                several classes has no single meaning).
+        """
+        takes = tuple(getattr(self.model, "requires", ())) + tuple(getattr(self.model, "accepts", ()))
+        if not self.task_set or "task" not in takes:
+            raise ConfigError("task any runs every task's prompt; this model takes no task prompt — leave --task "
+                              "out")
+        best, passes = None, 0
+        for t in range(len(self.task_set)):
+            prob = self.probabilities(image, t, organs)
+            if not self._binary(prob):
+                raise ConfigError(f"task any needs a lesion-vs-background model; this one has {prob.shape[0]} "
+                                  "output channels — name a task instead")
+            fg = prob[1] if self.activation == "softmax" else prob[0]
+            best = fg if best is None else torch.maximum(best, fg)
+            passes += getattr(self, "last_passes", 1)
+        self.last_passes = passes
+        return torch.stack([1 - best, best]) if self.activation == "softmax" else best[None]
+
     def _binary(self, prob: torch.Tensor) -> bool:
         """True for a lesion-vs-background output (2 softmax classes or 1 sigmoid channel)."""
         return prob.shape[0] == (2 if self.activation == "softmax" else 1)
@@ -463,8 +494,9 @@ class Predictor:
 
         Args:
             study: the study (any orientation; PET/CT as the checkpoint's channels need).
-            task: a task name/alias/index, ``"auto"`` (prompt-free), or None (the study's own task if it has
-                one, else ``"auto"`` when the model has a classifier).
+            task: a task name/alias/index, ``"auto"`` (prompt-free: the classifier's choice), ``"any"`` (the
+                generic path: every task, voxel-wise maximum), or None (the study's own task if it has one, else
+                ``"auto"`` when the model has a classifier).
             connectivity: of the lesion table's components.
 
         Returns:
@@ -492,9 +524,12 @@ class Predictor:
             index = None if inferred is None else inferred[0]
             probability = None if inferred is None else inferred[1]
             votes = None if inferred is None else dict(self.last_task_votes)
+        elif task == ANY:
+            source, index = ANY, None
         else:
             index = self.task_index(task)
-        prob = self.probabilities(pre.image, index, pre.organs)
+        prob = (self.any_probabilities(pre.image, pre.organs) if source == ANY else
+                self.probabilities(pre.image, index, pre.organs))
         if self.config.target_spacing is not None and self._binary(prob):
             # back to the study grid by linear interpolation of the lesion probability, then p > 0.5 (for two
             # classes the same as the argmax, without the staircase of nearest-neighbour label resampling)
@@ -503,10 +538,10 @@ class Predictor:
         else:
             mask = restore_to_study_grid(self.labels_from_probabilities(prob), pre, order=0, fill=0)
         _, comps = components(mask > 0, study.spacing, study.affine, connectivity=connectivity)
-        name = None if index is None else self.task_set.names[index]
+        name = ANY if source == ANY else None if index is None else self.task_set.names[index]
         return Prediction(mask=mask, task=name, task_probability=probability, lesions=comps,
                           seconds=time.perf_counter() - start, tta_passes=getattr(self, "last_passes", 1),
-                          task_source=source if index is not None else None, task_probabilities=votes)
+                          task_source=source if name is not None else None, task_probabilities=votes)
 
 
 #: columns of a predicted lesion table (volumes in mL, centroids in RAS millimetres)
