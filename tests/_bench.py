@@ -30,3 +30,14 @@ def run_tiny(script: str, tmp_path: Path, *extra: str) -> tuple[dict, Path]:
 def is_dice(value) -> bool:
     """A Dice value: a finite float in [0, 1]."""
     return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def check_fold_runs(work: Path, arm: str, folds: dict[str, int], prompt: str = "none") -> None:
+    """Every fold run of a ``real_cv`` arm trained on no held-out patient and scored exactly its held-out ones
+    (under ``prompt``: the scores' key, ``"none"`` for a model without prompts)."""
+    for fold in set(folds.values()):
+        run = work / "runs" / arm / f"fold{fold}"
+        held = {c for c, f in folds.items() if f == fold}
+        trained = set(json.loads((run / "recipe.json").read_text())["cases"])
+        assert trained and not trained & held, (arm, fold)  # no held-out patient in training
+        assert set(json.loads((run / "scores.json").read_text())[prompt]) == held, (arm, fold)

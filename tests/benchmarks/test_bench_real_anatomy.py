@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from _bench import is_dice, run_tiny
+from _bench import check_fold_runs, is_dice, run_tiny
 
 
 def test_bench_real_anatomy_tiny(tmp_path):
@@ -25,11 +25,8 @@ def test_bench_real_anatomy_tiny(tmp_path):
         for cid in held:
             assert organs[cid] == folder / "maps" / cid / "ORGANS.nii.gz" and organs[cid].exists()
         assert not set(json.loads((folder / "fold.json").read_text())["pretrain_cases"]) & held
-        for arm in arms:
-            run = work / "runs" / arm / f"fold{fold}"
-            trained = set(json.loads((run / "recipe.json").read_text())["cases"])
-            assert trained and not trained & held  # no held-out patient in training
-            assert set(json.loads((run / "scores.json").read_text())["none"]) == held
+    for arm in arms:
+        check_fold_runs(work, arm, folds)
     pre, scratch = rows["anatomy-pre-prompt-10"]["budget"], rows["anatomy-scratch-prompt-10"]["budget"]
     assert pre["init_from"]["loaded"] > 0 and scratch["init"] is None  # the encoders come from the pre-training
     assert rows["anatomy-pre-prompt-10"]["budget"]["parameters"] > rows["anatomy-pre-plain-10"]["budget"]["parameters"]

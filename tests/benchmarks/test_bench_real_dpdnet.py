@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from _bench import is_dice, run_tiny
+from _bench import check_fold_runs, is_dice, run_tiny
 
 
 def test_bench_real_dpdnet_tiny(tmp_path):
@@ -15,13 +15,8 @@ def test_bench_real_dpdnet_tiny(tmp_path):
         assert rows[name]["n"] == len(folds), name  # every real case, each scored once from its held-out fold
         assert is_dice(rows[name]["dice"]) and rows[name]["dice_lo"] <= rows[name]["dice"] <= rows[name]["dice_hi"]
     for arm in ("dpdnet-ft", "stunet-ft", "uniseg-ft", "stunet-s-scratch"):
-        for fold in set(folds.values()):
-            run = work / "runs" / arm / f"fold{fold}"
-            held = {c for c, f in folds.items() if f == fold}
-            trained = set(json.loads((run / "recipe.json").read_text())["cases"])
-            assert trained and not trained & held  # no held-out patient in training
-            assert set(json.loads((run / "scores.json").read_text())["soft_tissue_sarcoma" if arm != "stunet-ft"
-                                                                     and arm != "stunet-s-scratch" else "none"]) == held
+        prompt = "none" if arm in ("stunet-ft", "stunet-s-scratch") else "soft_tissue_sarcoma"
+        check_fold_runs(work, arm, folds, prompt)
     grown = json.loads((work / "runs" / "dpdnet-ft" / "fold0" / "budget.json").read_text())["init_from"]
     assert grown["tasks_added"] == ["soft_tissue_sarcoma"] and grown["initialised"] == 0
     copied = json.loads((work / "runs" / "stunet-ft" / "fold0" / "budget.json").read_text())["init_from"]

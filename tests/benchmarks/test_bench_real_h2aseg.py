@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 
-from _bench import is_dice, run_tiny
+from _bench import check_fold_runs, is_dice, run_tiny
 
 VARIANTS = ("h2aseg-baseline", "h2aseg-mcsa", "h2aseg-tamw", "h2aseg-full")
 
@@ -18,12 +18,7 @@ def test_bench_real_h2aseg_tiny(tmp_path):
         assert is_dice(rows[name]["dice"]) and rows[name]["dice_lo"] <= rows[name]["dice"] <= rows[name]["dice_hi"]
     for arm in (*VARIANTS, "stunet-s-scratch"):
         assert rows[arm]["budget"]["init"] is None  # from scratch, as the paper trains
-        for fold in set(folds.values()):
-            run = work / "runs" / arm / f"fold{fold}"
-            held = {c for c, f in folds.items() if f == fold}
-            trained = set(json.loads((run / "recipe.json").read_text())["cases"])
-            assert trained and not trained & held  # no held-out patient in training
-            assert set(json.loads((run / "scores.json").read_text())["none"]) == held
+        check_fold_runs(work, arm, folds)
     built = {a: json.loads((work / "runs" / a / "fold0" / "arm.json").read_text())["arm"]["model_kw"] for a in VARIANTS}
     assert [(built[a]["mcsa"], built[a]["tamw"]) for a in VARIANTS] == [(False, False), (True, False), (False, True),
                                                                         (True, True)]

@@ -118,6 +118,31 @@ def test_task_weights_set_each_tasks_share_of_lesion_patches(cache):
             PatchSampler(cache, patch_size=(8, 8, 8), **kw)
 
 
+def test_as_task_presents_a_share_of_other_cases_under_one_prompt(cache):
+    """as_task melanoma, share 0.5: melanoma's cases keep their task, half the draws of the others become melanoma
+    (same patch, same label: only the prompt changes)."""
+    melanoma = cache.task_set.index("melanoma")
+    plain = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.5}, seed=5)
+    swapped = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.5}, seed=5,
+                           as_task={"task": "melanoma", "share": 0.5})
+    assert swapped.describe()["as_task"] == {"task": "melanoma", "share": 0.5}
+    own = Counter()
+    for i in range(400):
+        a, b = plain.batch(i, 1), swapped.batch(i, 1)
+        assert a["case_id"] == b["case_id"] and np.array_equal(a["label"], b["label"])
+        if int(a["task"][0]) == melanoma:
+            assert int(b["task"][0]) == melanoma
+        else:
+            own[int(b["task"][0]) == melanoma] += 1
+    assert own[True] / sum(own.values()) == pytest.approx(0.5, abs=0.08)
+    always = PatchSampler(cache, patch_size=(8, 8, 8), mix={"random": 1.0}, seed=5, as_task={"task": "melanoma"})
+    assert {int(always.batch(i, 2)["task"][j]) for i in range(50) for j in range(2)} == {melanoma}
+    for bad, match in (({"task": "prostate"}, "task of the cache"), ({"task": "melanoma", "share": 0}, r"\(0, 1\]"),
+                       ({"task": "melanoma", "weight": 1}, "as_task must be")):
+        with pytest.raises(ConfigError, match=match):
+            PatchSampler(cache, patch_size=(8, 8, 8), as_task=bad)
+
+
 def test_kind_shares_and_negatives(cache):
     sampler = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 0.5, "random": 0.3, "negative": 0.2}, seed=1)
     kinds = Counter()

@@ -21,6 +21,11 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
 Tasks: a sample carries its case's task index; a case without a task (mixed-tumour data, lesion-free controls)
 carries a random task per draw (``taskless="random"``) or ``NO_TASK = -1`` (``taskless="general"``, for a model
 with a general route).
+With ``as_task={"task": NAME, "share": p}`` a draw of a case of any other task (or of none) is presented under
+NAME's prompt with probability ``p``, its lesions as NAME's lesions: NAME's prompt-aware head then also learns
+every other type's studies, whole bodies and their physiological uptake included — a head that marks FDG tumours
+in general, trained beside the type's own cases (unipet's choice, e.g. for a type learnt from partial-field-of-view
+crops only; ``benchmarks/recipes/default_v5_head.json``).
 
 A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
 ``PatchSampler.mix`` holds the effective mix that is recorded with the run.
@@ -206,13 +211,16 @@ class PatchSampler:
             unipet's choice).
         lesion_balance: ``"lesion"`` (a lesion patch's lesion uniformly over all lesions) or ``"task"`` (uniformly
             over the tasks that have lesions first, then over that task's lesions; see the module docstring).
+        as_task: ``{"task": name, "share": p}``: present a share ``p`` (0 < p <= 1) of the draws of other tasks'
+            cases under this task's prompt (see the module docstring); None = each case under its own task.
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
                  mix: dict[str, float] | None = None, seed: int = 0, rank: int = 0, batch_mode: str = "mixed",
                  with_organs: bool = False, jitter: float = 0.5, multi_spacing: dict[str, Any] | None = None,
                  hot_suv: float = HOT_SUV, taskless: str = "random",
-                 lesion_balance: str = "lesion", task_weights: dict[str, float] | None = None) -> None:
+                 lesion_balance: str = "lesion", task_weights: dict[str, float] | None = None,
+                 as_task: dict[str, Any] | None = None) -> None:
         if batch_mode not in ("mixed", "single-task"):
             raise ConfigError(f"unknown batch_mode {batch_mode!r}; use 'mixed' or 'single-task'")
         if taskless not in TASKLESS:
@@ -246,6 +254,8 @@ class PatchSampler:
         self.lesion_tasks = sorted({self.case_task[c] for c, _ in self.lesions}, key=lambda t: (t is None, t or 0))
         self.task_weights = dict(task_weights or {})
         self.lesion_task_p = self._task_probabilities(task_set) if self.task_weights else None
+        self.as_task = dict(as_task) if as_task else None
+        self._as_task = self._parse_as_task(task_set) if self.as_task else None
         self.negatives = [c for c in self.case_ids if not self.infos[c].get("lesions")]
         if "PET" not in cache.config.channels:
             self.hot_level = None  # no PET channel: no hot spots to draw
@@ -255,6 +265,16 @@ class PatchSampler:
         self.mix = self._effective_mix(mix or DEFAULT_MIX)
         self._open: OrderedDict[str, CachedCase] = OrderedDict()
         self._pools: dict[tuple[str, int | None], list] = {}
+
+    def _parse_as_task(self, task_set) -> tuple[int, float]:
+        """``(task index, share)`` of ``as_task``, checked against the cache's task set."""
+        name, share = self.as_task.get("task"), self.as_task.get("share", 1.0)
+        if set(self.as_task) - {"task", "share"} or name not in task_set:
+            raise ConfigError(f"as_task must be {{'task': NAME, 'share': p}} with NAME a task of the cache "
+                              f"({', '.join(task_set.names)}); got {self.as_task}")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise ConfigError(f"as_task share must be a number in (0, 1], got {share!r}")
+        return task_set.index(name), float(share)
 
     def _task_probabilities(self, task_set) -> np.ndarray:
         """Per lesion task, the share of lesion patches under ``task_weights`` (weight 1 for unnamed tasks)."""
@@ -305,7 +325,8 @@ class PatchSampler:
                 "cases": len(self.case_ids), "lesions": len(self.lesions), "negative_cases": len(self.negatives),
                 "jitter": self.jitter, "seed": self.seed, "multi_spacing": self.multi_spacing,
                 "hot_suv": self.hot_suv, "lesion_balance": self.lesion_balance,
-                **({"task_weights": self.task_weights} if self.task_weights else {})}
+                **({"task_weights": self.task_weights} if self.task_weights else {}),
+                **({"as_task": self.as_task} if self.as_task else {})}
 
     # ------------------------------------------------------------------ drawing
     def rng(self, batch_index: int) -> np.random.Generator:
@@ -326,6 +347,8 @@ class PatchSampler:
         if forced is not None:
             return forced
         t = self.case_task[case_id]
+        if self._as_task is not None and t != self._as_task[0] and rng.random() < self._as_task[1]:
+            return self._as_task[0]
         if t is not None:
             return t
         return NO_TASK if self.taskless == "general" else int(rng.integers(self.num_tasks))

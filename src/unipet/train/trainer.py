@@ -273,7 +273,8 @@ def segmentation_job(data: str | Path | Cache, model_name: str, run_dir: Path, i
     sampler = PatchSampler(cache, case_ids=recipe.cases, patch_size=recipe.patch_size, mix=recipe.sampling,
                            seed=recipe.seed, rank=info.rank, batch_mode=recipe.batch_mode, with_organs=uses_organs,
                            multi_spacing=recipe.multi_spacing, taskless=recipe.taskless,
-                           lesion_balance=recipe.lesion_balance, task_weights=recipe.task_weights)
+                           lesion_balance=recipe.lesion_balance, task_weights=recipe.task_weights,
+                           as_task=recipe.as_task)
     val_ids = (cache.split("val") or [])[: recipe.validate_cases] if recipe.validate_every else []
     aug = AugmentConfig.from_dict(recipe.augmentation)
     pad = torch.as_tensor(channel_pad_values(cache.config), device=dev)
