@@ -137,8 +137,17 @@ def test_as_task_presents_a_share_of_other_cases_under_one_prompt(cache):
     assert own[True] / sum(own.values()) == pytest.approx(0.5, abs=0.08)
     always = PatchSampler(cache, patch_size=(8, 8, 8), mix={"random": 1.0}, seed=5, as_task={"task": "melanoma"})
     assert {int(always.batch(i, 2)["task"][j]) for i in range(50) for j in range(2)} == {melanoma}
+    lesions = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 1.0}, seed=5)
+    cleared = PatchSampler(cache, patch_size=(8, 8, 8), mix={"lesion": 1.0}, seed=5,
+                           as_task={"task": "melanoma", "labels": "background"})
+    for i in range(60):  # another type's lesion under melanoma's prompt is background; melanoma's own stay lesions
+        a, b = lesions.batch(i, 1), cleared.batch(i, 1)
+        assert a["case_id"] == b["case_id"] and a["label"].sum() > 0
+        own_case = cache.info(b["case_id"][0])["task"] == "melanoma"
+        assert int(b["task"][0]) == melanoma and b["label"].sum() == (a["label"].sum() if own_case else 0)
     for bad, match in (({"task": "prostate"}, "task of the cache"), ({"task": "melanoma", "share": 0}, r"\(0, 1\]"),
-                       ({"task": "melanoma", "weight": 1}, "as_task must be")):
+                       ({"task": "melanoma", "weight": 1}, "as_task must be"),
+                       ({"task": "melanoma", "labels": "ignore"}, "keep' or 'background")):
         with pytest.raises(ConfigError, match=match):
             PatchSampler(cache, patch_size=(8, 8, 8), as_task=bad)
 

@@ -21,11 +21,13 @@ Kinds of patch (the mix is configurable and recorded, e.g. ``{"lesion": 0.5, "ra
 Tasks: a sample carries its case's task index; a case without a task (mixed-tumour data, lesion-free controls)
 carries a random task per draw (``taskless="random"``) or ``NO_TASK = -1`` (``taskless="general"``, for a model
 with a general route).
-With ``as_task={"task": NAME, "share": p}`` a draw of a case of any other task (or of none) is presented under
-NAME's prompt with probability ``p``, its lesions as NAME's lesions: NAME's prompt-aware head then also learns
-every other type's studies, whole bodies and their physiological uptake included — a head that marks FDG tumours
-in general, trained beside the type's own cases (unipet's choice, e.g. for a type learnt from partial-field-of-view
-crops only; ``benchmarks/recipes/default_v5_head.json``).
+With ``as_task={"task": NAME, "share": p, "labels": "keep" | "background"}`` a draw of a case of any other task (or
+of none) is presented under NAME's prompt with probability ``p``: NAME's prompt-aware head then also learns every
+other type's studies, whole bodies and their physiological uptake included. ``labels="keep"`` (default) gives it
+their lesions as its own (a head that marks FDG tumours in general); ``"background"`` gives it an empty mask (the
+other types' lesions are not NAME's type: a head that answers only for its own type, as a type-specific prompt
+should). unipet's choice, for a type learnt from partial-field-of-view crops only
+(``benchmarks/recipes/default_v5_head.json``).
 
 A kind with nothing to draw from (no lesions, or no lesion-free cases) is dropped and the mix renormalised;
 ``PatchSampler.mix`` holds the effective mix that is recorded with the run.
@@ -211,8 +213,9 @@ class PatchSampler:
             unipet's choice).
         lesion_balance: ``"lesion"`` (a lesion patch's lesion uniformly over all lesions) or ``"task"`` (uniformly
             over the tasks that have lesions first, then over that task's lesions; see the module docstring).
-        as_task: ``{"task": name, "share": p}``: present a share ``p`` (0 < p <= 1) of the draws of other tasks'
-            cases under this task's prompt (see the module docstring); None = each case under its own task.
+        as_task: ``{"task": name, "share": p, "labels": "keep" | "background"}``: present a share ``p`` (0 < p <= 1,
+            default 1) of the draws of other tasks' cases under this task's prompt, with their lesions or with an
+            empty mask (see the module docstring); None = each case under its own task.
     """
 
     def __init__(self, cache: Cache, case_ids: Sequence[str] | None = None, patch_size: Sequence[int] = (112, 160, 128),
@@ -266,15 +269,18 @@ class PatchSampler:
         self._open: OrderedDict[str, CachedCase] = OrderedDict()
         self._pools: dict[tuple[str, int | None], list] = {}
 
-    def _parse_as_task(self, task_set) -> tuple[int, float]:
-        """``(task index, share)`` of ``as_task``, checked against the cache's task set."""
+    def _parse_as_task(self, task_set) -> tuple[int, float, bool]:
+        """``(task index, share, clear labels)`` of ``as_task``, checked against the cache's task set."""
         name, share = self.as_task.get("task"), self.as_task.get("share", 1.0)
-        if set(self.as_task) - {"task", "share"} or name not in task_set:
-            raise ConfigError(f"as_task must be {{'task': NAME, 'share': p}} with NAME a task of the cache "
-                              f"({', '.join(task_set.names)}); got {self.as_task}")
+        labels = self.as_task.get("labels", "keep")
+        if set(self.as_task) - {"task", "share", "labels"} or name not in task_set:
+            raise ConfigError(f"as_task must be {{'task': NAME, 'share': p, 'labels': 'keep'|'background'}} with NAME "
+                              f"a task of the cache ({', '.join(task_set.names)}); got {self.as_task}")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
             raise ConfigError(f"as_task share must be a number in (0, 1], got {share!r}")
-        return task_set.index(name), float(share)
+        if labels not in ("keep", "background"):
+            raise ConfigError(f"as_task labels must be 'keep' or 'background', got {labels!r}")
+        return task_set.index(name), float(share), labels == "background"
 
     def _task_probabilities(self, task_set) -> np.ndarray:
         """Per lesion task, the share of lesion patches under ``task_weights`` (weight 1 for unnamed tasks)."""
@@ -461,7 +467,11 @@ class PatchSampler:
         if self.with_organs:
             organs = (read_resampled(case.organs, start, self.patch_size, scale, 0, nearest=True)
                       if case.organs is not None else np.zeros(self.patch_size, np.uint16))
-        return Patch(image, label, organs, self._task_for(case_id, rng, task), kind, case_id, lesion_key)
+        patch_task = self._task_for(case_id, rng, task)
+        if self._as_task is not None and self._as_task[2] and patch_task != self.case_task[case_id] \
+                and patch_task == self._as_task[0]:
+            label = np.zeros_like(label)  # another type's study under this prompt: none of its lesions is this type
+        return Patch(image, label, organs, patch_task, kind, case_id, lesion_key)
 
     def _scale(self, case_id: str, rng: np.random.Generator) -> tuple[float, float, float]:
         """Ratio of the patch's training spacing to the cache spacing per axis (1 without multi-spacing)."""

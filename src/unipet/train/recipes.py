@@ -94,9 +94,10 @@ class Recipe:
             ``init_from``.
         task_weights: with ``lesion_balance="task"``, ``{task: weight}`` of the tasks' shares of lesion patches
             (``unipet.data.sampling.PatchSampler``; unipet's choice), e.g. to emphasise a newly added type.
-        as_task: ``{"task": name, "share": p}``: a share of the draws of other tasks' cases is presented under
-            this task's prompt (``unipet.data.sampling``; unipet's choice), e.g. to teach a type learnt from crops
-            what whole bodies look like; None = off.
+        as_task: ``{"task": name, "share": p, "labels": "keep" | "background"}``: a share of the draws of other
+            tasks' cases is presented under this task's prompt, with their lesions or an empty mask
+            (``unipet.data.sampling``; unipet's choice), e.g. to teach a type learnt from crops what whole bodies
+            look like; None = off.
         task_donors: ``{new task: checkpoint task}`` for ``init_from`` a checkpoint with fewer tasks: the cache's
             task set appends new types to the checkpoint's, and each new type starts from its donor's prompt and
             head (``unipet.models.task_growth``; unipet's choice); a new type without a donor starts from the mean.
