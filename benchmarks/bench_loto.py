@@ -27,10 +27,11 @@ CPU run (two processes side by side, one thread each; the numbers in RESULTS.md)
         --types all,lung_cancer,lymphoma --out loto_a.json
     python benchmarks/bench_loto.py --work /tmp/loto --train-cache CACHE --iterations 1200 --threads 1 \
         --types melanoma,breast_cancer --out loto_b.json
-    python benchmarks/bench_loto.py --work /tmp/loto --train-cache CACHE --iterations 1200 --out loto.json
+    python benchmarks/bench_loto.py --merge loto_a.json loto_b.json --out loto.json
 
 (``CACHE``: the default's phantom training cache, e.g. ``train_real.py``'s ``WORK/cache``; without it the
-160-study phantom cohort of seed 0 is generated and cached in ``WORK/train``. The last command reuses the runs.)
+160-study phantom cohort of seed 0 is generated and cached in ``WORK/train``. ``--merge`` only combines the two
+JSON files into one table; a run interrupted anywhere resumes where it stopped when its command is repeated.)
 
 CPU smoke check::
 
@@ -124,10 +125,14 @@ def score(predictor, manifest: Path, out: Path, task: str, study_type: str | Non
     from unipet.infer import predict_batch
 
     t0 = time.perf_counter()
-    report = predict_batch(predictor, manifest, out / "masks", task=task, overwrite=True)
+    # masks of this checkpoint already written (an interrupted run) are kept: predictions are deterministic
+    # (auto is re-run: its choices are counted from this run's records)
+    report = predict_batch(predictor, manifest, out / "masks", task=task, overwrite=task == "auto")
     seconds = time.perf_counter() - t0
     summary = evaluate(out / "masks", manifest, out / "eval", EvaluationConfig(n_boot=200), overwrite=True).summary
-    row = {**headline(summary, study_type), "predict_s": round(seconds, 1), "n": len(report.records)}
+    row = {**headline(summary, study_type), "predict_s": round(seconds, 1), "n": len(report.done) + len(report.skipped)}
+    if report.skipped:
+        row["reused"] = len(report.skipped)
     if report.failed:
         row["failed"] = report.failed
     if task == "auto":
@@ -217,7 +222,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--tiny", action="store_true", help="CPU smoke check: tiny studies, model and budget")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="combine the JSON of processes that "
+                   "split --types (one of them with the reference) into one table; nothing is run")
     args = p.parse_args()
+    if args.merge:
+        return emit(merge([json.loads(f.read_text()) for f in args.merge]), args.out)
     if args.threads:
         import torch
 
@@ -256,11 +265,30 @@ def main() -> None:
             doc["left_out"][t] = evaluate_left_out(run, t, manifest, work, args.device)
     # the baselines are written once per work folder: by the process that trains the reference
     doc["baselines"] = baselines(manifest, work, types) if REFERENCE in chosen else {}
+    emit(doc, args.out)
+
+
+def merge(docs: list[dict]) -> dict:
+    """One document from those of processes that split ``--types`` of one work folder and budget."""
+    first = docs[0]
+    if len({(d["iterations"], d["recipe"], json.dumps(d["heldout"], sort_keys=True)) for d in docs}) != 1:
+        sys.exit("the JSON files to merge come from runs of other budgets, recipes or held-out cohorts")
+    out = {**first, "train": {}, "left_out": {}, "reference": {}, "baselines": {}}
+    for d in docs:
+        out["train"].update(d["train"])
+        out["left_out"].update(d["left_out"])
+        out["reference"] = out["reference"] or d["reference"]
+        out["baselines"] = out["baselines"] or d["baselines"]
+    return out
+
+
+def emit(doc: dict, out: Path | None) -> None:
+    """The table (stderr, when a type was left out) and the JSON (stdout; also written to ``out``)."""
     if doc["left_out"]:
         print(table(doc), file=sys.stderr)
     text = json.dumps(doc, indent=1, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     print(text)
 
 

@@ -195,9 +195,13 @@ def provenance(args, n_real: int, n_phantoms: int) -> dict:
     return {
         "trained_on": f"{n_phantoms} small phantom studies (seed 0, training split) and {n_real} real FDG PET/CT "
                       "soft-tissue sarcomas (../shared/real_sts_fdg), 2 CPU cores, no GPU",
-        "commands": [f"python benchmarks/train_real.py --work /tmp/d24 --fold final --iterations {args.iterations} "
-                     "--threads 1 --export src/unipet/resources/checkpoints/dpdnet-small"],
-        "initialised_from": "the previous shipped dpdnet-small (default v2: 4 phantom types), grown to 5 tasks "
+        "commands": ["python benchmarks/train_real.py --work WORK --init V2 --fold final --iterations "
+                     f"{args.iterations}" + (f" --recipe recipes/{args.recipe.name}" if args.recipe else "")
+                     + (f" --run {args.run}" if args.run else "") + f" --threads {args.threads} "
+                     "--export src/unipet/resources/checkpoints/dpdnet-small",
+                     "(V2: default v2's model.safetensors + meta.json, git show 3a32e17:src/unipet/resources/"
+                     "checkpoints/dpdnet-small/...)"],
+        "initialised_from": "default v2 (the phantom-only dpdnet-small of 4 types), grown to 5 tasks "
                             "(unipet.models.task_growth; soft_tissue_sarcoma starts as lymphoma)",
         "real_data": {
             "licence": "CC BY 3.0 (Creative Commons Attribution 3.0 Unported)",
@@ -207,7 +211,7 @@ def provenance(args, n_real: int, n_phantoms: int) -> dict:
                      "Vallieres M et al. Data from Soft-tissue-Sarcoma. TCIA (2015), DOI 10.7937/K9/TCIA.2015.7GO2GSKS",
                      "Clark K et al. The Cancer Imaging Archive (TCIA). J Digit Imaging 26:1045 (2013)",
                      "Zwanenburg A et al. The Image Biomarker Standardization Initiative. Radiology 295:328 (2020)"]},
-        "results": "benchmarks/RESULTS.md, 'Default checkpoint v4: real sarcomas in training'",
+        "results": "benchmarks/RESULTS.md, the section 'Default checkpoint' of the shipped version (README says which)",
     }
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from _bench import is_dice, run_tiny
+from _bench import ROOT, is_dice, run_tiny
 
 TYPES = ("lung_cancer", "lymphoma", "melanoma")
 
@@ -33,3 +35,18 @@ def test_bench_loto_tiny(tmp_path):
         assert set(ref) == {"own prompt", "auto", "any"} and ref["own prompt"]["n"] == n
         assert {"suv2.5", "oracle41"} <= set(data["baselines"][left])
     assert data["train"]["all"]["tasks"] == data["types"]
+
+
+def test_bench_loto_merges_processes_that_split_the_types(tmp_path):
+    """Two processes split the types over one work folder; --merge gives the table of a single run."""
+    a, work = run_tiny("bench_loto.py", tmp_path, "--types", "all,lymphoma")
+    b, _ = run_tiny("bench_loto.py", tmp_path, "--types", "melanoma")
+    assert a["baselines"] and not b["baselines"] and set(b["train"]) == {"without-melanoma"}
+    out = tmp_path / "merged.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_loto.py"), "--merge",
+                           str(tmp_path / "out--typesall,lymphoma.json"), str(tmp_path / "out--typesmelanoma.json"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = json.loads(out.read_text())
+    assert set(merged["left_out"]) == {"lymphoma", "melanoma"} and merged["reference"] == a["reference"]
+    assert merged["left_out"]["melanoma"] == b["left_out"]["melanoma"] and "| melanoma |" in proc.stderr
