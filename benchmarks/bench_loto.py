@@ -71,9 +71,7 @@ def subset_cache(source, dest: Path, types: list[str]):
 
     keep = [n for n in source.task_set.names if n in types]
     cases = [c for c in source.split("train") if source.info(c).get("task") in keep]
-    task_set = TaskSet([source.task_set[n] for n in keep], name="without-" + "-".join(
-        n for n in source.task_set.names if n not in keep and any(source.info(c).get("task") == n
-                                                                  for c in source.split("train"))) or "all")
+    task_set = TaskSet([source.task_set[n] for n in keep], name=dest.name)  # "all" or "without-<type>"
     meta = {**source.meta, "task_set": task_set.to_dict(), "cases": cases}
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / "cache.json"
